@@ -1,0 +1,130 @@
+#!/usr/bin/env node
+// The kube-front-proxy command. Start-up problems end the process with exit code 2 and one
+// line on stderr that names the setting, the file and the problem.
+
+import { Command, CommanderError, Option } from 'commander';
+import { pino, stdTimeFunctions, type Logger } from 'pino';
+import { ConfigError, SETTINGS, envVarName, loadConfig, type Config, type RawSettings } from './config.js';
+import { loadMaterial, type Material } from './material.js';
+import { createProxyServer, type ProxyServer } from './server.js';
+
+const EXIT_CONFIG = 2;
+
+function fatal(message: string): never {
+  process.stderr.write(`kube-front-proxy: ${message}\n`);
+  process.exit(EXIT_CONFIG);
+}
+
+function buildProgram(): Command {
+  const program = new Command('kube-front-proxy')
+    .description('Authenticating reverse proxy for kube-apiserver: basic auth or client certificates in, front-proxy mutual TLS and X-Remote-* identity headers out.')
+    .showHelpAfterError()
+    .exitOverride();
+
+  const serve = program
+    .command('serve')
+    .description('run the proxy')
+    .addHelpText('after', `\nEvery setting can also be set in the YAML file given by --config (camelCase keys, e.g.\ntlsCertFile, upstreams: [..]) or by an environment variable (e.g. ${envVarName(SETTINGS[1]!)}).\nPrecedence: flag > environment > config file > default.`)
+    .option('--config <file>', 'YAML config file (env KUBE_FRONT_PROXY_CONFIG)');
+  for (const spec of SETTINGS) {
+    const help = `${spec.help} (default: ${spec.defaultText ?? 'none'}; env ${envVarName(spec)})`;
+    const option =
+      spec.kind === 'boolean'
+        ? new Option(`--${spec.flag} [bool]`, help).argParser((v: string | undefined) => v === undefined || /^(true|1|yes)$/i.test(v))
+        : spec.kind === 'list'
+          ? new Option(`--${spec.flag} <value>`, help).argParser((v: string, previous: string[] | undefined) => [...(previous ?? []), v])
+          : new Option(`--${spec.flag} <value>`, help);
+    serve.addOption(option);
+  }
+  serve.action(async (options: Record<string, unknown>) => {
+    const flags: Partial<Record<keyof RawSettings, unknown>> = {};
+    for (const spec of SETTINGS) {
+      const value = options[camelCase(spec.flag)];
+      if (value !== undefined) flags[spec.key] = value;
+    }
+    const configFile = (options.config as string | undefined) ?? process.env.KUBE_FRONT_PROXY_CONFIG;
+    await serveCommand(loadConfig({ configFile, flags, env: process.env }));
+  });
+  return program;
+}
+
+function camelCase(flag: string): string {
+  return flag.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase());
+}
+
+async function serveCommand(config: Config): Promise<void> {
+  const material = loadMaterial(config);
+  const logger = pino({ level: config.logLevel, base: { pid: process.pid }, timestamp: stdTimeFunctions.isoTime });
+  const proxy = await createProxyServer(config, material, logger);
+  try {
+    await proxy.app.listen({ host: config.listen.host, port: config.listen.port });
+  } catch (err) {
+    await proxy.close();
+    const code = (err as NodeJS.ErrnoException).code;
+    const problem = code === 'EADDRINUSE' ? 'address already in use' : code === 'EACCES' ? 'permission denied (ports below 1024 need privileges)' : (err as Error).message;
+    throw new ConfigError(`--listen ${config.listen.host}:${config.listen.port}: ${problem}`);
+  }
+  logger.info(startupSummary(config, material, proxy), startupLine(config, material, proxy));
+  installSignalHandlers(proxy, logger);
+}
+
+function listenUrl(proxy: ProxyServer): string {
+  const address = proxy.app.server.address();
+  if (address === null || typeof address === 'string') return String(address);
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  return `https://${host}:${address.port}`;
+}
+
+function authMethods(material: Material): string[] {
+  const methods: string[] = [];
+  if (material.users) methods.push(`basic (${material.users.users.size} users)`);
+  if (material.clientCa) methods.push('x509 client certificates');
+  return methods;
+}
+
+function startupSummary(config: Config, material: Material, proxy: ProxyServer): Record<string, unknown> {
+  return {
+    listen: listenUrl(proxy),
+    auth: authMethods(material),
+    upstreams: config.upstreams.map((u) => u.origin),
+    proxyClient: material.proxyClientName,
+  };
+}
+
+function startupLine(config: Config, material: Material, proxy: ProxyServer): string {
+  return `listening on ${listenUrl(proxy)}; auth: ${authMethods(material).join(', ')}; upstreams: ${config.upstreams.map((u) => u.origin).join(', ')} as ${material.proxyClientName}`;
+}
+
+function installSignalHandlers(proxy: ProxyServer, logger: Logger): void {
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'shutting down');
+    // Bounded: a stuck connection must not keep a stopping proxy alive forever.
+    const deadline = setTimeout(() => process.exit(0), 10_000);
+    deadline.unref();
+    proxy.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        logger.error({ err }, 'error during shutdown');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+async function main(argv: string[]): Promise<void> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof ConfigError) fatal(err.message);
+    if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : EXIT_CONFIG);
+    throw err;
+  }
+}
+
+await main(process.argv);

@@ -1,0 +1,297 @@
+// The proxy's settings: one table that names each setting's flag, environment variable and
+// config-file key, one schema that validates the merged result, and one precedence rule:
+// flag > environment > config file > built-in default. The result is validated once here and
+// passed down; nothing deeper reads process.env or the command line.
+
+import { accessSync, constants, readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+
+/** kubeadm's paths on a control-plane node: with no flags the proxy runs beside kubeadm's apiserver. */
+export const KUBEADM_PKI = '/etc/kubernetes/pki';
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+type SettingKind = 'string' | 'list' | 'duration' | 'integer' | 'boolean';
+
+interface SettingSpec {
+  /** camelCase key in the config file and in Config. */
+  key: keyof RawSettings;
+  /** kebab-case flag, without the leading dashes. */
+  flag: string;
+  kind: SettingKind;
+  help: string;
+  /** Shown in --help; the real default is in DEFAULTS. */
+  defaultText?: string;
+}
+
+export const SETTINGS: readonly SettingSpec[] = [
+  { key: 'listen', flag: 'listen', kind: 'string', help: 'host:port of the user-facing HTTPS listener', defaultText: '0.0.0.0:8443' },
+  { key: 'tlsCertFile', flag: 'tls-cert-file', kind: 'string', help: "the proxy's serving certificate (PEM; may include intermediates)", defaultText: 'required' },
+  { key: 'tlsPrivateKeyFile', flag: 'tls-private-key-file', kind: 'string', help: "the serving certificate's private key (PEM)", defaultText: 'required' },
+  { key: 'clientCaFile', flag: 'client-ca-file', kind: 'string', help: 'CA bundle for user client certificates; enables client-certificate auth', defaultText: `${KUBEADM_PKI}/ca.crt if readable` },
+  { key: 'htpasswdFile', flag: 'htpasswd-file', kind: 'string', help: 'users for basic auth (htpasswd bcrypt lines, optional third field: groups); enables basic auth', defaultText: 'none' },
+  { key: 'upstreams', flag: 'upstream', kind: 'list', help: 'kube-apiserver URL (repeatable; env and file take a list)', defaultText: 'https://127.0.0.1:6443' },
+  { key: 'upstreamCaFile', flag: 'upstream-ca-file', kind: 'string', help: "CA that signed the apiserver's serving certificate", defaultText: `${KUBEADM_PKI}/ca.crt` },
+  { key: 'upstreamServerName', flag: 'upstream-server-name', kind: 'string', help: "name checked against the apiserver's certificate (SNI and verification)", defaultText: 'kubernetes' },
+  { key: 'proxyClientCertFile', flag: 'proxy-client-cert-file', kind: 'string', help: 'front-proxy client certificate presented to the apiserver', defaultText: `${KUBEADM_PKI}/front-proxy-client.crt` },
+  { key: 'proxyClientKeyFile', flag: 'proxy-client-key-file', kind: 'string', help: 'front-proxy client key', defaultText: `${KUBEADM_PKI}/front-proxy-client.key` },
+  { key: 'upstreamHeaderTimeout', flag: 'upstream-header-timeout', kind: 'duration', help: "longest wait for the apiserver's response headers (0 = none); never limits a response body, so watches and logs -f are not cut", defaultText: '0' },
+  { key: 'stripImpersonationHeaders', flag: 'strip-impersonation-headers', kind: 'boolean', help: 'drop Impersonate-* headers instead of passing them to the apiserver (which authorizes them against the user)', defaultText: 'false' },
+  { key: 'authCacheTtl', flag: 'auth-cache-ttl', kind: 'duration', help: 'how long a verified password is trusted before bcrypt runs again', defaultText: '60s' },
+  { key: 'authCacheSize', flag: 'auth-cache-size', kind: 'integer', help: 'most verified credentials kept', defaultText: '10000' },
+  { key: 'bcryptWorkers', flag: 'bcrypt-workers', kind: 'integer', help: 'worker threads that run bcrypt (bounds the CPU a password flood can take)', defaultText: 'half the CPUs, at least 1' },
+  { key: 'logLevel', flag: 'log-level', kind: 'string', help: 'fatal, error, warn, info, debug or trace', defaultText: 'info' },
+];
+
+/** What a config file, the environment or the flags may set (all optional, before defaults). */
+const rawSettingsSchema = z
+  .object({
+    listen: z.string(),
+    tlsCertFile: z.string(),
+    tlsPrivateKeyFile: z.string(),
+    clientCaFile: z.string(),
+    htpasswdFile: z.string(),
+    upstreams: z.array(z.string()).min(1),
+    upstreamCaFile: z.string(),
+    upstreamServerName: z.string().min(1),
+    proxyClientCertFile: z.string(),
+    proxyClientKeyFile: z.string(),
+    upstreamHeaderTimeout: z.union([z.string(), z.number()]),
+    stripImpersonationHeaders: z.boolean(),
+    authCacheTtl: z.union([z.string(), z.number()]),
+    authCacheSize: z.number().int().min(0),
+    bcryptWorkers: z.number().int().min(1).max(64),
+    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']),
+  })
+  .partial()
+  .strict();
+
+export type RawSettings = z.infer<typeof rawSettingsSchema>;
+
+export interface ListenAddress {
+  host: string;
+  port: number;
+}
+
+export interface Config {
+  listen: ListenAddress;
+  tlsCertFile: string;
+  tlsPrivateKeyFile: string;
+  /** Undefined: client-certificate auth is off. */
+  clientCaFile: string | undefined;
+  /** Undefined: basic auth is off. */
+  htpasswdFile: string | undefined;
+  upstreams: URL[];
+  upstreamCaFile: string;
+  upstreamServerName: string;
+  proxyClientCertFile: string;
+  proxyClientKeyFile: string;
+  /** Milliseconds; 0 = no limit. */
+  upstreamHeaderTimeoutMs: number;
+  stripImpersonationHeaders: boolean;
+  authCacheTtlMs: number;
+  authCacheSize: number;
+  bcryptWorkers: number;
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
+}
+
+const DEFAULTS = {
+  listen: '0.0.0.0:8443',
+  upstreams: ['https://127.0.0.1:6443'],
+  upstreamCaFile: `${KUBEADM_PKI}/ca.crt`,
+  upstreamServerName: 'kubernetes',
+  proxyClientCertFile: `${KUBEADM_PKI}/front-proxy-client.crt`,
+  proxyClientKeyFile: `${KUBEADM_PKI}/front-proxy-client.key`,
+  upstreamHeaderTimeout: 0,
+  stripImpersonationHeaders: false,
+  authCacheTtl: '60s',
+  authCacheSize: 10_000,
+  logLevel: 'info',
+} satisfies RawSettings;
+
+export function envVarName(spec: SettingSpec): string {
+  return `KUBE_FRONT_PROXY_${spec.flag.replaceAll('-', '_').toUpperCase()}`;
+}
+
+export function flagName(key: keyof RawSettings): string {
+  return `--${SETTINGS.find((s) => s.key === key)?.flag ?? key}`;
+}
+
+export interface ConfigSources {
+  /** Path given by --config (or KUBE_FRONT_PROXY_CONFIG). */
+  configFile?: string | undefined;
+  /** Flag values as the command-line parser produced them, keyed by setting key. */
+  flags: Partial<Record<keyof RawSettings, unknown>>;
+  env: NodeJS.ProcessEnv;
+}
+
+/** Merges and validates every source; throws ConfigError with one line naming the setting. */
+export function loadConfig(sources: ConfigSources): Config {
+  const fromFile = sources.configFile ? readConfigFile(sources.configFile) : {};
+  const fromEnv = settingsFromEnv(sources.env);
+  const fromFlags = settingsFromFlags(sources.flags);
+  const merged: RawSettings = { ...DEFAULTS, ...fromFile, ...fromEnv, ...fromFlags };
+  return resolve(merged);
+}
+
+function readConfigFile(path: string): RawSettings {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`--config ${path}: ${fileErrorText(err)}`);
+  }
+  let document: unknown;
+  try {
+    document = parseYaml(text) ?? {};
+  } catch (err) {
+    const detail = err instanceof Error ? err.message.split('\n')[0] : String(err);
+    throw new ConfigError(`--config ${path}: not valid YAML: ${detail}`);
+  }
+  const parsed = rawSettingsSchema.safeParse(document);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const where = issue?.path.length ? issue.path.join('.') : '(top level)';
+    const what = issue?.code === 'unrecognized_keys' ? `unknown setting ${issue.keys.join(', ')}` : issue?.message;
+    throw new ConfigError(`--config ${path}: ${where}: ${what}`);
+  }
+  return parsed.data;
+}
+
+function settingsFromEnv(env: NodeJS.ProcessEnv): RawSettings {
+  const out: Record<string, unknown> = {};
+  for (const spec of SETTINGS) {
+    const name = envVarName(spec);
+    const value = env[name];
+    if (value === undefined || value === '') continue;
+    out[spec.key] = coerce(spec, value, name);
+  }
+  return out as RawSettings;
+}
+
+function settingsFromFlags(flags: ConfigSources['flags']): RawSettings {
+  const out: Record<string, unknown> = {};
+  for (const spec of SETTINGS) {
+    const value = flags[spec.key];
+    if (value === undefined) continue;
+    out[spec.key] = Array.isArray(value) || typeof value === 'boolean' ? value : coerce(spec, String(value), `--${spec.flag}`);
+  }
+  return out as RawSettings;
+}
+
+/** Environment and flag values arrive as strings; give them the type the file schema expects. */
+function coerce(spec: SettingSpec, value: string, source: string): unknown {
+  switch (spec.kind) {
+    case 'list':
+      return value.split(',').map((v) => v.trim()).filter(Boolean);
+    case 'integer': {
+      if (!/^\d+$/.test(value)) throw new ConfigError(`${source}: "${value}" is not a whole number`);
+      return Number(value);
+    }
+    case 'boolean': {
+      if (/^(true|1|yes)$/i.test(value)) return true;
+      if (/^(false|0|no)$/i.test(value)) return false;
+      throw new ConfigError(`${source}: "${value}" is not true or false`);
+    }
+    default:
+      return value;
+  }
+}
+
+function resolve(raw: RawSettings): Config {
+  const checked = rawSettingsSchema.safeParse(raw);
+  if (!checked.success) {
+    const issue = checked.error.issues[0];
+    const key = (issue?.path[0] ?? '') as keyof RawSettings;
+    throw new ConfigError(`${flagName(key)}: ${issue?.message}`);
+  }
+  const s = checked.data;
+  if (!s.tlsCertFile) throw new ConfigError('--tls-cert-file: required: the proxy\'s serving certificate (see `kube-front-proxy serve --help`)');
+  if (!s.tlsPrivateKeyFile) throw new ConfigError('--tls-private-key-file: required: the serving certificate\'s key');
+
+  // Client-certificate auth defaults to kubeadm's cluster CA, but only where that file is
+  // readable: on a machine without it the proxy runs with basic auth alone.
+  let clientCaFile = s.clientCaFile;
+  if (clientCaFile === undefined && isReadable(`${KUBEADM_PKI}/ca.crt`)) clientCaFile = `${KUBEADM_PKI}/ca.crt`;
+  if (clientCaFile === '') clientCaFile = undefined;
+  const htpasswdFile = s.htpasswdFile === '' ? undefined : s.htpasswdFile;
+  if (!clientCaFile && !htpasswdFile) {
+    throw new ConfigError('no authentication method enabled: set --htpasswd-file (basic auth) and/or --client-ca-file (client certificates)');
+  }
+
+  return {
+    listen: parseListen(s.listen ?? DEFAULTS.listen),
+    tlsCertFile: s.tlsCertFile,
+    tlsPrivateKeyFile: s.tlsPrivateKeyFile,
+    clientCaFile,
+    htpasswdFile,
+    upstreams: (s.upstreams ?? DEFAULTS.upstreams).map(parseUpstream),
+    upstreamCaFile: s.upstreamCaFile ?? DEFAULTS.upstreamCaFile,
+    upstreamServerName: s.upstreamServerName ?? DEFAULTS.upstreamServerName,
+    proxyClientCertFile: s.proxyClientCertFile ?? DEFAULTS.proxyClientCertFile,
+    proxyClientKeyFile: s.proxyClientKeyFile ?? DEFAULTS.proxyClientKeyFile,
+    upstreamHeaderTimeoutMs: parseDuration('upstreamHeaderTimeout', s.upstreamHeaderTimeout ?? 0),
+    stripImpersonationHeaders: s.stripImpersonationHeaders ?? false,
+    authCacheTtlMs: parseDuration('authCacheTtl', s.authCacheTtl ?? DEFAULTS.authCacheTtl),
+    authCacheSize: s.authCacheSize ?? DEFAULTS.authCacheSize,
+    bcryptWorkers: s.bcryptWorkers ?? Math.max(1, Math.floor(availableParallelism() / 2)),
+    logLevel: s.logLevel ?? 'info',
+  };
+}
+
+function parseListen(value: string): ListenAddress {
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(value);
+  const port = Number(match?.[3]);
+  if (!match || port > 65535) throw new ConfigError(`--listen: "${value}" is not host:port (e.g. 0.0.0.0:8443 or [::]:8443)`);
+  return { host: match[1] ?? (match[2] || '0.0.0.0'), port };
+}
+
+function parseUpstream(value: string): URL {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new ConfigError(`--upstream: "${value}" is not a URL (e.g. https://10.0.0.1:6443)`);
+  }
+  // The identity headers are only trusted over mutual TLS; plain HTTP would send them to anyone.
+  if (url.protocol !== 'https:') throw new ConfigError(`--upstream: "${value}" must be https://`);
+  if ((url.pathname !== '/' && url.pathname !== '') || url.search || url.hash || url.username) {
+    throw new ConfigError(`--upstream: "${value}" must be scheme://host:port with no path, query or credentials`);
+  }
+  return url;
+}
+
+const DURATION_UNITS_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** "500ms", "30s", "5m", "1h", or a bare number of seconds. */
+export function parseDuration(key: keyof RawSettings, value: string | number): number {
+  if (typeof value === 'number' && value >= 0) return value * 1000;
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(String(value).trim());
+  if (!match) throw new ConfigError(`${flagName(key)}: "${value}" is not a duration (e.g. 500ms, 30s, 5m)`);
+  return Math.round(Number(match[1]) * (DURATION_UNITS_MS[match[2] ?? 's'] ?? 1000));
+}
+
+function isReadable(path: string): boolean {
+  try {
+    accessSync(path, constants.R_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** "no such file", "permission denied": the part of a Node fs error a person needs. */
+export function fileErrorText(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (code === 'ENOENT') return 'no such file';
+  if (code === 'EACCES' || code === 'EPERM') return 'permission denied';
+  if (code === 'EISDIR') return 'is a directory, not a file';
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,49 @@
+// Everything the proxy reads from disk at start-up, checked before it listens: a proxy that
+// starts with an unusable certificate fails later, on a user's request, far from the cause.
+
+import { readFileSync } from 'node:fs';
+import { HtpasswdError, parseHtpasswd, type UserTable } from './auth/htpasswd.js';
+import { commonName, loadCaBundle, loadKeyPair, type KeyPair } from './certfiles.js';
+import { ConfigError, fileErrorText, type Config } from './config.js';
+import type { UpstreamTls } from './upstream/tls.js';
+
+export interface Material {
+  serving: KeyPair;
+  /** CA bundle for user certificates, or undefined when certificate auth is off. */
+  clientCa: Buffer | undefined;
+  /** Users for basic auth, or undefined when basic auth is off. */
+  users: UserTable | undefined;
+  upstream: UpstreamTls;
+  /** CN of the front-proxy client certificate, for the start-up line. */
+  proxyClientName: string;
+}
+
+export function loadUsers(path: string): UserTable {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`--htpasswd-file ${path}: ${fileErrorText(err)}`);
+  }
+  try {
+    return parseHtpasswd(text);
+  } catch (err) {
+    if (err instanceof HtpasswdError) throw new ConfigError(`--htpasswd-file ${path}: ${err.message}`);
+    throw err;
+  }
+}
+
+export function loadMaterial(config: Config): Material {
+  const serving = loadKeyPair({ flag: '--tls-cert-file', path: config.tlsCertFile }, { flag: '--tls-private-key-file', path: config.tlsPrivateKeyFile }, 'server');
+  const clientCa = config.clientCaFile ? loadCaBundle({ flag: '--client-ca-file', path: config.clientCaFile }) : undefined;
+  const users = config.htpasswdFile ? loadUsers(config.htpasswdFile) : undefined;
+  const upstreamCa = loadCaBundle({ flag: '--upstream-ca-file', path: config.upstreamCaFile });
+  const proxyClient = loadKeyPair({ flag: '--proxy-client-cert-file', path: config.proxyClientCertFile }, { flag: '--proxy-client-key-file', path: config.proxyClientKeyFile }, 'client');
+  return {
+    serving,
+    clientCa,
+    users,
+    upstream: { ca: upstreamCa, cert: proxyClient.cert, key: proxyClient.key, serverName: config.upstreamServerName },
+    proxyClientName: commonName(proxyClient.leaf),
+  };
+}

@@ -1,0 +1,99 @@
+import { STATUS_CODES } from 'node:http';
+
+// Every error the proxy itself answers is a Kubernetes `Status` object, so kubectl prints it the
+// way it prints the apiserver's own errors ("error: You must be logged in to the server (...)").
+// Handlers name a failure from this table; nothing else builds error JSON.
+
+export type StatusReason =
+  | 'BadRequest'
+  | 'Unauthorized'
+  | 'Forbidden'
+  | 'NotFound'
+  | 'MethodNotAllowed'
+  | 'RequestEntityTooLarge'
+  | 'RequestHeaderFieldsTooLarge'
+  | 'TooManyRequests'
+  | 'InternalError'
+  | 'BadGateway'
+  | 'ServiceUnavailable'
+  | 'Timeout';
+
+const codeForReason: Record<StatusReason, number> = {
+  BadRequest: 400,
+  Unauthorized: 401,
+  Forbidden: 403,
+  NotFound: 404,
+  MethodNotAllowed: 405,
+  RequestEntityTooLarge: 413,
+  RequestHeaderFieldsTooLarge: 431,
+  TooManyRequests: 429,
+  InternalError: 500,
+  BadGateway: 502,
+  ServiceUnavailable: 503,
+  // kube-apiserver answers a gateway timeout with reason "Timeout" and code 504.
+  Timeout: 504,
+};
+
+export interface KubeStatus {
+  kind: 'Status';
+  apiVersion: 'v1';
+  metadata: Record<string, never>;
+  status: 'Failure';
+  message: string;
+  reason: StatusReason;
+  code: number;
+}
+
+/** A failure the proxy answers itself; thrown or passed around, turned into a Status at the edge. */
+export class StatusError extends Error {
+  readonly reason: StatusReason;
+  readonly code: number;
+  /** Extra response headers, e.g. WWW-Authenticate or Retry-After. */
+  readonly headers: Record<string, string>;
+
+  constructor(reason: StatusReason, message: string, headers: Record<string, string> = {}) {
+    super(message);
+    this.name = 'StatusError';
+    this.reason = reason;
+    this.code = codeForReason[reason];
+    this.headers = headers;
+  }
+
+  toStatus(): KubeStatus {
+    return {
+      kind: 'Status',
+      apiVersion: 'v1',
+      metadata: {},
+      status: 'Failure',
+      message: this.message,
+      reason: this.reason,
+      code: this.code,
+    };
+  }
+
+  /** The serialized body, for writers that are not fastify (raw sockets). */
+  toJSON(): KubeStatus {
+    return this.toStatus();
+  }
+}
+
+export const BASIC_REALM = 'kube-front-proxy';
+
+export function unauthorized(message: string): StatusError {
+  return new StatusError('Unauthorized', message, {
+    'www-authenticate': `Basic realm="${BASIC_REALM}", charset="UTF-8"`,
+  });
+}
+
+/** Writes a Status as a complete HTTP/1.1 response on a raw socket (used before/without fastify). */
+export function statusResponseBytes(error: StatusError): string {
+  const body = JSON.stringify(error.toStatus());
+  const lines = [
+    `HTTP/1.1 ${error.code} ${STATUS_CODES[error.code] ?? 'Error'}`,
+    'Content-Type: application/json',
+    `Content-Length: ${Buffer.byteLength(body)}`,
+    'Connection: close',
+    ...Object.entries(error.headers).map(([name, value]) => `${name}: ${value}`),
+  ];
+  return `${lines.join('\r\n')}\r\n\r\n${body}`;
+}

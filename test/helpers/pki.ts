@@ -1,0 +1,127 @@
+// A throw-away PKI, generated fresh for each test run: every trust relation the proxy meets
+// (cluster CA, front-proxy CA, the proxy's own serving CA, the user CA) plus a rogue CA that
+// signs look-alikes of the trusted certificates.
+import { chmod, mkdir, mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  createCertificateAuthority,
+  issueCertificate,
+  type CertificateAndKey,
+  type CertificateOptions,
+} from '../../src/pki/certificates.js';
+
+export type CaName = 'cluster-ca' | 'front-proxy-ca' | 'rogue-ca' | 'proxy-ca' | 'user-ca';
+
+export type LeafName =
+  | 'apiserver'
+  | 'cluster-admin'
+  | 'front-proxy-client'
+  | 'front-proxy-wrong-name'
+  | 'rogue-front-proxy-client'
+  | 'rogue-apiserver'
+  | 'user-other-ca'
+  | 'proxy-server'
+  | 'user-alice'
+  | 'user-bob'
+  | 'user-expired'
+  | 'user-not-yet-valid'
+  | 'user-server-only';
+
+export type PkiName = CaName | LeafName;
+
+export interface TestPki {
+  dir: string;
+  /** `<dir>/<name>.crt` or `<dir>/<name>.key`. */
+  path(name: PkiName, kind: 'crt' | 'key'): string;
+  pem: Record<PkiName, CertificateAndKey>;
+}
+
+const DAY_MS = 24 * 60 * 60 * 1000;
+
+const caCommonNames: Record<CaName, string> = {
+  'cluster-ca': 'kubernetes',
+  'front-proxy-ca': 'front-proxy-ca',
+  'rogue-ca': 'rogue-ca',
+  'proxy-ca': 'kube-front-proxy-ca',
+  'user-ca': 'kube-front-proxy-user-ca',
+};
+
+const apiserverSans = {
+  dnsNames: ['kubernetes', 'kubernetes.default', 'kubernetes.default.svc', 'localhost'],
+  ipAddresses: ['127.0.0.1'],
+};
+
+function leaves(now: number): Record<LeafName, [CaName, CertificateOptions]> {
+  const client = (commonName: string, organizations?: string[]): CertificateOptions => ({
+    commonName,
+    ...(organizations ? { organizations } : {}),
+    usages: ['clientAuth'],
+  });
+  return {
+    apiserver: ['cluster-ca', { commonName: 'kube-apiserver', usages: ['serverAuth'], ...apiserverSans }],
+    'cluster-admin': ['cluster-ca', client('direct-admin', ['system:masters'])],
+    'front-proxy-client': ['front-proxy-ca', client('front-proxy-client')],
+    'front-proxy-wrong-name': ['front-proxy-ca', client('not-the-proxy')],
+    'rogue-front-proxy-client': ['rogue-ca', client('front-proxy-client')],
+    'rogue-apiserver': ['rogue-ca', { commonName: 'kube-apiserver', usages: ['serverAuth'], ...apiserverSans }],
+    'user-other-ca': ['rogue-ca', client('mallory', ['devs'])],
+    'proxy-server': [
+      'proxy-ca',
+      {
+        commonName: 'kube-front-proxy',
+        usages: ['serverAuth'],
+        dnsNames: ['localhost'],
+        ipAddresses: ['127.0.0.1'],
+      },
+    ],
+    'user-alice': ['user-ca', client('alice', ['devs', 'ops'])],
+    'user-bob': ['user-ca', client('bob', ['viewers'])],
+    'user-expired': [
+      'user-ca',
+      {
+        ...client('expired-user'),
+        notBefore: new Date(now - 10 * DAY_MS),
+        notAfter: new Date(now - DAY_MS),
+      },
+    ],
+    'user-not-yet-valid': [
+      'user-ca',
+      { ...client('not-yet-valid-user'), notBefore: new Date(now + DAY_MS) },
+    ],
+    'user-server-only': ['user-ca', { commonName: 'server-only', usages: ['serverAuth'] }],
+  };
+}
+
+export async function createTestPki(dir?: string): Promise<TestPki> {
+  const outDir = dir ?? (await mkdtemp(join(tmpdir(), 'kfp-pki-')));
+  await mkdir(outDir, { recursive: true });
+
+  // ECDSA P-256 throughout: a key pair costs well under a millisecond, so the whole PKI is a
+  // few tens of milliseconds. CAs first (in parallel), then every leaf in parallel.
+  const caNames = Object.keys(caCommonNames) as CaName[];
+  const cas = await Promise.all(
+    caNames.map((name) => createCertificateAuthority({ commonName: caCommonNames[name] })),
+  );
+  const caPem = Object.fromEntries(caNames.map((name, i) => [name, cas[i]!])) as Record<
+    CaName,
+    CertificateAndKey
+  >;
+
+  const leafSpecs = Object.entries(leaves(Date.now())) as [LeafName, [CaName, CertificateOptions]][];
+  const issued = await Promise.all(leafSpecs.map(([, [ca, opts]]) => issueCertificate(caPem[ca], opts)));
+  const pem = {
+    ...caPem,
+    ...Object.fromEntries(leafSpecs.map(([name], i) => [name, issued[i]!])),
+  } as Record<PkiName, CertificateAndKey>;
+
+  const path = (name: PkiName, kind: 'crt' | 'key'): string => join(outDir, `${name}.${kind}`);
+  await Promise.all(
+    (Object.entries(pem) as [PkiName, CertificateAndKey][]).flatMap(([name, { cert, key }]) => [
+      writeFile(path(name, 'crt'), cert, { mode: 0o644 }),
+      // writeFile's mode applies only when it creates the file; chmod covers a reused dir.
+      writeFile(path(name, 'key'), key, { mode: 0o600 }).then(() => chmod(path(name, 'key'), 0o600)),
+    ]),
+  );
+  return { dir: outDir, path, pem };
+}
