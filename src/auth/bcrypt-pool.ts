@@ -3,8 +3,19 @@
 // flight. A fixed number of worker threads bounds the CPU that bcrypt can take; a bounded queue
 // bounds the memory and the wait.
 
+import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
-import type { CompareRequest, CompareResponse } from './bcrypt-worker.js';
+
+interface CompareRequest {
+  id: number;
+  password: string;
+  hash: string;
+}
+
+interface CompareResponse {
+  id: number;
+  match: boolean;
+}
 
 export class BcryptOverloadedError extends Error {
   constructor() {
@@ -24,8 +35,19 @@ interface Slot {
   task: Task | undefined;
 }
 
-// Under tsx (tests, `npm start` from source) the worker is the .ts file; built, it is the .js.
-const WORKER_URL = new URL(import.meta.url.endsWith('.ts') ? './bcrypt-worker.ts' : './bcrypt-worker.js', import.meta.url);
+// The worker is a few lines of plain CommonJS given as source: a .ts worker file would not load
+// under tsx (Node 20 runs no --import loader hooks in worker threads), and this way the built
+// and the from-source proxy run the same code. A malformed hash never verifies.
+const BCRYPTJS = createRequire(import.meta.url).resolve('bcryptjs');
+const WORKER_SOURCE = `
+const { parentPort } = require('node:worker_threads');
+const bcrypt = require(${JSON.stringify(BCRYPTJS)});
+parentPort.on('message', ({ id, password, hash }) => {
+  let match = false;
+  try { match = bcrypt.compareSync(password, hash); } catch { match = false; }
+  parentPort.postMessage({ id, match });
+});
+`;
 
 export class BcryptPool {
   private readonly slots: Slot[] = [];
@@ -61,7 +83,7 @@ export class BcryptPool {
   }
 
   private spawn(): Slot {
-    const slot: Slot = { worker: new Worker(WORKER_URL), task: undefined };
+    const slot: Slot = { worker: new Worker(WORKER_SOURCE, { eval: true }), task: undefined };
     slot.worker.on('message', (response: CompareResponse) => {
       const task = slot.task;
       slot.task = undefined;

@@ -1,5 +1,5 @@
-// @peculiar/x509 reads TypeScript decorator metadata at load time and needs the Reflect polyfill
-// installed before it is imported.
+// @peculiar/x509 registers its algorithms through tsyringe, which needs the Reflect metadata
+// polyfill in place before the library module is evaluated.
 import 'reflect-metadata';
 import { createPrivateKey, randomBytes, webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
@@ -40,6 +40,7 @@ export interface CertificateOptions {
 
 export interface CertificateAuthorityOptions {
   commonName: string;
+  /** Default 3650, kubeadm's CA lifetime: leaves are renewed yearly, the CA is not. */
   validityDays?: number;
   algorithm?: KeyAlgorithm;
   notBefore?: Date;
@@ -70,7 +71,7 @@ export async function createCertificateAuthority(
     serialNumber: randomSerial(),
     subject: name,
     issuer: name,
-    ...validity(opts),
+    ...validity({ ...opts, validityDays: opts.validityDays ?? 3650 }),
     publicKey: keys.publicKey,
     signingKey: keys.privateKey,
     signingAlgorithm: signingAlgorithm(keys.privateKey),

@@ -3,6 +3,7 @@
 
 import { fastifyHttpProxy, type FastifyHttpProxyOptions } from '@fastify/http-proxy';
 import type { IncomingHttpHeaders } from 'node:http';
+import type { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import type { Dispatcher } from 'undici';
 import { StatusError } from '../status.js';
@@ -38,6 +39,19 @@ export async function registerForwarding(app: FastifyInstance, options: ForwardO
         return upstreamRequestHeaders(withRepeatedHeaders(headers, distinct), identity, request.socket.remoteAddress, options.headerPolicy) as IncomingHttpHeaders;
       },
       rewriteHeaders: (headers) => downstreamResponseHeaders(headers as HeaderRecord) as IncomingHttpHeaders,
+      onResponse: (_request, reply, upstreamResponse) => {
+        const { headers, stream } = upstreamResponse as unknown as { headers: HeaderRecord; stream: Readable };
+        // A response of unknown length (a watch, logs -f, a chunked list) gets its headers now,
+        // not with its first body byte: a watch may be silent for minutes, and client-go's
+        // Watch() and kubectl wait for the headers before they report the watch as open.
+        if (headers['content-length'] === undefined) {
+          const raw = reply.raw;
+          raw.once('pipe', () => {
+            if (!raw.headersSent && 'flushHeaders' in raw) raw.flushHeaders();
+          });
+        }
+        void reply.send(stream);
+      },
       onError: (reply, { error }) => {
         const failure = upstreamFailure(error, upstreamName);
         reply.request.log.warn({ err: error.cause ?? error, upstream: upstreamName }, failure.message);

@@ -2,10 +2,17 @@
 // them to a stand-in apiserver.
 
 import bcrypt from 'bcryptjs';
+import type tap from 'tap';
 import { execFileSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { TestPki } from './pki.js';
+import { startApiServer, type ApiServer } from './apiserver.js';
+import { createTestPki, type TestPki } from './pki.js';
+import { startProxy, type ProxyProcess } from './proxy.js';
+
+/** The `t` a tap subtest callback receives. */
+export type TapTest = Parameters<Parameters<typeof tap.test>[0]>[0];
 
 export interface TestUser {
   name: string;
@@ -74,4 +81,31 @@ export function withFlag(flags: string[], flag: string, value: string | undefine
     out.push(flags[i] as string);
   }
   return value === undefined ? out : [...out, flag, value];
+}
+
+export interface Stack {
+  pki: TestPki;
+  apiserver: ApiServer;
+  proxy: ProxyProcess;
+  usersFile: string;
+}
+
+export interface StackOptions {
+  pki?: TestPki;
+  /** Users-file lines; default: ALICE, CAROL and the htpasswd-made HTTPASSWD_USER. */
+  users?: string[];
+  /** More proxy flags (later ones win). */
+  flags?: string[];
+  env?: NodeJS.ProcessEnv;
+}
+
+/** A stand-in apiserver and a proxy in front of it, both stopped when the test ends. */
+export async function startStack(t: { teardown(fn: () => unknown): void }, options: StackOptions = {}): Promise<Stack> {
+  const pki = options.pki ?? (await createTestPki());
+  const usersFile = writeUsersFile(pki.dir, options.users ?? [bcryptLine(ALICE), bcryptLine(CAROL), apacheHtpasswdLine(HTPASSWD_USER)], `users-${randomUUID()}.htpasswd`);
+  const apiserver = await startApiServer({ cert: pki.pem.apiserver.cert, key: pki.pem.apiserver.key, requestHeaderCA: pki.pem['front-proxy-ca'].cert, clientCA: pki.pem['cluster-ca'].cert });
+  t.teardown(() => apiserver.close());
+  const proxy = await startProxy([...proxyFlags(pki, { upstream: apiserver.url, usersFile }), ...(options.flags ?? [])], options.env);
+  t.teardown(() => proxy.stop());
+  return { pki, apiserver, proxy, usersFile };
 }

@@ -1,0 +1,908 @@
+// A kube-apiserver stand-in for tests and the benchmark. It authenticates the way
+// k8s.io/apiserver does (v1.32), so a proxy that passes against it passes against a real cluster:
+//
+//   union( requestheader: x509request.Verifier(front-proxy CA, allowed names) + headerrequest,
+//          x509: client CA -> CN user, O groups )
+//   -> AuthenticatedGroupAdder (system:authenticated)
+//   -> FailOnError(..., anonymous)
+//
+// The union collects errors and moves on; if nothing authenticated the request and any
+// authenticator failed, the answer is 401, never anonymous. Like Go's server (secure_serving.go:
+// tls.RequestClientCert) the TLS handshake accepts any client certificate; verification happens
+// per request in the authenticators, which is why a certificate from an unknown CA gets a 401
+// Status rather than a TLS alert.
+import { createHash, randomUUID, X509Certificate } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createServer } from 'node:https';
+import type { AddressInfo, Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+
+export interface ApiServerOptions {
+  /** Serving certificate and key, PEM. */
+  cert: string;
+  key: string;
+  /** --requestheader-client-ca-file (PEM). */
+  requestHeaderCA: string;
+  /** --requestheader-allowed-names; default ['front-proxy-client']; [] = any CN. */
+  allowedNames?: string[];
+  /** --client-ca-file (PEM): direct x509 users, CN = user, each O = group. */
+  clientCA?: string;
+  host?: string;
+  port?: number;
+  /** Pods per namespace in lists (default 3). */
+  pods?: number;
+}
+
+export interface UserInfo {
+  username: string;
+  groups: string[];
+  extra: Record<string, string[]>;
+}
+
+/** 'rejected' = an authenticator failed and none succeeded: answered 401. */
+export type AuthnMethod = 'requestheader' | 'x509' | 'anonymous' | 'rejected';
+
+export interface SeenRequest {
+  method: string;
+  /** The request target exactly as received. */
+  url: string;
+  /** Header pairs as received: case, order and repetition preserved. */
+  rawHeaders: [string, string][];
+  authn: AuthnMethod;
+  /** null for anonymous and rejected requests. */
+  user: UserInfo | null;
+  /** CN of the TLS client certificate, whether or not it verified. */
+  peerCN: string | null;
+  bodyBytes: number;
+  bodySha256: string;
+}
+
+export type WatchEventType = 'ADDED' | 'MODIFIED' | 'DELETED';
+
+export interface ApiServer {
+  url: string;
+  port: number;
+  /** Every request, in the order its body finished arriving. */
+  requests: SeenRequest[];
+  openWatches(): number;
+  /**
+   * Written to every open watch (a Pod becomes a Table row where the watch asked for one).
+   * Returns false when some watch's socket buffer is full: a back-pressure probe.
+   */
+  sendWatchEvent(type: WatchEventType, object: object): boolean;
+  /** Ends every open watch response cleanly (terminating chunk). */
+  closeWatches(): void;
+  /** Stops listening and destroys every socket at once. */
+  close(): Promise<void>;
+}
+
+const ANONYMOUS: UserInfo = {
+  username: 'system:anonymous',
+  groups: ['system:unauthenticated'],
+  extra: {},
+};
+// ClusterRole system:public-info-viewer, bound to system:unauthenticated.
+const PUBLIC_PATHS = new Set(['/healthz', '/livez', '/readyz', '/version', '/version/']);
+const CLIENT_AUTH_OID = '1.3.6.1.5.5.7.3.2';
+const RESOURCE_VERSION = '1000';
+// Objects were "created" an hour before the module loaded (RFC 3339, whole seconds, as kube).
+const CREATED = new Date(Date.now() - 3_600_000).toISOString().replace(/\.\d{3}Z$/, 'Z');
+const TABLE_CONTENT_TYPE = 'application/json;as=Table;v=v1;g=meta.k8s.io';
+
+// ---------------------------------------------------------------------------------------------
+// Authentication
+
+/** What the certificate on one TLS connection proves; computed once per connection. */
+interface PeerCertificate {
+  cn: string | null;
+  organizations: string[];
+  /** SHA-256 of the DER, hex: the x509 authenticator's credential id. */
+  fingerprint: string;
+  /** Verified (chain, validity, purpose) and issued by the requestheader CA. */
+  requestHeaderCA: boolean;
+  clientCA: boolean;
+  /** Why verification failed, for the error list. */
+  verifyError: string;
+}
+
+interface Authentication {
+  authn: AuthnMethod;
+  user: UserInfo | null;
+  errors: string[];
+}
+
+function last(v: string | string[] | undefined): string | null {
+  if (v === undefined) return null;
+  return Array.isArray(v) ? (v[v.length - 1] ?? null) : v;
+}
+
+function asArray(v: string | string[] | undefined): string[] {
+  return v === undefined ? [] : Array.isArray(v) ? v : [v];
+}
+
+function issuedBy(cert: X509Certificate, ca: X509Certificate): boolean {
+  return cert.checkIssued(ca) && cert.verify(ca.publicKey);
+}
+
+function inspectPeer(
+  socket: TLSSocket,
+  requestHeaderCA: X509Certificate,
+  clientCA: X509Certificate | null,
+): PeerCertificate | null {
+  const peer = socket.getPeerCertificate();
+  if (!peer || !peer.raw) return null;
+  const cert = new X509Certificate(peer.raw);
+  // Node verified the chain, the validity period and the TLS client purpose against `ca` (both
+  // CAs); Go's Verify with KeyUsages [ClientAuth] checks the same. A missing EKU extension
+  // means any usage, in both.
+  const eku = cert.keyUsage as string[] | undefined;
+  const purposeOk = !eku || eku.length === 0 || eku.includes(CLIENT_AUTH_OID);
+  const verified = socket.authorized && purposeOk;
+  return {
+    // Go's pkix.Name keeps the last CN and every O, in order.
+    cn: last(peer.subject?.CN),
+    organizations: asArray(peer.subject?.O),
+    fingerprint: createHash('sha256').update(peer.raw).digest('hex'),
+    requestHeaderCA: verified && issuedBy(cert, requestHeaderCA),
+    clientCA: verified && clientCA !== null && issuedBy(cert, clientCA),
+    verifyError: !purposeOk
+      ? 'x509: certificate specifies an incompatible key usage'
+      : String(socket.authorizationError ?? 'x509: certificate signed by unknown authority'),
+  };
+}
+
+// url.PathUnescape: %XX decoded to bytes, '+' kept; a malformed escape keeps the key as sent.
+function pathUnescape(s: string): string {
+  if (/%(?![0-9a-fA-F]{2})/.test(s)) return s;
+  const bytes: number[] = [];
+  for (let i = 0; i < s.length; i++) {
+    if (s[i] === '%') {
+      bytes.push(parseInt(s.slice(i + 1, i + 3), 16));
+      i += 2;
+    } else {
+      bytes.push(...Buffer.from(s[i]!, 'utf8'));
+    }
+  }
+  return Buffer.from(bytes).toString('utf8');
+}
+
+// headerrequest.requestHeaderAuthRequestHandler over the raw header lines (Go's http.Header keeps
+// every line; Node's req.headers joins repeats with ", ").
+function identityFromHeaders(rawHeaders: string[]): UserInfo | null {
+  const users: string[] = [];
+  const groups: string[] = [];
+  const extra: Record<string, string[]> = {};
+  const prefix = 'x-remote-extra-';
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!;
+    const value = rawHeaders[i + 1]!;
+    const lower = name.toLowerCase();
+    if (lower === 'x-remote-user') users.push(value);
+    // allHeaderValues skips empty values; each line is one group, no comma splitting.
+    else if (lower === 'x-remote-group') {
+      if (value.length > 0) groups.push(value);
+    } else if (lower.startsWith(prefix)) {
+      // newExtra: lower-case first, then unescape; every value (even empty) appended.
+      const key = pathUnescape(lower.slice(prefix.length));
+      (extra[key] ??= []).push(value);
+    }
+  }
+  // headerValue: h.Get returns the FIRST value of the header; if that is empty there is no user
+  // (a later non-empty line does not count).
+  const username = users[0] ?? '';
+  if (username.length === 0) return null;
+  return { username, groups, extra };
+}
+
+// group.AuthenticatedGroupAdder
+function withAuthenticatedGroup(user: UserInfo): UserInfo {
+  if (user.groups.includes('system:authenticated') || user.groups.includes('system:unauthenticated')) {
+    return user;
+  }
+  return { ...user, groups: [...user.groups, 'system:authenticated'] };
+}
+
+function authenticate(
+  req: IncomingMessage,
+  peer: PeerCertificate | null,
+  allowedNames: string[],
+  hasClientCA: boolean,
+): Authentication {
+  const errors: string[] = [];
+  if (peer) {
+    // requestheader: x509request.Verifier, then the header authenticator.
+    if (!peer.requestHeaderCA) {
+      errors.push(peer.verifyError);
+    } else if (allowedNames.length > 0 && !allowedNames.includes(peer.cn ?? '')) {
+      errors.push(`x509: subject with cn=${peer.cn ?? ''} is not in the allowed list`);
+    } else {
+      const user = identityFromHeaders(req.rawHeaders);
+      if (user) return { authn: 'requestheader', user: withAuthenticatedGroup(user), errors };
+    }
+    // x509 client certificates, present only with --client-ca-file.
+    if (hasClientCA) {
+      if (!peer.clientCA) {
+        errors.push(`verifying certificate failed: ${peer.verifyError}`);
+      } else if (peer.cn) {
+        const user: UserInfo = {
+          username: peer.cn,
+          groups: [...peer.organizations],
+          extra: { 'authentication.kubernetes.io/credential-id': [`X509SHA256=${peer.fingerprint}`] },
+        };
+        return { authn: 'x509', user: withAuthenticatedGroup(user), errors };
+      }
+    }
+  }
+  if (errors.length > 0) return { authn: 'rejected', user: null, errors };
+  return { authn: 'anonymous', user: null, errors };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Responses
+
+interface Status {
+  kind: 'Status';
+  apiVersion: 'v1';
+  metadata: Record<string, never>;
+  status: 'Failure';
+  message: string;
+  reason: string;
+  details?: { name?: string; group?: string; kind?: string };
+  code: number;
+}
+
+const reasons: Record<number, string> = {
+  400: 'BadRequest',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'NotFound',
+  405: 'MethodNotAllowed',
+  406: 'NotAcceptable',
+  409: 'Conflict',
+  410: 'Expired',
+  413: 'RequestEntityTooLarge',
+  415: 'UnsupportedMediaType',
+  422: 'Invalid',
+  429: 'TooManyRequests',
+  500: 'InternalError',
+  503: 'ServiceUnavailable',
+  504: 'Timeout',
+};
+
+function status(code: number, message: string, details?: Status['details']): Status {
+  return {
+    kind: 'Status',
+    apiVersion: 'v1',
+    metadata: {},
+    status: 'Failure',
+    message,
+    reason: reasons[code] ?? 'Unknown',
+    ...(details ? { details } : {}),
+    code,
+  };
+}
+
+function sendJson(
+  res: ServerResponse,
+  code: number,
+  body: unknown,
+  contentType = 'application/json',
+): void {
+  const data = Buffer.from(JSON.stringify(body));
+  res.writeHead(code, { 'Content-Type': contentType, 'Content-Length': data.length });
+  res.end(data);
+}
+
+function sendText(res: ServerResponse, code: number, text: string): void {
+  res.writeHead(code, {
+    'Content-Type': 'text/plain; charset=utf-8',
+    'X-Content-Type-Options': 'nosniff',
+    'Content-Length': Buffer.byteLength(text),
+  });
+  res.end(text);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request info
+
+interface Target {
+  pathname: string;
+  searchParams: URLSearchParams;
+}
+
+// Split the request target by hand: WHATWG URL parsing would resolve "..", and read "//x" as a
+// host. Like Go's URL.Path, the path is percent-decoded before it is split into segments.
+function parseTarget(target: string): Target {
+  const q = target.indexOf('?');
+  const rawPath = q === -1 ? target : target.slice(0, q);
+  let pathname = rawPath;
+  try {
+    pathname = decodeURIComponent(rawPath);
+  } catch {
+    // Go would answer 400 for a malformed escape; routing on the raw text reaches a 404 instead.
+  }
+  return { pathname, searchParams: new URLSearchParams(q === -1 ? '' : target.slice(q + 1)) };
+}
+
+// A small RequestInfoFactory: enough for authorization messages and routing.
+
+interface RequestInfo {
+  resource: boolean;
+  verb: string;
+  path: string;
+  group: string;
+  version: string;
+  namespace: string;
+  kind: string; // the resource, e.g. "pods"
+  name: string;
+  subresource: string;
+}
+
+function requestInfo(method: string, path: string, query: URLSearchParams): RequestInfo {
+  const parts = path.split('/').filter((p) => p.length > 0);
+  const info: RequestInfo = {
+    resource: false,
+    verb: method.toLowerCase(),
+    path,
+    group: '',
+    version: '',
+    namespace: '',
+    kind: '',
+    name: '',
+    subresource: '',
+  };
+  let rest: string[];
+  if (parts[0] === 'api' && parts.length >= 3) {
+    info.version = parts[1]!;
+    rest = parts.slice(2);
+  } else if (parts[0] === 'apis' && parts.length >= 4) {
+    info.group = parts[1]!;
+    info.version = parts[2]!;
+    rest = parts.slice(3);
+  } else {
+    return info;
+  }
+  info.resource = true;
+  if (rest[0] === 'namespaces' && rest.length > 2) {
+    info.namespace = rest[1]!;
+    rest = rest.slice(2);
+  } else if (rest[0] === 'namespaces' && rest.length === 2) {
+    info.namespace = rest[1]!;
+  }
+  info.kind = rest[0] ?? '';
+  info.name = rest[1] ?? '';
+  info.subresource = rest.slice(2).join('/');
+  const watch = query.get('watch');
+  const isWatch = watch === 'true' || watch === '1';
+  switch (method) {
+    case 'GET':
+    case 'HEAD':
+      info.verb = isWatch ? 'watch' : info.name ? 'get' : 'list';
+      break;
+    case 'POST':
+      info.verb = 'create';
+      break;
+    case 'PUT':
+      info.verb = 'update';
+      break;
+    case 'PATCH':
+      info.verb = 'patch';
+      break;
+    case 'DELETE':
+      info.verb = info.name ? 'delete' : 'deletecollection';
+      break;
+  }
+  return info;
+}
+
+// The RBAC authorizer's denial text.
+function forbidden(user: UserInfo, info: RequestInfo): Status {
+  if (!info.resource) {
+    return status(403, `forbidden: User "${user.username}" cannot ${info.verb} path "${info.path}"`, {});
+  }
+  const gr = info.group ? `${info.kind}.${info.group}` : info.kind;
+  const resource = info.subresource ? `${info.kind}/${info.subresource}` : info.kind;
+  const scope = info.namespace ? `in the namespace "${info.namespace}"` : 'at the cluster scope';
+  const subject = info.name ? `${gr} "${info.name}"` : gr;
+  return status(
+    403,
+    `${subject} is forbidden: User "${user.username}" cannot ${info.verb} resource ` +
+      `"${resource}" in API group "${info.group}" ${scope}`,
+    {
+      ...(info.name ? { name: info.name } : {}),
+      ...(info.group ? { group: info.group } : {}),
+      kind: info.kind,
+    },
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Objects
+
+type Pod = {
+  kind: 'Pod';
+  apiVersion: 'v1';
+  metadata: { name: string; namespace?: string; creationTimestamp?: string; [k: string]: unknown };
+  spec?: object;
+  status?: {
+    phase?: string;
+    containerStatuses?: { ready?: boolean; restartCount?: number; [k: string]: unknown }[];
+    [k: string]: unknown;
+  };
+};
+
+function makePod(namespace: string, name: string, index: number): Pod {
+  return {
+    kind: 'Pod',
+    apiVersion: 'v1',
+    metadata: {
+      name,
+      namespace,
+      uid: `00000000-0000-4000-8000-${index.toString(16).padStart(12, '0')}`,
+      resourceVersion: RESOURCE_VERSION,
+      creationTimestamp: CREATED,
+      labels: { app: 'demo' },
+    },
+    spec: {
+      nodeName: 'node-1',
+      containers: [{ name: 'app', image: 'registry.k8s.io/pause:3.10' }],
+    },
+    status: {
+      phase: 'Running',
+      podIP: `10.244.0.${(index % 250) + 2}`,
+      containerStatuses: [
+        {
+          name: 'app',
+          image: 'registry.k8s.io/pause:3.10',
+          ready: true,
+          started: true,
+          restartCount: 0,
+          state: { running: { startedAt: CREATED } },
+        },
+      ],
+    },
+  };
+}
+
+const column = (name: string, description: string, format = '') =>
+  ({ name, type: 'string', format, description, priority: 0 }) as const;
+const podColumns = [
+  column('Name', 'Name must be unique within a namespace.', 'name'),
+  column('Ready', 'The aggregate readiness state of this pod for accepting traffic.'),
+  column('Status', 'The aggregate status of the containers in this pod.'),
+  column('Restarts', 'The number of times the containers in this pod have been restarted.'),
+  column(
+    'Age',
+    'CreationTimestamp is a timestamp representing the server time when this object was created.',
+  ),
+];
+
+function isPod(o: object): o is Pod {
+  const p = o as Partial<Pod>;
+  return p.kind === 'Pod' && typeof p.metadata?.name === 'string';
+}
+
+// The server-side printing kubectl asks for (Accept: application/json;as=Table;v=v1;g=meta.k8s.io).
+function podTable(pods: Pod[]): object {
+  return {
+    kind: 'Table',
+    apiVersion: 'meta.k8s.io/v1',
+    metadata: { resourceVersion: RESOURCE_VERSION },
+    columnDefinitions: podColumns,
+    rows: pods.map((pod) => {
+      const statuses = pod.status?.containerStatuses ?? [];
+      const ready = statuses.filter((c) => c.ready).length;
+      const restarts = statuses.reduce((n, c) => n + (c.restartCount ?? 0), 0);
+      return {
+        cells: [
+          pod.metadata.name,
+          `${ready}/${statuses.length}`,
+          pod.status?.phase ?? 'Unknown',
+          String(restarts),
+          age(pod.metadata.creationTimestamp),
+        ],
+        object: { kind: 'PartialObjectMetadata', apiVersion: 'meta.k8s.io/v1', metadata: pod.metadata },
+      };
+    }),
+  };
+}
+
+// A coarse duration.HumanDuration, as kubectl prints AGE.
+function age(timestamp: string | undefined): string {
+  const t = timestamp ? Date.parse(timestamp) : NaN;
+  if (Number.isNaN(t)) return '<unknown>';
+  const s = Math.max(0, Math.floor((Date.now() - t) / 1000));
+  if (s < 120) return `${s}s`;
+  if (s < 7200) return `${Math.floor(s / 60)}m`;
+  if (s < 172_800) return `${Math.floor(s / 3600)}h`;
+  return `${Math.floor(s / 86_400)}d`;
+}
+
+function wantsTable(req: IncomingMessage): boolean {
+  return /as=Table/.test(req.headers.accept ?? '') && /g=meta\.k8s\.io/.test(req.headers.accept ?? '');
+}
+
+const versionInfo = {
+  major: '1',
+  minor: '32',
+  gitVersion: 'v1.32.0',
+  gitCommit: '70d3cc986aa8221cd1dfb1121852688902d3bf53',
+  gitTreeState: 'clean',
+  buildDate: '2024-12-11T17:59:15Z',
+  goVersion: 'go1.23.3',
+  compiler: 'gc',
+  platform: 'linux/amd64',
+};
+
+const apiGroupList = {
+  kind: 'APIGroupList',
+  apiVersion: 'v1',
+  groups: [
+    {
+      name: 'authentication.k8s.io',
+      versions: [{ groupVersion: 'authentication.k8s.io/v1', version: 'v1' }],
+      preferredVersion: { groupVersion: 'authentication.k8s.io/v1', version: 'v1' },
+    },
+  ],
+};
+
+const coreResources = {
+  kind: 'APIResourceList',
+  groupVersion: 'v1',
+  resources: [
+    {
+      name: 'namespaces',
+      singularName: 'namespace',
+      namespaced: false,
+      kind: 'Namespace',
+      verbs: ['get', 'list', 'watch'],
+      shortNames: ['ns'],
+    },
+    {
+      name: 'pods',
+      singularName: 'pod',
+      namespaced: true,
+      kind: 'Pod',
+      verbs: ['get', 'list', 'watch'],
+      shortNames: ['po'],
+      categories: ['all'],
+    },
+  ],
+};
+
+const authenticationResources = {
+  kind: 'APIResourceList',
+  apiVersion: 'v1',
+  groupVersion: 'authentication.k8s.io/v1',
+  resources: [
+    {
+      name: 'selfsubjectreviews',
+      singularName: 'selfsubjectreview',
+      namespaced: false,
+      kind: 'SelfSubjectReview',
+      verbs: ['create'],
+    },
+  ],
+};
+
+const NAMESPACES = ['default', 'kube-system'];
+
+function namespaceObject(name: string): object {
+  return {
+    kind: 'Namespace',
+    apiVersion: 'v1',
+    metadata: {
+      name,
+      uid: `00000000-0000-4000-9000-${Buffer.from(name).toString('hex').slice(0, 12).padEnd(12, '0')}`,
+      resourceVersion: RESOURCE_VERSION,
+      creationTimestamp: CREATED,
+      labels: { 'kubernetes.io/metadata.name': name },
+    },
+    spec: { finalizers: ['kubernetes'] },
+    status: { phase: 'Active' },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server
+
+const PATTERN_CHUNK = 64 * 1024;
+// Byte i of /test/bytes is i % 251; a chunk starting at offset o is PATTERN[o % 251 ...].
+const PATTERN = Buffer.from(Array.from({ length: PATTERN_CHUNK + 251 }, (_, i) => i % 251));
+
+interface Watch {
+  res: ServerResponse;
+  table: boolean;
+}
+
+export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer> {
+  const allowedNames = opts.allowedNames ?? ['front-proxy-client'];
+  const requestHeaderCA = new X509Certificate(opts.requestHeaderCA);
+  const clientCA = opts.clientCA ? new X509Certificate(opts.clientCA) : null;
+  const podCount = opts.pods ?? 3;
+  const requests: SeenRequest[] = [];
+  const watches = new Set<Watch>();
+  const sockets = new Set<Socket>();
+  const peers = new WeakMap<TLSSocket, PeerCertificate | null>();
+  const podCache = new Map<string, Pod[]>();
+
+  const podsIn = (namespace: string): Pod[] => {
+    let pods = podCache.get(namespace);
+    if (!pods) {
+      pods = Array.from({ length: podCount }, (_, i) => makePod(namespace, `pod-${i}`, i));
+      podCache.set(namespace, pods);
+    }
+    return pods;
+  };
+
+  const server = createServer({
+    cert: opts.cert,
+    key: opts.key,
+    ca: clientCA ? [opts.requestHeaderCA, opts.clientCA!] : [opts.requestHeaderCA],
+    requestCert: true,
+    rejectUnauthorized: false,
+  });
+
+  server.on('connection', (socket: Socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
+  // A client that resets mid-handshake must not crash the test process.
+  server.on('tlsClientError', () => {});
+
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    const socket = req.socket as TLSSocket;
+    let peer = peers.get(socket);
+    if (peer === undefined) {
+      peer = inspectPeer(socket, requestHeaderCA, clientCA);
+      peers.set(socket, peer);
+    }
+    const auth = authenticate(req, peer, allowedNames, clientCA !== null);
+    const rawHeaders: [string, string][] = [];
+    for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
+      rawHeaders.push([req.rawHeaders[i]!, req.rawHeaders[i + 1]!]);
+    }
+
+    const hash = createHash('sha256');
+    let bodyBytes = 0;
+    let recorded = false;
+    const record = (): void => {
+      if (recorded) return;
+      recorded = true;
+      requests.push({
+        method: req.method ?? '',
+        url: req.url ?? '',
+        rawHeaders,
+        authn: auth.authn,
+        user: auth.user,
+        peerCN: peer?.cn ?? null,
+        bodyBytes,
+        bodySha256: hash.digest('hex'),
+      });
+    };
+    res.setHeader('Audit-Id', randomUUID());
+    res.setHeader('Cache-Control', 'no-cache, private');
+
+    const url = parseTarget(req.url ?? '/');
+    // /test/echo streams the body back as it arrives; everything else reads it first.
+    if (url.pathname === '/test/echo' && auth.authn !== 'rejected') {
+      res.writeHead(200, { 'Content-Type': req.headers['content-type'] ?? 'application/octet-stream' });
+      req.on('data', (chunk: Buffer) => {
+        hash.update(chunk);
+        bodyBytes += chunk.length;
+        if (!res.write(chunk)) {
+          req.pause();
+          res.once('drain', () => req.resume());
+        }
+      });
+      req.once('end', () => {
+        record();
+        res.end();
+      });
+      req.once('close', record);
+      return;
+    }
+    req.on('data', (chunk: Buffer) => {
+      hash.update(chunk);
+      bodyBytes += chunk.length;
+    });
+    req.once('close', record);
+    req.once('end', () => {
+      record();
+      try {
+        respond(req, res, url, auth);
+      } catch (err) {
+        if (!res.headersSent) sendJson(res, 500, status(500, String(err)));
+        else res.destroy();
+      }
+    });
+  });
+
+  function respond(req: IncomingMessage, res: ServerResponse, url: Target, auth: Authentication): void {
+    if (auth.authn === 'rejected') {
+      sendJson(res, 401, status(401, 'Unauthorized'));
+      return;
+    }
+    const user = auth.user ?? ANONYMOUS;
+    const method = req.method ?? 'GET';
+    const path = url.pathname;
+
+    if (path.startsWith('/test/')) {
+      testEndpoint(req, res, url, auth);
+      return;
+    }
+
+    const info = requestInfo(method, path, url.searchParams);
+    if (auth.user === null && !(PUBLIC_PATHS.has(path) && info.verb === 'get')) {
+      sendJson(res, 403, forbidden(user, info));
+      return;
+    }
+
+    const notFound = (kind?: string, name?: string): void =>
+      sendJson(
+        res,
+        404,
+        kind && name
+          ? status(404, `${kind} "${name}" not found`, { name, kind })
+          : status(404, 'the server could not find the requested resource', {}),
+      );
+    const onlyGet = (send: () => void): void => {
+      if (method === 'GET') send();
+      else sendJson(res, 405, status(405, 'the server does not allow this method on the requested resource', {}));
+    };
+    const list = (kind: string, items: unknown[]): void =>
+      sendJson(res, 200, { kind, apiVersion: 'v1', metadata: { resourceVersion: RESOURCE_VERSION }, items });
+
+    switch (path) {
+      case '/healthz':
+      case '/livez':
+      case '/readyz':
+        return onlyGet(() => sendText(res, 200, 'ok'));
+      case '/version':
+      case '/version/':
+        return onlyGet(() => sendJson(res, 200, versionInfo));
+      case '/api':
+      case '/api/':
+        return onlyGet(() =>
+          sendJson(res, 200, {
+            kind: 'APIVersions',
+            versions: ['v1'],
+            serverAddressByClientCIDRs: [{ clientCIDR: '0.0.0.0/0', serverAddress: `${host}:${port}` }],
+          }),
+        );
+      case '/apis':
+      case '/apis/':
+        return onlyGet(() => sendJson(res, 200, apiGroupList));
+      case '/api/v1':
+        return onlyGet(() => sendJson(res, 200, coreResources));
+      case '/apis/authentication.k8s.io':
+        return onlyGet(() =>
+          sendJson(res, 200, { kind: 'APIGroup', apiVersion: 'v1', ...apiGroupList.groups[0] }),
+        );
+      case '/apis/authentication.k8s.io/v1':
+        return onlyGet(() => sendJson(res, 200, authenticationResources));
+      case '/apis/authentication.k8s.io/v1/selfsubjectreviews':
+        if (method !== 'POST') return notFound();
+        return sendJson(res, 201, {
+          kind: 'SelfSubjectReview',
+          apiVersion: 'authentication.k8s.io/v1',
+          metadata: { creationTimestamp: null },
+          status: { userInfo: { username: user.username, groups: user.groups, extra: user.extra } },
+        });
+    }
+
+    const coreRead = info.resource && info.group === '' && info.version === 'v1' && method === 'GET';
+    if (coreRead && !info.subresource && info.kind === 'pods') {
+      if (info.verb === 'watch') return startWatch(req, res);
+      // Every namespace holds the same pod names; the all-namespaces list shows "default".
+      const pods = podsIn(info.namespace || 'default');
+      const pod = pods.find((p) => p.metadata.name === info.name);
+      if (info.verb === 'get' && !pod) return notFound('pods', info.name);
+      const found = pod ? [pod] : pods;
+      if (wantsTable(req)) return sendJson(res, 200, podTable(found), TABLE_CONTENT_TYPE);
+      return pod ? sendJson(res, 200, pod) : list('PodList', pods);
+    }
+    if (coreRead && !info.subresource && info.kind === 'namespaces') {
+      if (info.verb === 'list') return list('NamespaceList', NAMESPACES.map(namespaceObject));
+      if (info.verb === 'get' && NAMESPACES.includes(info.name)) {
+        return sendJson(res, 200, namespaceObject(info.name));
+      }
+      if (info.verb === 'get') return notFound('namespaces', info.name);
+    }
+    notFound();
+  }
+
+  function startWatch(req: IncomingMessage, res: ServerResponse): void {
+    // No Content-Length: Node sends the body chunked. Headers go out now, not with the first event.
+    res.writeHead(200, { 'Content-Type': 'application/json' });
+    res.flushHeaders();
+    const watch: Watch = { res, table: wantsTable(req) };
+    watches.add(watch);
+    res.once('close', () => watches.delete(watch));
+  }
+
+  function testEndpoint(
+    req: IncomingMessage,
+    res: ServerResponse,
+    url: Target,
+    auth: Authentication,
+  ): void {
+    const path = url.pathname;
+    if (path === '/test/identity') {
+      sendJson(res, 200, { authn: auth.authn, user: auth.user });
+      return;
+    }
+    if (path === '/test/bytes') {
+      const n = Number(url.searchParams.get('n') ?? '0');
+      if (!Number.isSafeInteger(n) || n < 0) {
+        sendJson(res, 400, status(400, `invalid n ${url.searchParams.get('n')}`));
+        return;
+      }
+      res.writeHead(200, { 'Content-Type': 'application/octet-stream' });
+      let offset = 0;
+      const pump = (): void => {
+        while (offset < n) {
+          const size = Math.min(PATTERN_CHUNK, n - offset);
+          const start = offset % 251;
+          offset += size;
+          if (!res.write(PATTERN.subarray(start, start + size))) {
+            res.once('drain', pump);
+            return;
+          }
+        }
+        res.end();
+      };
+      pump();
+      return;
+    }
+    const code = /^\/test\/status\/(\d{3})$/.exec(path)?.[1];
+    if (code) {
+      const c = Number(code);
+      if (c < 200) sendJson(res, 400, status(400, `status ${c} cannot be sent as a final response`));
+      else sendJson(res, c, status(c, `test status ${c}`));
+      return;
+    }
+    sendJson(res, 404, status(404, 'the server could not find the requested resource', {}));
+  }
+
+  const host = opts.host ?? '127.0.0.1';
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port ?? 0, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
+
+  return {
+    url: `https://${host.includes(':') ? `[${host}]` : host}:${port}`,
+    port,
+    requests,
+    openWatches: () => watches.size,
+    sendWatchEvent(type, object) {
+      let plain: Buffer | undefined;
+      let table: Buffer | undefined;
+      let flowing = true;
+      for (const w of watches) {
+        const line =
+          w.table && isPod(object)
+            ? (table ??= Buffer.from(`${JSON.stringify({ type, object: podTable([object]) })}\n`))
+            : (plain ??= Buffer.from(`${JSON.stringify({ type, object })}\n`));
+        if (!w.res.write(line)) flowing = false;
+      }
+      return flowing;
+    },
+    closeWatches() {
+      for (const w of watches) w.res.end();
+      watches.clear();
+    },
+    close() {
+      return new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        for (const socket of sockets) socket.destroy();
+        sockets.clear();
+      });
+    },
+  };
+}
