@@ -21,6 +21,8 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** Set by the auth hook before any handler runs; null only on rejected requests. */
     identity: Identity | null;
+    /** The TCP peer, read at arrival: by the time the response is logged the socket may be gone. */
+    clientAddress: string;
   }
 }
 
@@ -73,14 +75,16 @@ export async function createProxyServer(config: Config, material: Material, logg
   const agent = createUpstreamAgent(material.upstream, { headersTimeoutMs: config.upstreamHeaderTimeoutMs });
 
   app.decorateRequest('identity', null);
+  app.decorateRequest('clientAddress', '');
 
   app.addHook('onRequest', async (request, reply) => {
+    request.clientAddress = request.raw.socket.remoteAddress ?? '';
     const outcome = await authenticator.authenticate(request.raw.socket as TLSSocket, request.headers.authorization);
     if (outcome.ok) {
       request.identity = outcome.identity;
       return;
     }
-    request.log.info({ reqId: request.id, client: request.socket.remoteAddress, auth: outcome.method ?? 'none', reason: outcome.reason, claimedUser: outcome.claimedUser, method: request.method, path: pathOf(request.url) }, 'authentication failed');
+    request.log.info({ client: request.clientAddress, auth: outcome.method ?? 'none', reason: outcome.reason, claimedUser: outcome.claimedUser, method: request.method, path: pathOf(request.url) }, 'authentication failed');
     await reply.code(outcome.error.code).headers(outcome.error.headers).type('application/json').send(outcome.error.toStatus());
   });
 
@@ -88,8 +92,7 @@ export async function createProxyServer(config: Config, material: Material, logg
     if (!request.identity) return; // rejected requests were logged by the auth hook
     request.log.info(
       {
-        reqId: request.id,
-        client: request.socket.remoteAddress,
+        client: request.clientAddress,
         auth: request.identity.method,
         user: request.identity.user,
         groups: request.identity.groups,
@@ -105,7 +108,7 @@ export async function createProxyServer(config: Config, material: Material, logg
 
   app.setErrorHandler((error: FastifyError | StatusError, request, reply) => {
     const status = error instanceof StatusError ? error : statusForFastifyError(error);
-    if (status.code >= 500) request.log.error({ err: error, reqId: request.id }, 'request failed');
+    if (status.code >= 500) request.log.error({ err: error }, 'request failed');
     void reply.code(status.code).headers(status.headers).type('application/json').send(status.toStatus());
   });
 

@@ -102,3 +102,16 @@ t.test('a flood of wrong passwords does not stall other users', async (t) => {
   t.ok(results.every((r) => r.status === 401), 'every guess was refused');
   t.ok(Math.max(...timings) < 500, `other users answered within 500 ms (slowest ${Math.max(...timings).toFixed(0)} ms) while the guesses took seconds`);
 });
+
+t.test('one log line per request, failed logins with their reason, never a password or Authorization value', async (t) => {
+  await new Promise((resolve) => setTimeout(resolve, 200)); // let the last lines arrive
+  const requests = proxy.logs.filter((l) => l.msg === 'request');
+  t.ok(requests.some((l) => l.method === 'POST' && l.path === '/apis/authentication.k8s.io/v1/selfsubjectreviews' && l.status === 201 && l.user === 'alice' && l.auth === 'basic'), 'the POST is logged with its user');
+  const failures = proxy.logs.filter((l) => l.msg === 'authentication failed');
+  t.ok(failures.some((l) => l.reason === 'bad-password' && l.claimedUser === 'alice'));
+  t.ok(failures.some((l) => l.reason === 'unknown-user' && l.claimedUser === 'nobody'));
+  const everything = JSON.stringify(proxy.logs) + proxy.stderr();
+  for (const secret of [ALICE.password, CAROL.password, HTPASSWD_USER.password, SLOW.password, 'wrong', 'not-it', 'Basic ', 'Bearer ']) {
+    t.notOk(everything.includes(secret), `the log never contains ${JSON.stringify(secret)}`);
+  }
+});

@@ -36,7 +36,7 @@ export async function registerForwarding(app: FastifyInstance, options: ForwardO
         // The onRequest auth hook guarantees an identity; fail closed if that ever changes.
         if (!identity) throw new StatusError('InternalError', 'request reached forwarding without an identity');
         const distinct = 'headersDistinct' in request.raw ? (request.raw.headersDistinct as Record<string, string[]>) : {};
-        return upstreamRequestHeaders(withRepeatedHeaders(headers, distinct), identity, request.socket.remoteAddress, options.headerPolicy) as IncomingHttpHeaders;
+        return upstreamRequestHeaders(withRepeatedHeaders(headers, distinct), identity, request.clientAddress, options.headerPolicy) as IncomingHttpHeaders;
       },
       rewriteHeaders: (headers) => downstreamResponseHeaders(headers as HeaderRecord) as IncomingHttpHeaders,
       onResponse: (_request, reply, upstreamResponse) => {

@@ -2,8 +2,9 @@
 
 import { execFile, execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { stringify } from 'yaml';
+import { buildKubeconfig, type KubeconfigCredentials } from '../../src/pki/kubeconfig.js';
 
 export function requireKubectl(): void {
   try {
@@ -13,34 +14,12 @@ export function requireKubectl(): void {
   }
 }
 
-export interface KubeconfigUser {
-  username?: string;
-  password?: string;
-  /** PEM */
-  clientCertificate?: string;
-  clientKey?: string;
-}
-
-const b64 = (pem: string) => Buffer.from(pem).toString('base64');
-
-/** Writes a kubeconfig in its own directory (which also holds kubectl's caches) and returns it. */
-export function writeKubeconfig(server: string, caPem: string, user: KubeconfigUser): string {
-  const dir = mkdtempSync(join(process.env.TMPDIR ?? '/tmp', 'kfp-kubectl-'));
+/** Writes a kubeconfig for the proxy in its own directory (which also holds kubectl's caches). */
+export function writeKubeconfig(server: string, caPem: string, credentials: KubeconfigCredentials): string {
+  const dir = mkdtempSync(join(tmpdir(), 'kfp-kubectl-'));
   const path = join(dir, 'kubeconfig');
-  const credentials: Record<string, string> = {};
-  if (user.username !== undefined) credentials.username = user.username;
-  if (user.password !== undefined) credentials.password = user.password;
-  if (user.clientCertificate) credentials['client-certificate-data'] = b64(user.clientCertificate);
-  if (user.clientKey) credentials['client-key-data'] = b64(user.clientKey);
-  const config = {
-    apiVersion: 'v1',
-    kind: 'Config',
-    clusters: [{ name: 'proxy', cluster: { server, 'certificate-authority-data': b64(caPem) } }],
-    users: [{ name: 'user', user: credentials }],
-    contexts: [{ name: 'proxy', context: { cluster: 'proxy', user: 'user', namespace: 'default' } }],
-    'current-context': 'proxy',
-  };
-  writeFileSync(path, stringify(config), { mode: 0o600 });
+  const user = credentials.username ?? 'certificate-user';
+  writeFileSync(path, buildKubeconfig({ server, certificateAuthority: caPem, user, credentials, namespace: 'default' }), { mode: 0o600 });
   return path;
 }
 
