@@ -86,3 +86,21 @@ t.test('a front-proxy certificate the apiserver does not allow: its 401 reaches 
   t.match(res.body, { kind: 'Status', reason: 'Unauthorized' });
   t.equal(apiserver.requests.at(-1)?.peerCN, 'not-the-proxy');
 });
+
+t.test('an apiserver that never answers: 504 after --upstream-header-timeout', async (t) => {
+  const silent = createTlsServer({ cert: pki.pem.apiserver.cert, key: pki.pem.apiserver.key }, (socket) => {
+    socket.on('error', () => {});
+    socket.resume(); // read the request, never answer
+  });
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => silent.close());
+  const url = `https://127.0.0.1:${(silent.address() as { port: number }).port}`;
+  const proxy = await startProxy([...proxyFlags(pki, { upstream: url, usersFile }), '--upstream-header-timeout', '500ms']);
+  t.teardown(() => proxy.stop());
+  const started = performance.now();
+  const res = await call(client, `${proxy.url}/api`);
+  const elapsed = performance.now() - started;
+  t.equal(res.status, 504);
+  t.match(res.body, { kind: 'Status', reason: 'Timeout', code: 504, message: /did not answer in time/ });
+  t.ok(elapsed >= 450 && elapsed < 3000, `answered after the timeout (${elapsed.toFixed(0)} ms)`);
+});
