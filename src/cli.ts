@@ -57,7 +57,10 @@ async function serveCommand(config: Config): Promise<void> {
   const logger = pino({ level: config.logLevel, base: { pid: process.pid }, timestamp: stdTimeFunctions.isoTime });
   const proxy = await createProxyServer(config, material, logger);
   try {
+    // fastify logs one "Server listening at" line per interface; ours below says it all once.
+    logger.level = 'warn';
     await proxy.app.listen({ host: config.listen.host, port: config.listen.port });
+    logger.level = config.logLevel;
   } catch (err) {
     await proxy.close();
     const code = (err as NodeJS.ErrnoException).code;

@@ -14,8 +14,9 @@ import { Authenticator } from './auth/index.js';
 import type { Config } from './config.js';
 import type { Material } from './material.js';
 import { registerForwarding } from './proxy/forward.js';
+import { UpgradeProxy } from './proxy/upgrade.js';
 import { StatusError, statusResponseBytes } from './status.js';
-import { createUpstreamAgent } from './upstream/tls.js';
+import { UpstreamConnector } from './upstream/tls.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -28,6 +29,7 @@ declare module 'fastify' {
 
 export interface ProxyServer {
   app: FastifyInstance;
+  upgrades: UpgradeProxy;
   authenticator: Authenticator;
   agent: Agent;
   /** Stops accepting, closes connections and worker threads. */
@@ -72,7 +74,8 @@ export async function createProxyServer(config: Config, material: Material, logg
   const pool = new BcryptPool(config.bcryptWorkers);
   const basic = material.users ? new BasicAuthenticator(material.users, pool, { cacheTtlMs: config.authCacheTtlMs, cacheSize: config.authCacheSize }) : undefined;
   const authenticator = new Authenticator({ certificates: material.clientCa !== undefined, basic });
-  const agent = createUpstreamAgent(material.upstream, { headersTimeoutMs: config.upstreamHeaderTimeoutMs });
+  const connector = new UpstreamConnector(material.upstream);
+  const agent = connector.createAgent({ headersTimeoutMs: config.upstreamHeaderTimeoutMs });
 
   app.decorateRequest('identity', null);
   app.decorateRequest('clientAddress', '');
@@ -117,14 +120,20 @@ export async function createProxyServer(config: Config, material: Material, logg
     void reply.code(status.code).type('application/json').send(status.toStatus());
   });
 
-  await registerForwarding(app, {
-    upstream: config.upstreams[0] as URL,
-    agent,
-    headerPolicy: { stripImpersonation: config.stripImpersonationHeaders },
-  });
+  const upstream = config.upstreams[0] as URL;
+  const headerPolicy = { stripImpersonation: config.stripImpersonationHeaders };
+  await registerForwarding(app, { upstream, agent, headerPolicy });
+
+  // exec, attach, cp, port-forward: Node hands HTTP/1.1 upgrade requests to this event instead
+  // of the request handler.
+  const upgrades = new UpgradeProxy({ authenticator, upstream, connector, headerPolicy, logger });
+  app.server.on('upgrade', upgrades.handle);
+  // fastify.close() waits for every socket, and a tunnel can last for hours.
+  app.addHook('preClose', async () => upgrades.closeAll());
 
   return {
     app,
+    upgrades,
     authenticator,
     agent,
     async close() {

@@ -1,8 +1,9 @@
-// The mutual-TLS connection pool to the apiserver. Built by hand rather than from plain undici
-// options: given options, @fastify/reply-from turns certificate verification off, and undici's
-// 300 s body timeout would cut quiet watches (../shared/STACK.md).
+// The mutual-TLS identity the proxy presents to the apiserver, and the two ways it is used:
+// an undici Agent for plain requests and raw TLS sockets for upgrade tunnels. Built by hand
+// rather than from plain undici options: given options, @fastify/reply-from turns certificate
+// verification off, and undici's 300 s body timeout would cut quiet watches (../shared/STACK.md).
 
-import { createSecureContext } from 'node:tls';
+import { connect, createSecureContext, type SecureContext, type TLSSocket } from 'node:tls';
 import { Agent } from 'undici';
 
 export interface UpstreamTls {
@@ -20,23 +21,58 @@ export interface UpstreamAgentOptions {
   headersTimeoutMs: number;
 }
 
-export function createUpstreamAgent(tls: UpstreamTls, options: UpstreamAgentOptions): Agent {
-  // One SecureContext for every connection: undici would otherwise parse the key and CA
-  // again for each new connection.
-  const secureContext = createSecureContext({ ca: tls.ca, cert: tls.cert, key: tls.key });
-  return new Agent({
-    connect: {
-      secureContext,
-      servername: tls.serverName,
+const CONNECT_TIMEOUT_MS = 10_000;
+const TCP_KEEPALIVE_MS = 30_000;
+
+export class UpstreamConnector {
+  // One SecureContext for every connection: building one per connection would parse the key
+  // and CA again each time.
+  readonly secureContext: SecureContext;
+  readonly serverName: string;
+
+  constructor(tls: UpstreamTls) {
+    this.secureContext = createSecureContext({ ca: tls.ca, cert: tls.cert, key: tls.key });
+    this.serverName = tls.serverName;
+  }
+
+  /** A pooled, keep-alive dispatcher for plain requests. */
+  createAgent(options: UpstreamAgentOptions): Agent {
+    return new Agent({
+      connect: {
+        secureContext: this.secureContext,
+        servername: this.serverName,
+        rejectUnauthorized: true,
+        timeout: CONNECT_TIMEOUT_MS,
+      },
+      headersTimeout: options.headersTimeoutMs,
+      // A watch or `logs -f` may be quiet for hours; a client hang-up still ends it at once.
+      bodyTimeout: 0,
+      keepAliveTimeout: 30_000,
+      keepAliveMaxTimeout: 600_000,
+    });
+  }
+
+  /**
+   * A fresh verified TLS connection for one upgrade tunnel (never pooled: after the 101 it
+   * belongs to the tunnel). Half-open is allowed so each direction can end on its own.
+   */
+  connect(upstream: URL): TLSSocket {
+    const socket = connect({
+      host: upstream.hostname.replace(/^\[|\]$/g, ''),
+      port: Number(upstream.port || 443),
+      servername: this.serverName,
+      secureContext: this.secureContext,
       rejectUnauthorized: true,
-      timeout: 10_000,
-    },
-    headersTimeout: options.headersTimeoutMs,
-    // A watch or `logs -f` may be quiet for hours; a client hang-up still ends it at once.
-    bodyTimeout: 0,
-    keepAliveTimeout: 30_000,
-    keepAliveMaxTimeout: 600_000,
-  });
+      ALPNProtocols: ['http/1.1'],
+      // tls.connect passes this to its TLSSocket; @types/node leaves it out of ConnectionOptions.
+      ...({ allowHalfOpen: true } as object),
+    });
+    socket.setKeepAlive(true, TCP_KEEPALIVE_MS);
+    socket.setNoDelay(true);
+    socket.setTimeout(CONNECT_TIMEOUT_MS, () => socket.destroy(Object.assign(new Error(`connect to ${upstream.host} timed out`), { code: 'UND_ERR_CONNECT_TIMEOUT' })));
+    socket.once('secureConnect', () => socket.setTimeout(0));
+    return socket;
+  }
 }
 
 /** Node/OpenSSL codes that mean the TLS handshake with the apiserver failed. */

@@ -29,19 +29,27 @@ export interface KubectlResult {
   stderr: string;
 }
 
+export interface KubectlOptions {
+  /** Written to kubectl's standard input, which is then closed. */
+  stdin?: string;
+  env?: NodeJS.ProcessEnv;
+  timeoutMs?: number;
+}
+
 /** Runs kubectl against `kubeconfig`; never throws on a non-zero exit. */
-export function kubectl(kubeconfig: string, args: string[], timeoutMs = 20_000): Promise<KubectlResult> {
+export function kubectl(kubeconfig: string, args: string[], options: KubectlOptions = {}): Promise<KubectlResult> {
   const dir = join(kubeconfig, '..');
   return new Promise((resolve) => {
-    execFile(
+    const child = execFile(
       'kubectl',
       ['--kubeconfig', kubeconfig, '--cache-dir', join(dir, 'cache'), ...args],
       // HOME keeps kubectl away from the real ~/.kube.
-      { env: { ...process.env, HOME: dir, KUBECONFIG: kubeconfig }, timeout: timeoutMs },
+      { env: { ...process.env, HOME: dir, KUBECONFIG: kubeconfig, ...options.env }, timeout: options.timeoutMs ?? 20_000 },
       (error, stdout, stderr) => {
         const code = error ? (typeof error.code === 'number' ? error.code : 1) : 0;
         resolve({ code, stdout, stderr });
       },
     );
+    child.stdin?.end(options.stdin ?? '');
   });
 }

@@ -3,6 +3,7 @@
 
 import bcrypt from 'bcryptjs';
 import type tap from 'tap';
+import { flagName, type RawSettings } from '../../src/config.js';
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
@@ -55,19 +56,27 @@ export interface ProxyFlagOptions {
   clientCa?: boolean;
 }
 
-/** The flags of a correctly configured proxy in front of the stand-in. */
+/** The settings of a correctly configured proxy in front of the stand-in. */
+export function proxySettings(pki: TestPki, options: ProxyFlagOptions): RawSettings {
+  return {
+    tlsCertFile: pki.path('proxy-server', 'crt'),
+    tlsPrivateKeyFile: pki.path('proxy-server', 'key'),
+    clientCaFile: options.clientCa === false ? '' : pki.path('user-ca', 'crt'),
+    ...(options.usersFile ? { htpasswdFile: options.usersFile } : {}),
+    upstreams: [options.upstream],
+    upstreamCaFile: pki.path('cluster-ca', 'crt'),
+    proxyClientCertFile: pki.path('front-proxy-client', 'crt'),
+    proxyClientKeyFile: pki.path('front-proxy-client', 'key'),
+    bcryptWorkers: 1,
+  };
+}
+
+/** The same settings as command-line flags. */
 export function proxyFlags(pki: TestPki, options: ProxyFlagOptions): string[] {
-  return [
-    '--tls-cert-file', pki.path('proxy-server', 'crt'),
-    '--tls-private-key-file', pki.path('proxy-server', 'key'),
-    ...(options.clientCa === false ? ['--client-ca-file', ''] : ['--client-ca-file', pki.path('user-ca', 'crt')]),
-    ...(options.usersFile ? ['--htpasswd-file', options.usersFile] : []),
-    '--upstream', options.upstream,
-    '--upstream-ca-file', pki.path('cluster-ca', 'crt'),
-    '--proxy-client-cert-file', pki.path('front-proxy-client', 'crt'),
-    '--proxy-client-key-file', pki.path('front-proxy-client', 'key'),
-    '--bcrypt-workers', '1',
-  ];
+  return Object.entries(proxySettings(pki, options)).flatMap(([key, value]) => {
+    const flag = flagName(key as keyof RawSettings);
+    return (Array.isArray(value) ? value : [value]).flatMap((v) => [flag, String(v)]);
+  });
 }
 
 /** Replaces the value of one flag in a flag list (for one-thing-wrong configurations). */

@@ -1,0 +1,198 @@
+// Upgrade requests (kubectl exec, attach, cp, port-forward: SPDY/3.1 or WebSocket). They arrive
+// on the server's 'upgrade' event, are authenticated and get their identity headers exactly
+// like plain requests, and go to the apiserver on a fresh mTLS connection. The apiserver's
+// answer decides: a 101 is relayed verbatim and the two sockets are spliced byte for byte; any
+// other answer (403 from RBAC, 404, 400) is relayed as an ordinary response, so kubectl prints
+// the apiserver's message or falls back from WebSocket to SPDY. Frames are never parsed.
+
+import { request as httpRequest, type IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { TLSSocket } from 'node:tls';
+import type { FastifyBaseLogger } from 'fastify';
+import type { Identity } from '../auth/identity.js';
+import type { Authenticator } from '../auth/index.js';
+import { StatusError, statusResponseBytes } from '../status.js';
+import type { UpstreamConnector } from '../upstream/tls.js';
+import { upstreamFailure } from './forward.js';
+import { downstreamResponseHeaders, upstreamRequestHeaders, withRepeatedHeaders, type HeaderPolicy } from './headers.js';
+
+export interface UpgradeOptions {
+  authenticator: Authenticator;
+  upstream: URL;
+  connector: UpstreamConnector;
+  headerPolicy: HeaderPolicy;
+  logger: FastifyBaseLogger;
+}
+
+const TCP_KEEPALIVE_MS = 30_000;
+/** After one side has gone, how long the other may take to flush before it is destroyed. */
+const CLOSE_GRACE_MS = 5_000;
+
+interface TunnelRecord {
+  client: Duplex;
+  upstream: Duplex | undefined;
+}
+
+export class UpgradeProxy {
+  private readonly tunnels = new Set<TunnelRecord>();
+
+  constructor(private readonly options: UpgradeOptions) {}
+
+  /** Upgrade requests in flight or tunnels open. */
+  get open(): number {
+    return this.tunnels.size;
+  }
+
+  /** Ends every tunnel (shutdown): fastify.close() would otherwise wait for them forever. */
+  closeAll(): void {
+    for (const tunnel of this.tunnels) {
+      tunnel.client.destroy();
+      tunnel.upstream?.destroy();
+    }
+    this.tunnels.clear();
+  }
+
+  /** The 'upgrade' listener of the HTTPS server. Never throws: a client's bytes cannot crash us. */
+  readonly handle = (req: IncomingMessage, client: Duplex, head: Buffer): void => {
+    const record: TunnelRecord = { client, upstream: undefined };
+    this.tunnels.add(record);
+    client.once('close', () => this.tunnels.delete(record));
+    client.on('error', (err) => this.options.logger.debug({ err }, 'upgrade client socket error'));
+    this.proxy(req, client, head, record).catch((err: unknown) => {
+      this.options.logger.error({ err }, 'upgrade failed');
+      respondAndClose(client, new StatusError('InternalError', 'internal error in the proxy'));
+    });
+  };
+
+  private async proxy(req: IncomingMessage, client: Duplex, head: Buffer, record: TunnelRecord): Promise<void> {
+    const started = performance.now();
+    const clientAddress = (client as TLSSocket).remoteAddress ?? '';
+    const path = pathOnly(req.url ?? '/');
+    const outcome = await this.options.authenticator.authenticate(client as TLSSocket, req.headers.authorization);
+    if (!outcome.ok) {
+      this.options.logger.info({ client: clientAddress, auth: outcome.method ?? 'none', reason: outcome.reason, claimedUser: outcome.claimedUser, method: req.method, path, upgrade: req.headers.upgrade }, 'authentication failed');
+      respondAndClose(client, outcome.error);
+      return;
+    }
+    if (client.destroyed) return;
+    const identity = outcome.identity;
+    const { upstream, connector, headerPolicy } = this.options;
+
+    const headers = upstreamRequestHeaders(withRepeatedHeaders(req.headers, req.headersDistinct as Record<string, string[]>), identity, clientAddress, headerPolicy);
+    // The one hop-by-hop pair that must cross: it is the request.
+    headers.connection = 'Upgrade';
+    headers.upgrade = req.headers.upgrade ?? '';
+    headers.host = upstream.host;
+
+    const upstreamRequest = httpRequest({
+      method: req.method,
+      path: req.url,
+      headers,
+      createConnection: () => {
+        const socket = connector.connect(upstream);
+        record.upstream = socket;
+        return socket;
+      },
+    });
+    const log = (status: number, extra: Record<string, unknown> = {}) =>
+      this.options.logger.info({ client: clientAddress, ...identityFields(identity), method: req.method, path, upgrade: req.headers.upgrade, status, upstream: upstream.origin, durationMs: Math.round(performance.now() - started), ...extra }, 'request');
+
+    // The client left before the apiserver answered: abandon the upstream request.
+    const abandon = () => upstreamRequest.destroy();
+    client.once('close', abandon);
+
+    upstreamRequest.on('upgrade', (res: IncomingMessage, upstreamSocket: Duplex, upstreamHead: Buffer) => {
+      client.off('close', abandon);
+      if (client.destroyed) {
+        upstreamSocket.destroy();
+        return;
+      }
+      client.write(responseHead(res, res.rawHeaders));
+      if (upstreamHead.length > 0) client.write(upstreamHead);
+      if (head.length > 0) upstreamSocket.write(head);
+      splice(client, upstreamSocket, (bytes) => log(101, bytes));
+    });
+
+    upstreamRequest.on('response', (res: IncomingMessage) => {
+      // Not upgraded: relay the answer as an ordinary response and close, as the apiserver does.
+      client.off('close', abandon);
+      const relayed = downstreamResponseHeaders(res.headers);
+      const lines = Object.entries(relayed).flatMap(([name, value]) => (Array.isArray(value) ? value : [value]).map((v) => [name, v]));
+      client.write(responseHead(res, [...lines.flat(), 'connection', 'close']));
+      res.pipe(client);
+      res.on('error', () => client.destroy());
+      res.on('end', () => log(res.statusCode ?? 0));
+    });
+
+    upstreamRequest.on('error', (err: Error) => {
+      client.off('close', abandon);
+      if (client.destroyed) return;
+      const failure = upstreamFailure(err, upstream.origin);
+      this.options.logger.warn({ err, upstream: upstream.origin }, failure.message);
+      log(failure.code);
+      respondAndClose(client, failure);
+    });
+
+    upstreamRequest.end();
+  }
+}
+
+function identityFields(identity: Identity): Record<string, unknown> {
+  return { auth: identity.method, user: identity.user, groups: identity.groups };
+}
+
+function pathOnly(url: string): string {
+  const index = url.indexOf('?');
+  return index === -1 ? url : url.slice(0, index);
+}
+
+function responseHead(res: IncomingMessage, rawHeaders: string[]): string {
+  let head = `HTTP/1.1 ${res.statusCode} ${res.statusMessage ?? ''}\r\n`;
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) head += `${rawHeaders[i]}: ${rawHeaders[i + 1]}\r\n`;
+  return `${head}\r\n`;
+}
+
+function respondAndClose(client: Duplex, error: StatusError): void {
+  if (client.destroyed) return;
+  client.end(statusResponseBytes(error));
+  // A client that never reads its answer must not hold the socket open.
+  setTimeout(() => client.destroy(), CLOSE_GRACE_MS).unref();
+}
+
+/**
+ * Pipes bytes both ways until both directions are done. pipe() ends the destination when the
+ * source ends, which is how one side's half-close reaches the other; back-pressure is pipe's.
+ * When either socket closes outright (reset, error, upstream gone), the other is ended and, if
+ * it does not finish in time, destroyed.
+ */
+function splice(client: Duplex, upstream: Duplex, done: (bytes: { bytesIn: number; bytesOut: number }) => void): void {
+  for (const socket of [client, upstream] as const) {
+    const net = socket as Duplex & { setKeepAlive?: (on: boolean, ms: number) => void; setTimeout?: (ms: number) => void };
+    net.setKeepAlive?.(true, TCP_KEEPALIVE_MS);
+    net.setTimeout?.(0); // a quiet exec or port-forward is not idle in any sense that matters
+  }
+  let bytesIn = 0;
+  let bytesOut = 0;
+  client.on('data', (chunk: Buffer) => (bytesIn += chunk.length));
+  upstream.on('data', (chunk: Buffer) => (bytesOut += chunk.length));
+  upstream.on('error', () => client.destroy());
+  client.on('error', () => upstream.destroy());
+  client.pipe(upstream);
+  upstream.pipe(client);
+
+  let closed = 0;
+  const onClose = (other: Duplex) => () => {
+    closed++;
+    if (closed === 2) {
+      done({ bytesIn, bytesOut });
+      return;
+    }
+    if (!other.destroyed) {
+      other.end();
+      const timer = setTimeout(() => other.destroy(), CLOSE_GRACE_MS);
+      other.once('close', () => clearTimeout(timer));
+    }
+  };
+  client.once('close', onClose(upstream));
+  upstream.once('close', onClose(client));
+}
