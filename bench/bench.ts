@@ -1,0 +1,294 @@
+// `npm run bench`: the cost of the proxy on this machine. Three processes on loopback: the
+// kube-apiserver stand-in, the proxy as built (`node dist/cli.js serve`), and this one as the
+// closed-loop load generator. Scenarios: (a) straight to the stand-in, (b) through the proxy
+// with a client certificate, (c) with a password (bcrypt once, then the verified-credential
+// cache), (d) the password user while other clients flood the proxy with wrong passwords.
+//
+// Settings (env): BENCH_SECONDS (measured window per scenario, default 5), BENCH_WARMUP_SECONDS
+// (1), BENCH_CONNECTIONS (concurrent loops per scenario, and the password user's in (d); 50),
+// BENCH_ATTACKERS (wrong-password loops in (d); 50), BENCH_PROXY_CPU_PROF (a directory: profile
+// the proxy with --cpu-prof). Writes bench/results/latest.md.
+
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { cpus, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { Pool, type Dispatcher } from 'undici';
+import { basicAuth } from '../test/helpers/clients.js';
+import { createTestPki, type PkiName, type TestPki } from '../test/helpers/pki.js';
+import { PROJECT_ROOT } from '../test/helpers/proxy.js';
+import { ALICE, bcryptLine, proxyFlags, writeUsersFile } from '../test/helpers/setup.js';
+import { runLoad, type LoadGroup, type Window } from './load.js';
+import { cpuSeconds, installCleanup, machineBusySeconds, spawnNode, waitForJsonLine, type Child } from './processes.js';
+import { markdown, textTable, times, type Ratio, type Row } from './report.js';
+
+/** A small authorized JSON GET (one Pod, ~700 bytes): the proxy's overhead, not the payload, dominates. */
+const PATH = '/api/v1/namespaces/default/pods/pod-0';
+/** As in production users files; the cost only shows on a cache miss and in the attack. */
+const BCRYPT_COST = 10;
+const RESULTS = join(PROJECT_ROOT, 'bench', 'results', 'latest.md');
+
+interface Settings {
+  warmupMs: number;
+  durationMs: number;
+  connections: number;
+  attackers: number;
+}
+
+function envNumber(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value <= 0) throw new Error(`${name}=${raw}: expected a positive number`);
+  return value;
+}
+
+function readSettings(): Settings {
+  return {
+    warmupMs: envNumber('BENCH_WARMUP_SECONDS', 1) * 1000,
+    durationMs: envNumber('BENCH_SECONDS', 5) * 1000,
+    connections: Math.round(envNumber('BENCH_CONNECTIONS', 50)),
+    attackers: Math.round(envNumber('BENCH_ATTACKERS', 50)),
+  };
+}
+
+/** The proxy runs from dist/, as operators run it: compile the current sources first. */
+function buildProxy(): void {
+  const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
+  execFileSync(process.execPath, [tsc, '-p', 'tsconfig.build.json'], { cwd: PROJECT_ROOT, stdio: 'inherit' });
+}
+
+type Server = Child & { url: string };
+
+async function startStandin(pki: TestPki, logDir: string): Promise<Server> {
+  const child = spawnNode('apiserver', ['--import', 'tsx', join(PROJECT_ROOT, 'bench', 'apiserver-process.ts'), pki.dir], logDir, PROJECT_ROOT);
+  const url = await waitForJsonLine(child, (line) => (typeof line.url === 'string' ? line.url : undefined));
+  return { ...child, url };
+}
+
+async function startProxy(pki: TestPki, upstream: string, usersFile: string, logDir: string): Promise<Server> {
+  // BENCH_PROXY_CPU_PROF=<dir>: a V8 CPU profile of the proxy over the whole run, written when it stops.
+  const profileDir = process.env.BENCH_PROXY_CPU_PROF;
+  const profile = profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
+  const args = [...profile, join(PROJECT_ROOT, 'dist', 'cli.js'), 'serve', '--listen', '127.0.0.1:0', ...proxyFlags(pki, { upstream, usersFile })];
+  const child = spawnNode('proxy', args, logDir, PROJECT_ROOT);
+  const listen = await waitForJsonLine(child, (line) =>
+    typeof line.msg === 'string' && line.msg.startsWith('listening on') ? String(line.listen) : undefined,
+  );
+  return { ...child, url: listen };
+}
+
+interface Endpoint {
+  url: string;
+  ca: PkiName;
+  servername: string;
+}
+
+/** One keep-alive connection per loop, HTTP/1.1 without pipelining, as one kubectl per loop. */
+function pool(pki: TestPki, endpoint: Endpoint, connections: number, cert?: PkiName): Pool {
+  return new Pool(endpoint.url, {
+    connections,
+    pipelining: 1,
+    connect: {
+      ca: pki.pem[endpoint.ca].cert,
+      servername: endpoint.servername,
+      ...(cert ? { cert: pki.pem[cert].cert, key: pki.pem[cert].key } : {}),
+    },
+  });
+}
+
+function get(headers: Record<string, string> = {}): () => Dispatcher.RequestOptions {
+  const options: Dispatcher.RequestOptions = { method: 'GET', path: PATH, headers: { accept: 'application/json', ...headers } };
+  return () => options;
+}
+
+/** A new wrong password each time, so no two attempts can share one bcrypt in the proxy. */
+function wrongPasswords(): () => Dispatcher.RequestOptions {
+  let attempt = 0;
+  return () => ({ method: 'GET', path: PATH, headers: { accept: 'application/json', authorization: basicAuth({ name: ALICE.name, password: `wrong-${attempt++}` }) } });
+}
+
+interface Scenario {
+  /** Through the proxy (its CPU per request is reported) or straight to the stand-in. */
+  viaProxy: boolean;
+  groups: LoadGroup[];
+}
+
+function scenarios(pki: TestPki, standin: Server, proxy: Server, s: Settings): Scenario[] {
+  const direct: Endpoint = { url: standin.url, ca: 'cluster-ca', servername: 'kubernetes' };
+  const front: Endpoint = { url: proxy.url, ca: 'proxy-ca', servername: 'localhost' };
+  const ok = (label: string, dispatcher: Dispatcher, request: () => Dispatcher.RequestOptions, concurrency = s.connections): LoadGroup => ({
+    label,
+    concurrency,
+    dispatcher,
+    request,
+    expectStatus: 200,
+  });
+  const alice = get({ authorization: basicAuth(ALICE) });
+  return [
+    { viaProxy: false, groups: [ok('a. direct to stand-in (cluster-admin cert)', pool(pki, direct, s.connections, 'cluster-admin'), get())] },
+    { viaProxy: true, groups: [ok('b. proxy, client cert (user-alice)', pool(pki, front, s.connections, 'user-alice'), get())] },
+    { viaProxy: true, groups: [ok('c. proxy, basic auth (cached)', pool(pki, front, s.connections), alice)] },
+    {
+      viaProxy: true,
+      groups: [
+        ok('d. proxy, basic auth under attack', pool(pki, front, s.connections), alice),
+        { label: "d. attackers' 401s (wrong passwords)", concurrency: s.attackers, dispatcher: pool(pki, front, s.attackers), request: wrongPasswords(), expectStatus: 401 },
+      ],
+    },
+  ];
+}
+
+/** CPU seconds used inside a scenario's measured window. */
+interface CpuUse {
+  proxy: number;
+  standin: number;
+  loadgen: number;
+  /** Everything else on the machine (other users of these 2 cores make a run noisy). */
+  other: number;
+}
+
+interface Measurement {
+  window: Window;
+  cpu: CpuUse;
+}
+
+/** Cumulative CPU seconds of our three processes and of the whole machine. */
+function cpuCounters(proxy: Server, standin: Server) {
+  return { proxy: cpuSeconds(proxy.pid), standin: cpuSeconds(standin.pid), loadgen: cpuSeconds(process.pid), machine: machineBusySeconds() };
+}
+
+/** Runs one scenario and the CPU each process used inside its measured window. */
+async function measure(scenario: Scenario, s: Settings, proxy: Server, standin: Server): Promise<Measurement> {
+  let before = cpuCounters(proxy, standin);
+  let after = before;
+  const window = await runLoad(scenario.groups, {
+    warmupMs: s.warmupMs,
+    durationMs: s.durationMs,
+    onMark: (mark) => {
+      if (mark === 'start') before = cpuCounters(proxy, standin);
+      else after = cpuCounters(proxy, standin);
+    },
+  });
+  await Promise.all(scenario.groups.map((g) => g.dispatcher.close()));
+  proxy.assertAlive();
+  standin.assertAlive();
+  const proxyCpu = after.proxy - before.proxy;
+  const standinCpu = after.standin - before.standin;
+  const loadgen = after.loadgen - before.loadgen;
+  const other = Math.max(0, after.machine - before.machine - proxyCpu - standinCpu - loadgen);
+  return { window, cpu: { proxy: proxyCpu, standin: standinCpu, loadgen, other } };
+}
+
+function rowsOf(scenario: Scenario, m: Measurement): Row[] {
+  const { window } = m;
+  const soleGroup = window.groups.length === 1;
+  // Only requests that reached the stand-in cost it anything: the attackers' 401s never do.
+  const reachesStandin = (i: number): boolean => scenario.groups[i]!.expectStatus === 200;
+  const forwarded = window.groups.reduce((n, g, i) => (reachesStandin(i) ? n + g.requests : n), 0);
+  return window.groups.map((g, i) => ({
+    scenario: g.label,
+    requests: g.requests,
+    perSecond: g.perSecond,
+    p50Ms: g.p50Ms,
+    p99Ms: g.p99Ms,
+    // With attackers in the mix the proxy's CPU (mostly bcrypt) belongs to no single row.
+    proxyCpuUsPerRequest: scenario.viaProxy && soleGroup ? (m.cpu.proxy / g.requests) * 1e6 : undefined,
+    proxyCores: scenario.viaProxy ? m.cpu.proxy / window.seconds : undefined,
+    standinCpuUsPerRequest: reachesStandin(i) ? (m.cpu.standin / forwarded) * 1e6 : undefined,
+    loadgenCores: m.cpu.loadgen / window.seconds,
+    otherCores: m.cpu.other / window.seconds,
+    errors: g.errors,
+  }));
+}
+
+function ratios(rows: Row[]): Ratio[] {
+  const [direct, cert, basic, attacked] = rows as [Row, Row, Row, Row];
+  const compare = (a: Row, b: Row): string => `req/s ${times(a.perSecond, b.perSecond)}, p50 ${times(a.p50Ms, b.p50Ms)}, p99 ${times(a.p99Ms, b.p99Ms)}`;
+  const attackP99 = attacked.p99Ms / basic.p99Ms;
+  return [
+    { label: 'proxy (cert) vs direct', value: compare(cert, direct) },
+    { label: 'basic vs cert', value: compare(basic, cert) },
+    {
+      label: 'basic under attack vs no attack',
+      value: `p99 ${times(attacked.p99Ms, basic.p99Ms)} (target ≤ 2x: ${attackP99 <= 2 ? 'met' : 'NOT met'}), req/s ${times(attacked.perSecond, basic.perSecond)}`,
+    },
+    {
+      label: 'proxy CPU per request (cert) vs the stand-in\'s (direct)',
+      value: times(cert.proxyCpuUsPerRequest ?? NaN, direct.standinCpuUsPerRequest ?? NaN),
+    },
+  ];
+}
+
+/** Other processes on these 2 cores (a test run, a build) slow every scenario they overlap. */
+function noiseWarnings(rows: Row[]): Ratio[] {
+  const busiest = Math.max(...rows.map((r) => r.otherCores));
+  if (busiest < 0.1) return [];
+  return [{ label: 'warning', value: `other processes used up to ${busiest.toFixed(2)} cores during the run; the numbers are noisy, run again on an idle machine` }];
+}
+
+function setupLines(s: Settings): string[] {
+  const cpu = cpus();
+  return [
+    `kube-front-proxy bench, ${new Date().toISOString()}: Node ${process.version}, ${cpu.length} × ${cpu[0]?.model.trim() ?? 'unknown CPU'}.`,
+    `Loopback; stand-in, proxy (dist/, 1 bcrypt worker) and load generator are 3 processes on these cores.`,
+    `Closed loop, HTTP/1.1 keep-alive, ${s.connections} connections (+${s.attackers} attackers in d), ${s.warmupMs / 1000} s warm-up, ${s.durationMs / 1000} s measured; GET ${PATH}; bcrypt cost ${BCRYPT_COST}.`,
+  ];
+}
+
+/** The throw-away PKI and the servers' logs: removed at exit, kept (and named) when something failed. */
+function workDir(): { path: string; keep(): void } {
+  const path = mkdtempSync(join(tmpdir(), 'kfp-bench-'));
+  let keep = false;
+  process.once('exit', () => {
+    if (keep) process.stderr.write(`bench: server logs kept in ${path}\n`);
+    else rmSync(path, { recursive: true, force: true });
+  });
+  return { path, keep: () => (keep = true) };
+}
+
+async function runAll(settings: Settings, work: string): Promise<Row[]> {
+  const pki = await createTestPki(join(work, 'pki'));
+  const usersFile = writeUsersFile(pki.dir, [bcryptLine(ALICE, BCRYPT_COST)]);
+  const standin = await startStandin(pki, work);
+  const proxy = await startProxy(pki, standin.url, usersFile, work);
+  const rows: Row[] = [];
+  try {
+    for (const scenario of scenarios(pki, standin, proxy, settings)) {
+      process.stderr.write(`bench: ${scenario.groups.map((g) => g.label).join(' + ')}\n`);
+      const m = await measure(scenario, settings, proxy, standin);
+      for (const g of m.window.groups) if (g.errors > 0) process.stderr.write(`bench: ${g.label}: ${g.errors} errors, first: ${g.firstError}\n`);
+      rows.push(...rowsOf(scenario, m));
+    }
+  } finally {
+    await Promise.all([proxy.stop(), standin.stop()]);
+  }
+  return rows;
+}
+
+async function main(): Promise<number> {
+  installCleanup();
+  const settings = readSettings();
+  buildProxy();
+  const work = workDir();
+  let rows: Row[];
+  try {
+    rows = await runAll(settings, work.path);
+  } catch (err) {
+    work.keep();
+    throw err;
+  }
+  const notes = [...ratios(rows), ...noiseWarnings(rows)];
+  process.stdout.write(`\n${setupLines(settings).join('\n')}\n\n${textTable(rows, notes)}\n`);
+  mkdirSync(dirname(RESULTS), { recursive: true });
+  writeFileSync(RESULTS, markdown(rows, notes, setupLines(settings)));
+  process.stdout.write(`\nwritten to ${RESULTS}\n`);
+  if (rows.some((r) => r.errors > 0)) {
+    work.keep();
+    return 1;
+  }
+  return 0;
+}
+
+process.exitCode = await main();
