@@ -39,8 +39,11 @@ interface Slot {
 // under tsx (Node 20 runs no --import loader hooks in worker threads), and this way the built
 // and the from-source proxy run the same code. A malformed hash never verifies.
 const BCRYPTJS = createRequire(import.meta.url).resolve('bcryptjs');
+// The worker lowers its own scheduling priority (on Linux, nice is per thread): under a flood of
+// wrong passwords the event loop serving everyone else wins the CPU.
 const WORKER_SOURCE = `
 const { parentPort } = require('node:worker_threads');
+try { require('node:os').setPriority(19); } catch {}
 const bcrypt = require(${JSON.stringify(BCRYPTJS)});
 parentPort.on('message', ({ id, password, hash }) => {
   let match = false;
