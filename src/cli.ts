@@ -3,9 +3,12 @@
 // line on stderr that names the setting, the file and the problem.
 
 import { Command, CommanderError, Option } from 'commander';
-import { pino, stdTimeFunctions, type Logger } from 'pino';
-import { ConfigError, SETTINGS, envVarName, loadConfig, type Config, type RawSettings } from './config.js';
+import type { FastifyInstance } from 'fastify';
+import { pino, stdTimeFunctions } from 'pino';
+import { createAdminServer } from './admin.js';
+import { ConfigError, SETTINGS, envVarName, loadConfig, type Config, type ListenAddress, type RawSettings } from './config.js';
 import { loadMaterial, type Material } from './material.js';
+import { startReloader } from './reload.js';
 import { createProxyServer, type ProxyServer } from './server.js';
 
 const EXIT_CONFIG = 2;
@@ -56,19 +59,50 @@ async function serveCommand(config: Config): Promise<void> {
   const material = loadMaterial(config);
   const logger = pino({ level: config.logLevel, base: { pid: process.pid }, timestamp: stdTimeFunctions.isoTime });
   const proxy = await createProxyServer(config, material, logger);
+  let draining = false;
+  const admin = config.adminListen ? createAdminServer({ pool: proxy.pool, draining: () => draining }, logger) : undefined;
+  // fastify logs one "Server listening at" line per interface; ours below says it all once.
+  logger.level = 'warn';
+  await listenOrFail(proxy.app, config.listen, '--listen', () => proxy.close(0));
+  if (admin && config.adminListen) await listenOrFail(admin, config.adminListen, '--admin-listen', () => proxy.close(0));
+  logger.level = config.logLevel;
+  logger.info(startupSummary(config, material, proxy, admin), startupLine(config, material, proxy));
+
+  const reloader = startReloader(config, (next) => proxy.applyMaterial(next), logger);
+  process.on('SIGHUP', () => reloader.reload('SIGHUP'));
+  const stop = async (signal: string) => {
+    if (draining) {
+      logger.warn({ signal }, 'second signal: exiting now');
+      process.exit(1);
+    }
+    draining = true;
+    reloader.stop();
+    // The last resort: whatever happens below, a stopping proxy is gone shortly after its grace.
+    setTimeout(() => process.exit(0), config.shutdownGraceMs + 5_000).unref();
+    logger.info({ signal, graceMs: config.shutdownGraceMs, streams: proxy.streams.size, tunnels: proxy.upgrades.open }, 'shutting down: no new connections, ending watches and tunnels, letting requests finish');
+    try {
+      await proxy.close();
+      await admin?.close();
+      logger.info('stopped');
+      process.exit(0);
+    } catch (err) {
+      logger.error({ err }, 'error during shutdown');
+      process.exit(1);
+    }
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+}
+
+async function listenOrFail(app: FastifyInstance, address: ListenAddress, flag: string, cleanup: () => Promise<void>): Promise<void> {
   try {
-    // fastify logs one "Server listening at" line per interface; ours below says it all once.
-    logger.level = 'warn';
-    await proxy.app.listen({ host: config.listen.host, port: config.listen.port });
-    logger.level = config.logLevel;
+    await app.listen({ host: address.host, port: address.port });
   } catch (err) {
-    await proxy.close();
+    await cleanup();
     const code = (err as NodeJS.ErrnoException).code;
     const problem = code === 'EADDRINUSE' ? 'address already in use' : code === 'EACCES' ? 'permission denied (ports below 1024 need privileges)' : (err as Error).message;
-    throw new ConfigError(`--listen ${config.listen.host}:${config.listen.port}: ${problem}`);
+    throw new ConfigError(`${flag} ${address.host}:${address.port}: ${problem}`);
   }
-  logger.info(startupSummary(config, material, proxy), startupLine(config, material, proxy));
-  installSignalHandlers(proxy, logger);
 }
 
 function listenUrl(proxy: ProxyServer): string {
@@ -85,9 +119,11 @@ function authMethods(material: Material): string[] {
   return methods;
 }
 
-function startupSummary(config: Config, material: Material, proxy: ProxyServer): Record<string, unknown> {
+function startupSummary(config: Config, material: Material, proxy: ProxyServer, admin: FastifyInstance | undefined): Record<string, unknown> {
+  const adminAddress = admin?.server.address();
   return {
     listen: listenUrl(proxy),
+    admin: adminAddress && typeof adminAddress === 'object' ? `http://${adminAddress.address}:${adminAddress.port}` : undefined,
     auth: authMethods(material),
     upstreams: config.upstreams.map((u) => u.origin),
     proxyClient: material.proxyClientName,
@@ -96,27 +132,6 @@ function startupSummary(config: Config, material: Material, proxy: ProxyServer):
 
 function startupLine(config: Config, material: Material, proxy: ProxyServer): string {
   return `listening on ${listenUrl(proxy)}; auth: ${authMethods(material).join(', ')}; upstreams: ${config.upstreams.map((u) => u.origin).join(', ')} as ${material.proxyClientName}`;
-}
-
-function installSignalHandlers(proxy: ProxyServer, logger: Logger): void {
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, 'shutting down');
-    // Bounded: a stuck connection must not keep a stopping proxy alive forever.
-    const deadline = setTimeout(() => process.exit(0), 10_000);
-    deadline.unref();
-    proxy.close().then(
-      () => process.exit(0),
-      (err: unknown) => {
-        logger.error({ err }, 'error during shutdown');
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
 }
 
 async function main(argv: string[]): Promise<void> {

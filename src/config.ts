@@ -42,11 +42,19 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'upstreamServerName', flag: 'upstream-server-name', kind: 'string', help: "name checked against the apiserver's certificate (SNI and verification)", defaultText: 'kubernetes' },
   { key: 'proxyClientCertFile', flag: 'proxy-client-cert-file', kind: 'string', help: 'front-proxy client certificate presented to the apiserver', defaultText: `${KUBEADM_PKI}/front-proxy-client.crt` },
   { key: 'proxyClientKeyFile', flag: 'proxy-client-key-file', kind: 'string', help: 'front-proxy client key', defaultText: `${KUBEADM_PKI}/front-proxy-client.key` },
+  { key: 'upstreamStrategy', flag: 'upstream-strategy', kind: 'string', help: 'how requests are spread over upstreams: least-outstanding (round-robin among equals) or round-robin', defaultText: 'least-outstanding' },
+  { key: 'healthInterval', flag: 'health-interval', kind: 'duration', help: 'how often each upstream gets GET /readyz', defaultText: '5s' },
+  { key: 'healthTimeout', flag: 'health-timeout', kind: 'duration', help: 'how long a health check may take', defaultText: '2s' },
+  { key: 'unhealthyThreshold', flag: 'unhealthy-threshold', kind: 'integer', help: 'consecutive failed checks that take an upstream out', defaultText: '2' },
+  { key: 'healthyThreshold', flag: 'healthy-threshold', kind: 'integer', help: 'consecutive passed checks that bring it back', defaultText: '2' },
   { key: 'upstreamHeaderTimeout', flag: 'upstream-header-timeout', kind: 'duration', help: "longest wait for the apiserver's response headers (0 = none); never limits a response body, so watches and logs -f are not cut", defaultText: '0' },
   { key: 'stripImpersonationHeaders', flag: 'strip-impersonation-headers', kind: 'boolean', help: 'drop Impersonate-* headers instead of passing them to the apiserver (which authorizes them against the user)', defaultText: 'false' },
   { key: 'authCacheTtl', flag: 'auth-cache-ttl', kind: 'duration', help: 'how long a verified password is trusted before bcrypt runs again', defaultText: '60s' },
   { key: 'authCacheSize', flag: 'auth-cache-size', kind: 'integer', help: 'most verified credentials kept', defaultText: '10000' },
   { key: 'bcryptWorkers', flag: 'bcrypt-workers', kind: 'integer', help: 'worker threads that run bcrypt (bounds the CPU a password flood can take)', defaultText: 'half the CPUs, at least 1' },
+  { key: 'adminListen', flag: 'admin-listen', kind: 'string', help: 'host:port of the plain-HTTP admin listener (/healthz, /readyz); "" turns it off', defaultText: '127.0.0.1:9443' },
+  { key: 'reloadInterval', flag: 'reload-interval', kind: 'duration', help: 'how often certificate, key and users files are checked for changes (SIGHUP reloads at once)', defaultText: '2s' },
+  { key: 'shutdownGrace', flag: 'shutdown-grace', kind: 'duration', help: 'on SIGTERM/SIGINT, how long in-flight requests may take to finish', defaultText: '30s' },
   { key: 'logLevel', flag: 'log-level', kind: 'string', help: 'fatal, error, warn, info, debug or trace', defaultText: 'info' },
 ];
 
@@ -63,11 +71,19 @@ const rawSettingsSchema = z
     upstreamServerName: z.string().min(1),
     proxyClientCertFile: z.string(),
     proxyClientKeyFile: z.string(),
+    upstreamStrategy: z.enum(['least-outstanding', 'round-robin']),
+    healthInterval: z.union([z.string(), z.number()]),
+    healthTimeout: z.union([z.string(), z.number()]),
+    unhealthyThreshold: z.number().int().min(1),
+    healthyThreshold: z.number().int().min(1),
     upstreamHeaderTimeout: z.union([z.string(), z.number()]),
     stripImpersonationHeaders: z.boolean(),
     authCacheTtl: z.union([z.string(), z.number()]),
     authCacheSize: z.number().int().min(0),
     bcryptWorkers: z.number().int().min(1).max(64),
+    adminListen: z.string(),
+    reloadInterval: z.union([z.string(), z.number()]),
+    shutdownGrace: z.union([z.string(), z.number()]),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']),
   })
   .partial()
@@ -93,12 +109,21 @@ export interface Config {
   upstreamServerName: string;
   proxyClientCertFile: string;
   proxyClientKeyFile: string;
+  upstreamStrategy: 'least-outstanding' | 'round-robin';
+  healthIntervalMs: number;
+  healthTimeoutMs: number;
+  unhealthyThreshold: number;
+  healthyThreshold: number;
   /** Milliseconds; 0 = no limit. */
   upstreamHeaderTimeoutMs: number;
   stripImpersonationHeaders: boolean;
   authCacheTtlMs: number;
   authCacheSize: number;
   bcryptWorkers: number;
+  /** Undefined: no admin listener. */
+  adminListen: ListenAddress | undefined;
+  reloadIntervalMs: number;
+  shutdownGraceMs: number;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
 }
 
@@ -109,8 +134,16 @@ const DEFAULTS = {
   upstreamServerName: 'kubernetes',
   proxyClientCertFile: `${KUBEADM_PKI}/front-proxy-client.crt`,
   proxyClientKeyFile: `${KUBEADM_PKI}/front-proxy-client.key`,
+  upstreamStrategy: 'least-outstanding',
+  healthInterval: '5s',
+  healthTimeout: '2s',
+  unhealthyThreshold: 2,
+  healthyThreshold: 2,
   upstreamHeaderTimeout: 0,
   stripImpersonationHeaders: false,
+  adminListen: '127.0.0.1:9443',
+  reloadInterval: '2s',
+  shutdownGrace: '30s',
   authCacheTtl: '60s',
   authCacheSize: 10_000,
   logLevel: 'info',
@@ -227,7 +260,7 @@ function resolve(raw: RawSettings): Config {
   }
 
   return {
-    listen: parseListen(s.listen ?? DEFAULTS.listen),
+    listen: parseListen(s.listen ?? DEFAULTS.listen, '--listen'),
     tlsCertFile: s.tlsCertFile,
     tlsPrivateKeyFile: s.tlsPrivateKeyFile,
     clientCaFile,
@@ -237,19 +270,27 @@ function resolve(raw: RawSettings): Config {
     upstreamServerName: s.upstreamServerName ?? DEFAULTS.upstreamServerName,
     proxyClientCertFile: s.proxyClientCertFile ?? DEFAULTS.proxyClientCertFile,
     proxyClientKeyFile: s.proxyClientKeyFile ?? DEFAULTS.proxyClientKeyFile,
+    upstreamStrategy: s.upstreamStrategy ?? DEFAULTS.upstreamStrategy,
+    healthIntervalMs: parsePositiveDuration('healthInterval', s.healthInterval ?? DEFAULTS.healthInterval),
+    healthTimeoutMs: parsePositiveDuration('healthTimeout', s.healthTimeout ?? DEFAULTS.healthTimeout),
+    unhealthyThreshold: s.unhealthyThreshold ?? DEFAULTS.unhealthyThreshold,
+    healthyThreshold: s.healthyThreshold ?? DEFAULTS.healthyThreshold,
     upstreamHeaderTimeoutMs: parseDuration('upstreamHeaderTimeout', s.upstreamHeaderTimeout ?? 0),
     stripImpersonationHeaders: s.stripImpersonationHeaders ?? false,
     authCacheTtlMs: parseDuration('authCacheTtl', s.authCacheTtl ?? DEFAULTS.authCacheTtl),
     authCacheSize: s.authCacheSize ?? DEFAULTS.authCacheSize,
     bcryptWorkers: s.bcryptWorkers ?? Math.max(1, Math.floor(availableParallelism() / 2)),
+    adminListen: s.adminListen === '' ? undefined : parseListen(s.adminListen ?? DEFAULTS.adminListen, '--admin-listen'),
+    reloadIntervalMs: parsePositiveDuration('reloadInterval', s.reloadInterval ?? DEFAULTS.reloadInterval),
+    shutdownGraceMs: parseDuration('shutdownGrace', s.shutdownGrace ?? DEFAULTS.shutdownGrace),
     logLevel: s.logLevel ?? 'info',
   };
 }
 
-function parseListen(value: string): ListenAddress {
+function parseListen(value: string, flag: string): ListenAddress {
   const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(value);
   const port = Number(match?.[3]);
-  if (!match || port > 65535) throw new ConfigError(`--listen: "${value}" is not host:port (e.g. 0.0.0.0:8443 or [::]:8443)`);
+  if (!match || port > 65535) throw new ConfigError(`${flag}: "${value}" is not host:port (e.g. 0.0.0.0:8443 or [::]:8443)`);
   return { host: match[1] ?? (match[2] || '0.0.0.0'), port };
 }
 
@@ -276,6 +317,12 @@ export function parseDuration(key: keyof RawSettings, value: string | number): n
   const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(String(value).trim());
   if (!match) throw new ConfigError(`${flagName(key)}: "${value}" is not a duration (e.g. 500ms, 30s, 5m)`);
   return Math.round(Number(match[1]) * (DURATION_UNITS_MS[match[2] ?? 's'] ?? 1000));
+}
+
+function parsePositiveDuration(key: keyof RawSettings, value: string | number): number {
+  const ms = parseDuration(key, value);
+  if (ms <= 0) throw new ConfigError(`${flagName(key)}: must be more than 0`);
+  return ms;
 }
 
 function isReadable(path: string): boolean {

@@ -1,10 +1,9 @@
 // Builds the user-facing HTTPS server and wires the parts in request order:
-// TLS accept -> authenticate -> rewrite identity headers -> forward -> log.
+// TLS accept -> authenticate -> rewrite identity headers -> pick upstream -> forward or tunnel -> log.
 
-import { randomUUID } from 'node:crypto';
-import { constants as cryptoConstants } from 'node:crypto';
+import { constants as cryptoConstants, randomUUID } from 'node:crypto';
 import type { Socket } from 'node:net';
-import type { TLSSocket } from 'node:tls';
+import type { SecureContextOptions, TLSSocket } from 'node:tls';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
 import type { Agent } from 'undici';
 import { BasicAuthenticator } from './auth/basic.js';
@@ -13,9 +12,12 @@ import type { Identity } from './auth/identity.js';
 import { Authenticator } from './auth/index.js';
 import type { Config } from './config.js';
 import type { Material } from './material.js';
-import { registerForwarding } from './proxy/forward.js';
+import { registerForwarding, StreamRegistry } from './proxy/forward.js';
 import { UpgradeProxy } from './proxy/upgrade.js';
 import { StatusError, statusResponseBytes } from './status.js';
+import { PoolDispatcher } from './upstream/dispatcher.js';
+import { readyzCheck } from './upstream/health.js';
+import { UpstreamPool } from './upstream/pool.js';
 import { UpstreamConnector } from './upstream/tls.js';
 
 declare module 'fastify' {
@@ -29,11 +31,28 @@ declare module 'fastify' {
 
 export interface ProxyServer {
   app: FastifyInstance;
+  pool: UpstreamPool;
   upgrades: UpgradeProxy;
-  authenticator: Authenticator;
-  agent: Agent;
-  /** Stops accepting, closes connections and worker threads. */
-  close(): Promise<void>;
+  /** Watches and log follows in flight. */
+  streams: StreamRegistry;
+  /** Swaps in re-read certificates, keys and users; established connections keep theirs. */
+  applyMaterial(next: Material): void;
+  /**
+   * Stops accepting, ends long-lived streams, lets short requests finish for up to `graceMs`,
+   * then closes what is left, the upstream connections and the worker threads.
+   */
+  close(graceMs?: number): Promise<void>;
+}
+
+function servingContext(material: Material): SecureContextOptions {
+  return {
+    key: material.serving.key,
+    cert: material.serving.cert,
+    ...(material.clientCa ? { ca: material.clientCa } : {}),
+    minVersion: 'TLSv1.2',
+    // The certificate read once per connection must stay the one the connection uses.
+    secureOptions: cryptoConstants.SSL_OP_NO_RENEGOTIATION,
+  };
 }
 
 export async function createProxyServer(config: Config, material: Material, logger: FastifyBaseLogger): Promise<ProxyServer> {
@@ -47,15 +66,11 @@ export async function createProxyServer(config: Config, material: Material, logg
     trustProxy: false,
     forceCloseConnections: 'idle',
     https: {
-      key: material.serving.key,
-      cert: material.serving.cert,
+      ...servingContext(material),
       // Ask for a client certificate without requiring one, so password users share the port;
       // the verdict is read in the auth step (STACK.md "TLS in and out").
-      ...(material.clientCa ? { ca: material.clientCa, requestCert: true } : { requestCert: false }),
+      requestCert: material.clientCa !== undefined,
       rejectUnauthorized: false,
-      minVersion: 'TLSv1.2',
-      // The certificate read once per connection must stay the one the connection uses.
-      secureOptions: cryptoConstants.SSL_OP_NO_RENEGOTIATION,
     },
     clientErrorHandler: (err: Error & { code?: string }, socket: Socket) => {
       // Malformed HTTP from a client: answer a Status if the socket can still take it, never throw.
@@ -71,11 +86,22 @@ export async function createProxyServer(config: Config, material: Material, logg
     },
   });
 
-  const pool = new BcryptPool(config.bcryptWorkers);
-  const basic = material.users ? new BasicAuthenticator(material.users, pool, { cacheTtlMs: config.authCacheTtlMs, cacheSize: config.authCacheSize }) : undefined;
+  const bcrypt = new BcryptPool(config.bcryptWorkers);
+  const basic = material.users ? new BasicAuthenticator(material.users, bcrypt, { cacheTtlMs: config.authCacheTtlMs, cacheSize: config.authCacheSize }) : undefined;
   const authenticator = new Authenticator({ certificates: material.clientCa !== undefined, basic });
-  const connector = new UpstreamConnector(material.upstream);
-  const agent = connector.createAgent({ headersTimeoutMs: config.upstreamHeaderTimeoutMs });
+
+  // The upstream identity can be reloaded: requests read the current connector and agent.
+  let connector = new UpstreamConnector(material.upstream);
+  let agent: Agent = connector.createAgent({ headersTimeoutMs: config.upstreamHeaderTimeoutMs });
+  const pool = new UpstreamPool(
+    config.upstreams,
+    config.upstreamStrategy,
+    { intervalMs: config.healthIntervalMs, timeoutMs: config.healthTimeoutMs, unhealthyThreshold: config.unhealthyThreshold, healthyThreshold: config.healthyThreshold },
+    readyzCheck(() => agent),
+    logger,
+  );
+  const dispatcher = new PoolDispatcher(pool, () => agent);
+  const streams = new StreamRegistry();
 
   app.decorateRequest('identity', null);
   app.decorateRequest('clientAddress', '');
@@ -120,25 +146,49 @@ export async function createProxyServer(config: Config, material: Material, logg
     void reply.code(status.code).type('application/json').send(status.toStatus());
   });
 
-  const upstream = config.upstreams[0] as URL;
   const headerPolicy = { stripImpersonation: config.stripImpersonationHeaders };
-  await registerForwarding(app, { upstream, agent, headerPolicy });
+  await registerForwarding(app, { upstream: config.upstreams[0] as URL, dispatcher, headerPolicy, streams });
 
   // exec, attach, cp, port-forward: Node hands HTTP/1.1 upgrade requests to this event instead
   // of the request handler.
-  const upgrades = new UpgradeProxy({ authenticator, upstream, connector, headerPolicy, logger });
+  const upgrades = new UpgradeProxy({ authenticator, pool, connector: () => connector, headerPolicy, logger });
   app.server.on('upgrade', upgrades.handle);
-  // fastify.close() waits for every socket, and a tunnel can last for hours.
-  app.addHook('preClose', async () => upgrades.closeAll());
+  // fastify.close() waits for every socket, and a tunnel or a watch can last for hours.
+  app.addHook('preClose', async () => {
+    streams.endAll();
+    upgrades.closeAll();
+  });
+
+  pool.start();
 
   return {
     app,
+    pool,
     upgrades,
-    authenticator,
-    agent,
-    async close() {
-      await app.close();
-      await Promise.allSettled([agent.close(), pool.close()]);
+    streams,
+    applyMaterial(next: Material) {
+      // New handshakes get the new serving certificate and client CA; open connections keep theirs.
+      app.server.setSecureContext(servingContext(next));
+      if (next.users) basic?.setUsers(next.users);
+      const previous = agent;
+      connector = new UpstreamConnector(next.upstream);
+      agent = connector.createAgent({ headersTimeoutMs: config.upstreamHeaderTimeoutMs });
+      // close() lets requests and watches on the old connections finish; it drops none.
+      void previous.close();
+    },
+    async close(graceMs = config.shutdownGraceMs) {
+      pool.stop();
+      const force = setTimeout(() => {
+        logger.warn({ graceMs }, 'shutdown grace period over: closing the remaining connections');
+        app.server.closeAllConnections();
+      }, graceMs);
+      force.unref();
+      try {
+        await app.close();
+      } finally {
+        clearTimeout(force);
+        await Promise.allSettled([agent.destroy(), bcrypt.close()]);
+      }
     },
   };
 }

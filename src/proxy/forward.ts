@@ -3,26 +3,58 @@
 
 import { fastifyHttpProxy, type FastifyHttpProxyOptions } from '@fastify/http-proxy';
 import type { IncomingHttpHeaders } from 'node:http';
-import type { Readable } from 'node:stream';
+import { PassThrough, type Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import type { Dispatcher } from 'undici';
 import { StatusError } from '../status.js';
-import { isTlsFailure } from '../upstream/tls.js';
+import { NoHealthyUpstreamError, isTlsFailure, isUnreachable } from '../upstream/failures.js';
 import { downstreamResponseHeaders, upstreamRequestHeaders, withRepeatedHeaders, type HeaderPolicy, type HeaderRecord } from './headers.js';
 
 export interface ForwardOptions {
+  /** Where http-proxy builds URLs against; the dispatcher picks the real upstream per request. */
   upstream: URL;
-  agent: Dispatcher;
+  dispatcher: Dispatcher;
   headerPolicy: HeaderPolicy;
+  streams: StreamRegistry;
+}
+
+/** Long-lived responses (watches, log follows) in flight, so a drain can end them cleanly. */
+export class StreamRegistry {
+  private readonly open = new Set<() => void>();
+
+  get size(): number {
+    return this.open.size;
+  }
+
+  add(end: () => void): () => void {
+    this.open.add(end);
+    return () => this.open.delete(end);
+  }
+
+  endAll(): void {
+    for (const end of [...this.open]) end();
+    this.open.clear();
+  }
+}
+
+const TRUE_VALUES = new Set(['1', 't', 'T', 'true', 'TRUE', 'True']);
+
+/** A watch (`?watch=true`, `/watch/` paths) or `logs -f` (`?follow=true`): a response that never ends on its own. */
+export function isLongRunning(url: string): boolean {
+  const query = url.indexOf('?');
+  const path = query === -1 ? url : url.slice(0, query);
+  if (/^\/(?:api\/[^/]+|apis\/[^/]+\/[^/]+)\/watch\//.test(path)) return true;
+  if (query === -1) return false;
+  const params = new URLSearchParams(url.slice(query + 1));
+  return TRUE_VALUES.has(params.get('watch') ?? '') || TRUE_VALUES.has(params.get('follow') ?? '');
 }
 
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
 
 export async function registerForwarding(app: FastifyInstance, options: ForwardOptions): Promise<void> {
-  const upstreamName = options.upstream.origin;
   const proxyOptions: FastifyHttpProxyOptions = {
-    upstream: upstreamName,
-    undici: options.agent,
+    upstream: options.upstream.origin,
+    undici: options.dispatcher,
     httpMethods: [...METHODS],
     disableRequestLogging: true,
     // The apiserver's Location headers are its own; leave them alone.
@@ -39,22 +71,44 @@ export async function registerForwarding(app: FastifyInstance, options: ForwardO
         return upstreamRequestHeaders(withRepeatedHeaders(headers, distinct), identity, request.clientAddress, options.headerPolicy) as IncomingHttpHeaders;
       },
       rewriteHeaders: (headers) => downstreamResponseHeaders(headers as HeaderRecord) as IncomingHttpHeaders,
-      onResponse: (_request, reply, upstreamResponse) => {
+      onResponse: (request, reply, upstreamResponse) => {
         const { headers, stream } = upstreamResponse as unknown as { headers: HeaderRecord; stream: Readable };
+        if (headers['content-length'] !== undefined) {
+          void reply.send(stream);
+          return;
+        }
         // A response of unknown length (a watch, logs -f, a chunked list) gets its headers now,
         // not with its first body byte: a watch may be silent for minutes, and client-go's
         // Watch() and kubectl wait for the headers before they report the watch as open.
-        if (headers['content-length'] === undefined) {
-          const raw = reply.raw;
-          raw.once('pipe', () => {
-            if (!raw.headersSent && 'flushHeaders' in raw) raw.flushHeaders();
-          });
+        const raw = reply.raw;
+        raw.once('pipe', () => {
+          if (!raw.headersSent && 'flushHeaders' in raw) raw.flushHeaders();
+        });
+        if (!isLongRunning(request.url)) {
+          void reply.send(stream);
+          return;
         }
-        void reply.send(stream);
+        // A watch ends cleanly (last chunk, not a torn connection) when its apiserver goes away or
+        // the proxy drains: kubectl and informers then re-establish it, on a healthy upstream.
+        const body = new PassThrough();
+        const end = () => {
+          stream.unpipe(body);
+          body.end();
+          stream.destroy();
+        };
+        stream.on('error', end);
+        stream.pipe(body);
+        const forget = options.streams.add(end);
+        // The client went away (or the response is done): let go of the apiserver's stream.
+        raw.once('close', () => {
+          forget();
+          stream.destroy();
+        });
+        void reply.send(body);
       },
       onError: (reply, { error }) => {
-        const failure = upstreamFailure(error, upstreamName);
-        reply.request.log.warn({ err: error.cause ?? error, upstream: upstreamName }, failure.message);
+        const failure = upstreamFailure(error);
+        reply.request.log.warn({ err: error.cause ?? error }, failure.message);
         void reply.code(failure.code).headers(failure.headers).type('application/json').send(failure.toStatus());
       },
       // reply-from would retry a GET up to 10 times on a 503, which the apiserver answers for an
@@ -70,20 +124,22 @@ function rawQuery(url: string): string {
   return index === -1 ? '' : url.slice(index + 1);
 }
 
-const UNREACHABLE = new Set(['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EPIPE', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED']);
-
 /** What a forwarding failure means for the client, as a Status. */
-export function upstreamFailure(error: Error, upstream: string): StatusError {
-  const cause = (error.cause ?? error) as NodeJS.ErrnoException;
+export function upstreamFailure(error: Error): StatusError {
+  const cause = (error.cause ?? error) as NodeJS.ErrnoException & { upstream?: string };
+  if (cause instanceof NoHealthyUpstreamError) {
+    return new StatusError('ServiceUnavailable', cause.message, { 'retry-after': '1' });
+  }
   const code = cause.code;
   const detail = cause.message || code || 'unknown error';
+  const upstream = cause.upstream ?? 'upstream';
   if (code === 'UND_ERR_HEADERS_TIMEOUT' || error.name === 'GatewayTimeoutError') {
     return new StatusError('Timeout', `the apiserver ${upstream} did not answer in time`);
   }
   if (isTlsFailure(code)) {
     return new StatusError('BadGateway', `TLS connection to the apiserver ${upstream} failed: ${detail}`);
   }
-  if (code !== undefined && UNREACHABLE.has(code)) {
+  if (isUnreachable(code)) {
     return new StatusError('ServiceUnavailable', `the apiserver ${upstream} is unavailable: ${detail}`, { 'retry-after': '1' });
   }
   return new StatusError('BadGateway', `error talking to the apiserver ${upstream}: ${detail}`);

@@ -12,14 +12,17 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { Identity } from '../auth/identity.js';
 import type { Authenticator } from '../auth/index.js';
 import { StatusError, statusResponseBytes } from '../status.js';
+import { NoHealthyUpstreamError, errorCode, isConnectionFailure } from '../upstream/failures.js';
+import type { UpstreamPool, UpstreamTarget } from '../upstream/pool.js';
 import type { UpstreamConnector } from '../upstream/tls.js';
 import { upstreamFailure } from './forward.js';
 import { downstreamResponseHeaders, upstreamRequestHeaders, withRepeatedHeaders, type HeaderPolicy } from './headers.js';
 
 export interface UpgradeOptions {
   authenticator: Authenticator;
-  upstream: URL;
-  connector: UpstreamConnector;
+  pool: UpstreamPool;
+  /** The current connector: replaced when the front-proxy certificate or upstream CA is reloaded. */
+  connector: () => UpstreamConnector;
   headerPolicy: HeaderPolicy;
   logger: FastifyBaseLogger;
 }
@@ -54,6 +57,10 @@ export class UpgradeProxy {
 
   /** The 'upgrade' listener of the HTTPS server. Never throws: a client's bytes cannot crash us. */
   readonly handle = (req: IncomingMessage, client: Duplex, head: Buffer): void => {
+    // A tunnel must survive the client's half-close (kubectl ends stdin, then still reads
+    // stdout); an https socket otherwise ends our side the moment the client's FIN arrives.
+    // Set here, not on the server: plain requests keep Node's usual close-on-FIN.
+    (client as Duplex & { allowHalfOpen: boolean }).allowHalfOpen = true;
     const record: TunnelRecord = { client, upstream: undefined };
     this.tunnels.add(record);
     client.once('close', () => this.tunnels.delete(record));
@@ -76,64 +83,100 @@ export class UpgradeProxy {
     }
     if (client.destroyed) return;
     const identity = outcome.identity;
-    const { upstream, connector, headerPolicy } = this.options;
+    const { pool, connector, headerPolicy } = this.options;
 
     const headers = upstreamRequestHeaders(withRepeatedHeaders(req.headers, req.headersDistinct as Record<string, string[]>), identity, clientAddress, headerPolicy);
     // The one hop-by-hop pair that must cross: it is the request.
     headers.connection = 'Upgrade';
     headers.upgrade = req.headers.upgrade ?? '';
-    headers.host = upstream.host;
 
-    const upstreamRequest = httpRequest({
-      method: req.method,
-      path: req.url,
-      headers,
-      createConnection: () => {
-        const socket = connector.connect(upstream);
-        record.upstream = socket;
-        return socket;
-      },
-    });
-    const log = (status: number, extra: Record<string, unknown> = {}) =>
-      this.options.logger.info({ client: clientAddress, ...identityFields(identity), method: req.method, path, upgrade: req.headers.upgrade, status, upstream: upstream.origin, durationMs: Math.round(performance.now() - started), ...extra }, 'request');
+    const log = (status: number, upstream: string | undefined, extra: Record<string, unknown> = {}) =>
+      this.options.logger.info({ client: clientAddress, ...identityFields(identity), method: req.method, path, upgrade: req.headers.upgrade, status, upstream, durationMs: Math.round(performance.now() - started), ...extra }, 'request');
+    const fail = (err: Error, upstream: string | undefined) => {
+      const failure = upstreamFailure(err);
+      this.options.logger.warn({ err, upstream }, failure.message);
+      log(failure.code, upstream);
+      respondAndClose(client, failure);
+    };
 
-    // The client left before the apiserver answered: abandon the upstream request.
-    const abandon = () => upstreamRequest.destroy();
-    client.once('close', abandon);
-
-    upstreamRequest.on('upgrade', (res: IncomingMessage, upstreamSocket: Duplex, upstreamHead: Buffer) => {
-      client.off('close', abandon);
-      if (client.destroyed) {
-        upstreamSocket.destroy();
+    const tried = new Set<UpstreamTarget>();
+    const send = (previous?: Error): void => {
+      const target = pool.pick(tried);
+      if (!target) {
+        const only = previous && tried.size === 1 ? previous : undefined;
+        fail(only ?? new NoHealthyUpstreamError(pool.describeOutage()), (only as { upstream?: string } | undefined)?.upstream);
         return;
       }
-      client.write(responseHead(res, res.rawHeaders));
-      if (upstreamHead.length > 0) client.write(upstreamHead);
-      if (head.length > 0) upstreamSocket.write(head);
-      splice(client, upstreamSocket, (bytes) => log(101, bytes));
-    });
+      tried.add(target);
+      pool.acquire(target);
+      let released = false;
+      const release = () => {
+        if (!released) pool.release(target);
+        released = true;
+      };
+      let connected = false;
+      const upstreamRequest = httpRequest({
+        method: req.method,
+        path: req.url,
+        headers: { ...headers, host: target.url.host },
+        createConnection: () => {
+          const socket = connector().connect(target.url);
+          socket.once('secureConnect', () => (connected = true));
+          record.upstream = socket;
+          return socket;
+        },
+      });
 
-    upstreamRequest.on('response', (res: IncomingMessage) => {
-      // Not upgraded: relay the answer as an ordinary response and close, as the apiserver does.
-      client.off('close', abandon);
-      const relayed = downstreamResponseHeaders(res.headers);
-      const lines = Object.entries(relayed).flatMap(([name, value]) => (Array.isArray(value) ? value : [value]).map((v) => [name, v]));
-      client.write(responseHead(res, [...lines.flat(), 'connection', 'close']));
-      res.pipe(client);
-      res.on('error', () => client.destroy());
-      res.on('end', () => log(res.statusCode ?? 0));
-    });
+      // The client left before the apiserver answered: abandon the upstream request.
+      const abandon = () => upstreamRequest.destroy();
+      client.once('close', abandon);
 
-    upstreamRequest.on('error', (err: Error) => {
-      client.off('close', abandon);
-      if (client.destroyed) return;
-      const failure = upstreamFailure(err, upstream.origin);
-      this.options.logger.warn({ err, upstream: upstream.origin }, failure.message);
-      log(failure.code);
-      respondAndClose(client, failure);
-    });
+      upstreamRequest.on('upgrade', (res: IncomingMessage, upstreamSocket: Duplex, upstreamHead: Buffer) => {
+        client.off('close', abandon);
+        if (client.destroyed) {
+          release();
+          upstreamSocket.destroy();
+          return;
+        }
+        client.write(responseHead(res, res.rawHeaders));
+        if (upstreamHead.length > 0) client.write(upstreamHead);
+        if (head.length > 0) upstreamSocket.write(head);
+        // An open tunnel counts as outstanding on its upstream until it closes.
+        splice(client, upstreamSocket, (bytes) => {
+          release();
+          log(101, target.origin, bytes);
+        });
+      });
 
-    upstreamRequest.end();
+      upstreamRequest.on('response', (res: IncomingMessage) => {
+        // Not upgraded: relay the answer as an ordinary response and close, as the apiserver does.
+        client.off('close', abandon);
+        const relayed = downstreamResponseHeaders(res.headers);
+        const lines = Object.entries(relayed).flatMap(([name, value]) => (Array.isArray(value) ? value : [value]).map((v) => [name, v]));
+        client.write(responseHead(res, [...lines.flat(), 'connection', 'close']));
+        res.pipe(client);
+        res.on('error', () => client.destroy());
+        res.on('close', release);
+        res.on('end', () => log(res.statusCode ?? 0, target.origin));
+      });
+
+      upstreamRequest.on('error', (err: Error) => {
+        client.off('close', abandon);
+        release();
+        if (client.destroyed) return;
+        const code = errorCode(err);
+        if (!connected && isConnectionFailure(code)) {
+          // Nothing reached this apiserver: take it out and try another.
+          pool.eject(target, `${code}: ${err.message}`);
+          send(Object.assign(err, { upstream: target.origin }));
+          return;
+        }
+        fail(Object.assign(err, { upstream: target.origin }), target.origin);
+      });
+
+      upstreamRequest.end();
+    };
+    send();
   }
 }
 

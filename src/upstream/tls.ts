@@ -74,18 +74,3 @@ export class UpstreamConnector {
     return socket;
   }
 }
-
-/** Node/OpenSSL codes that mean the TLS handshake with the apiserver failed. */
-export function isTlsFailure(code: string | undefined): boolean {
-  if (!code) return false;
-  return (
-    code.startsWith('ERR_SSL_') ||
-    code.startsWith('ERR_TLS_') ||
-    code.startsWith('CERT_') ||
-    code.startsWith('UNABLE_TO_') ||
-    code === 'DEPTH_ZERO_SELF_SIGNED_CERT' ||
-    code === 'SELF_SIGNED_CERT_IN_CHAIN' ||
-    code === 'HOSTNAME_MISMATCH' ||
-    code === 'EPROTO'
-  );
-}

@@ -11,11 +11,35 @@
 // tls.RequestClientCert) the TLS handshake accepts any client certificate; verification happens
 // per request in the authenticators, which is why a certificate from an unknown CA gets a 401
 // Status rather than a TLS alert.
+//
+// Streaming subresources (pods/exec, pods/attach, pods/portforward) answer kubectl 1.32 as a
+// real cluster does: WebSocket first (v5.channel.k8s.io; SPDY/3.1+portforward.k8s.io), SPDY/3.1
+// after a refusal; see k8s-streams.ts. Authorization is RBAC-like for them only: the user "bob"
+// and the group "viewers" may read pods but not create pods/exec, pods/attach, pods/portforward.
+// Every non-101 answer to an upgrade request is an ordinary HTTP response with a Status body,
+// followed by closing the connection.
 import { createHash, randomUUID, X509Certificate } from 'node:crypto';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { ServerResponse, type IncomingMessage } from 'node:http';
 import { createServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
+import { WebSocketServer, type WebSocket } from 'ws';
+import {
+  ECHO_PORTS,
+  echoTunnel,
+  parseExecQuery,
+  PORT_FORWARD_PROTOCOL,
+  PORT_FORWARD_TUNNEL_PROTOCOL,
+  serveExecSpdy,
+  serveExecWebSocket,
+  servePortForwardSpdy,
+  spdyOnSocket,
+  spdyOverWebSocket,
+  STREAM_PROTOCOL_V4,
+  STREAM_PROTOCOL_V5,
+  webSocketAccept,
+} from './k8s-streams.js';
 
 export interface ApiServerOptions {
   /** Serving certificate and key, PEM. */
@@ -31,6 +55,12 @@ export interface ApiServerOptions {
   port?: number;
   /** Pods per namespace in lists (default 3). */
   pods?: number;
+  /**
+   * Accept WebSocket for exec/attach/port-forward (default true, or false when the environment
+   * has KFP_STANDIN_WEBSOCKET_EXEC=false). When false such upgrades get 400 BadRequest, as from
+   * an apiserver without WebSocket streaming, and kubectl falls back to SPDY/3.1.
+   */
+  websocketExec?: boolean;
 }
 
 export interface UserInfo {
@@ -72,7 +102,9 @@ export interface ApiServer {
   sendWatchEvent(type: WatchEventType, object: object): boolean;
   /** Ends every open watch response cleanly (terminating chunk). */
   closeWatches(): void;
-  /** Stops listening and destroys every socket at once. */
+  /** Upgraded connections (exec, attach, port-forward, /test/upgrade-echo) still open. */
+  openUpgrades(): number;
+  /** Stops listening and destroys every socket at once, upgraded ones included. */
   close(): Promise<void>;
 }
 
@@ -392,7 +424,30 @@ function requestInfo(method: string, path: string, query: URLSearchParams): Requ
       info.verb = info.name ? 'delete' : 'deletecollection';
       break;
   }
+  // A WebSocket GET of exec/attach/portforward is authorized as "create" as well
+  // (AuthorizePodWebsocketUpgradeCreatePermission, on by default since 1.30).
+  if (isStreaming(info)) info.verb = 'create';
   return info;
+}
+
+const STREAMING_SUBRESOURCES = new Set(['exec', 'attach', 'portforward']);
+
+function isStreaming(info: RequestInfo): boolean {
+  return (
+    info.resource &&
+    info.group === '' &&
+    info.kind === 'pods' &&
+    info.namespace !== '' &&
+    info.name !== '' &&
+    STREAMING_SUBRESOURCES.has(info.subresource)
+  );
+}
+
+// The only RBAC rules modelled beyond anonymous access: "bob" and the group "viewers" hold the
+// view ClusterRole, which grants no pods/exec, pods/attach or pods/portforward.
+function authorized(user: UserInfo, info: RequestInfo): boolean {
+  const viewer = user.username === 'bob' || user.groups.includes('viewers');
+  return !(viewer && isStreaming(info));
 }
 
 // The RBAC authorizer's denial text.
@@ -445,7 +500,13 @@ function makePod(namespace: string, name: string, index: number): Pod {
     },
     spec: {
       nodeName: 'node-1',
-      containers: [{ name: 'app', image: 'registry.k8s.io/pause:3.10' }],
+      containers: [
+        {
+          name: 'app',
+          image: 'registry.k8s.io/pause:3.10',
+          ports: ECHO_PORTS.map((containerPort) => ({ name: 'http', containerPort, protocol: 'TCP' })),
+        },
+      ],
     },
     status: {
       phase: 'Running',
@@ -615,11 +676,38 @@ interface Watch {
   table: boolean;
 }
 
+/** The raw connection of an upgrade request, for a handler that answers 101. */
+interface Upgrade {
+  socket: Duplex;
+  head: Buffer;
+}
+
+/** Header values as received, each line split on commas (Sec-WebSocket-Protocol, X-Stream-Protocol-Version). */
+function headerList(req: IncomingMessage, name: string): string[] {
+  const values: string[] = [];
+  for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
+    if (req.rawHeaders[i]!.toLowerCase() === name) {
+      values.push(...req.rawHeaders[i + 1]!.split(',').map((v) => v.trim()).filter((v) => v.length > 0));
+    }
+  }
+  return values;
+}
+
 export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer> {
   const allowedNames = opts.allowedNames ?? ['front-proxy-client'];
   const requestHeaderCA = new X509Certificate(opts.requestHeaderCA);
   const clientCA = opts.clientCA ? new X509Certificate(opts.clientCA) : null;
   const podCount = opts.pods ?? 3;
+  const websocketExec = opts.websocketExec ?? process.env.KFP_STANDIN_WEBSOCKET_EXEC !== 'false';
+  const upgrades = new Set<Duplex>();
+  // The subprotocol chosen for each WebSocket upgrade, before `ws` completes the handshake.
+  const chosenProtocol = new WeakMap<IncomingMessage, string>();
+  const wss = new WebSocketServer({
+    noServer: true,
+    perMessageDeflate: false,
+    clientTracking: false,
+    handleProtocols: (_offered, req) => chosenProtocol.get(req) ?? false,
+  });
   const requests: SeenRequest[] = [];
   const watches = new Set<Watch>();
   const sockets = new Set<Socket>();
@@ -650,7 +738,23 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   // A client that resets mid-handshake must not crash the test process.
   server.on('tlsClientError', () => {});
 
-  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => handle(req, res, null));
+
+  // Upgrade requests go through the same authentication, recording and routing; `res` writes an
+  // ordinary response (then closes the connection) unless a handler switches protocols.
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.on('error', () => socket.destroy());
+    const res = new ServerResponse(req);
+    res.assignSocket(socket as Socket);
+    res.shouldKeepAlive = false;
+    res.once('finish', () => {
+      res.detachSocket(socket as Socket);
+      socket.end();
+    });
+    handle(req, res, { socket, head });
+  });
+
+  function handle(req: IncomingMessage, res: ServerResponse, upgrade: Upgrade | null): void {
     const socket = req.socket as TLSSocket;
     let peer = peers.get(socket);
     if (peer === undefined) {
@@ -685,7 +789,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
 
     const url = parseTarget(req.url ?? '/');
     // /test/echo streams the body back as it arrives; everything else reads it first.
-    if (url.pathname === '/test/echo' && auth.authn !== 'rejected') {
+    if (url.pathname === '/test/echo' && auth.authn !== 'rejected' && !upgrade) {
       res.writeHead(200, { 'Content-Type': req.headers['content-type'] ?? 'application/octet-stream' });
       req.on('data', (chunk: Buffer) => {
         hash.update(chunk);
@@ -710,15 +814,21 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     req.once('end', () => {
       record();
       try {
-        respond(req, res, url, auth);
+        respond(req, res, url, auth, upgrade);
       } catch (err) {
         if (!res.headersSent) sendJson(res, 500, status(500, String(err)));
         else res.destroy();
       }
     });
-  });
+  }
 
-  function respond(req: IncomingMessage, res: ServerResponse, url: Target, auth: Authentication): void {
+  function respond(
+    req: IncomingMessage,
+    res: ServerResponse,
+    url: Target,
+    auth: Authentication,
+    upgrade: Upgrade | null,
+  ): void {
     if (auth.authn === 'rejected') {
       sendJson(res, 401, status(401, 'Unauthorized'));
       return;
@@ -728,7 +838,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     const path = url.pathname;
 
     if (path.startsWith('/test/')) {
-      testEndpoint(req, res, url, auth);
+      testEndpoint(req, res, url, auth, upgrade);
       return;
     }
 
@@ -737,6 +847,11 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       sendJson(res, 403, forbidden(user, info));
       return;
     }
+    if (!authorized(user, info)) {
+      sendJson(res, 403, forbidden(user, info));
+      return;
+    }
+    if (isStreaming(info)) return streaming(req, res, url, info, upgrade);
 
     const notFound = (kind?: string, name?: string): void =>
       sendJson(
@@ -812,6 +927,94 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     notFound();
   }
 
+  function track(socket: Duplex): void {
+    upgrades.add(socket);
+    socket.once('close', () => upgrades.delete(socket));
+  }
+
+  function switchToSpdy(res: ServerResponse, upgrade: Upgrade, protocol: string): void {
+    res.detachSocket(upgrade.socket as Socket);
+    upgrade.socket.write(
+      'HTTP/1.1 101 Switching Protocols\r\n' +
+        'Connection: Upgrade\r\n' +
+        'Upgrade: SPDY/3.1\r\n' +
+        `X-Stream-Protocol-Version: ${protocol}\r\n` +
+        `Date: ${new Date().toUTCString()}\r\n\r\n`,
+    );
+    track(upgrade.socket);
+  }
+
+  // pods/exec, pods/attach, pods/portforward, after authentication and authorization.
+  function streaming(
+    req: IncomingMessage,
+    res: ServerResponse,
+    url: Target,
+    info: RequestInfo,
+    upgrade: Upgrade | null,
+  ): void {
+    const pod = podsIn(info.namespace).find((p) => p.metadata.name === info.name);
+    if (!pod) {
+      return sendJson(res, 404, status(404, `pods "${info.name}" not found`, { name: info.name, kind: 'pods' }));
+    }
+    const bad = (message: string) => sendJson(res, 400, status(400, message));
+    const method = req.method ?? 'GET';
+    if (method !== 'GET' && method !== 'POST') {
+      return sendJson(res, 405, status(405, 'the server does not allow this method on the requested resource', {}));
+    }
+    const portForward = info.subresource === 'portforward';
+    const exec = parseExecQuery(url.searchParams, info.subresource === 'attach');
+    if (!portForward) {
+      const containers = ((pod.spec ?? {}) as { containers?: { name: string }[] }).containers ?? [];
+      const container = url.searchParams.get('container');
+      if (container && !containers.some((c) => c.name === container)) {
+        return bad(`container ${container} is not valid for pod ${pod.metadata.name}`);
+      }
+      if (!exec.attach && exec.command.length === 0) return bad('you must specify at least 1 command');
+      if (!exec.stdin && !exec.stdout && !exec.stderr) {
+        return bad('you must specify at least one of stdin, stdout, stderr');
+      }
+    }
+    if (!upgrade) return bad('Upgrade request required');
+
+    const token = (req.headers.upgrade ?? '').toLowerCase();
+    if (token === 'websocket') {
+      if (!websocketExec) return bad('WebSocket streaming is not supported by this server (websocketExec: false)');
+      const offered = headerList(req, 'sec-websocket-protocol');
+      const supported = portForward ? [PORT_FORWARD_TUNNEL_PROTOCOL] : [STREAM_PROTOCOL_V5, STREAM_PROTOCOL_V4];
+      const chosen = offered.find((p) => supported.includes(p));
+      if (!chosen) {
+        return bad(`unable to upgrade: unable to negotiate protocol: client supports [${offered.join(' ')}], server supports [${supported.join(' ')}]`);
+      }
+      if (method !== 'GET') return bad('a WebSocket upgrade must be a GET request');
+      chosenProtocol.set(req, chosen);
+      // `ws` refuses "SPDY/3.1+portforward.k8s.io" ("/" is no token character; gorilla and Go's
+      // apiserver accept it), so it is shown a placeholder token and handleProtocols answers
+      // with the real choice, which `ws` writes back as it is.
+      req.headers['sec-websocket-protocol'] = 'negotiated-by-standin';
+      res.detachSocket(upgrade.socket as Socket);
+      wss.handleUpgrade(req, upgrade.socket, upgrade.head, (ws: WebSocket) => {
+        track(upgrade.socket);
+        if (portForward) servePortForwardSpdy(spdyOverWebSocket(ws), pod.metadata.name, String(pod.metadata.uid));
+        else serveExecWebSocket(ws, exec);
+      });
+      return;
+    }
+    if (token === 'spdy/3.1') {
+      const offered = headerList(req, 'x-stream-protocol-version');
+      const supported = portForward ? [PORT_FORWARD_PROTOCOL] : [STREAM_PROTOCOL_V5, STREAM_PROTOCOL_V4];
+      const chosen = offered.find((p) => supported.includes(p));
+      if (!chosen) {
+        return bad(`unable to upgrade: unable to negotiate protocol: client supports [${offered.join(' ')}], server supports [${supported.join(' ')}]`);
+      }
+      switchToSpdy(res, upgrade, chosen);
+      const session = spdyOnSocket(upgrade.socket, upgrade.head);
+      if (portForward) servePortForwardSpdy(session, pod.metadata.name, String(pod.metadata.uid));
+      else serveExecSpdy(session, exec);
+      return;
+    }
+    return bad(`unsupported upgrade protocol "${req.headers.upgrade ?? ''}"`);
+  }
+
   function startWatch(req: IncomingMessage, res: ServerResponse): void {
     // No Content-Length: Node sends the body chunked. Headers go out now, not with the first event.
     res.writeHead(200, { 'Content-Type': 'application/json' });
@@ -826,8 +1029,36 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     res: ServerResponse,
     url: Target,
     auth: Authentication,
+    upgrade: Upgrade | null,
   ): void {
     const path = url.pathname;
+    if (path === '/test/upgrade-echo') {
+      // A raw byte echo behind a correct 101, for tunnel tests driven by a raw TLS client.
+      if (!upgrade) return sendJson(res, 400, status(400, 'Upgrade request required'));
+      const token = (req.headers.upgrade ?? '').toLowerCase();
+      if (token === 'spdy/3.1') {
+        switchToSpdy(res, upgrade, STREAM_PROTOCOL_V4);
+        echoTunnel(upgrade.socket, upgrade.head);
+        return;
+      }
+      const key = req.headers['sec-websocket-key'];
+      if (token === 'websocket' && typeof key === 'string' && key.length > 0) {
+        const protocol = headerList(req, 'sec-websocket-protocol')[0];
+        res.detachSocket(upgrade.socket as Socket);
+        upgrade.socket.write(
+          'HTTP/1.1 101 Switching Protocols\r\n' +
+            'Upgrade: websocket\r\n' +
+            'Connection: Upgrade\r\n' +
+            `Sec-WebSocket-Accept: ${webSocketAccept(key)}\r\n` +
+            (protocol ? `Sec-WebSocket-Protocol: ${protocol}\r\n` : '') +
+            '\r\n',
+        );
+        track(upgrade.socket);
+        echoTunnel(upgrade.socket, upgrade.head);
+        return;
+      }
+      return sendJson(res, 400, status(400, `cannot upgrade to "${req.headers.upgrade ?? ''}" here`));
+    }
     if (path === '/test/identity') {
       sendJson(res, 200, { authn: auth.authn, user: auth.user });
       return;
@@ -880,6 +1111,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     port,
     requests,
     openWatches: () => watches.size,
+    openUpgrades: () => upgrades.size,
     sendWatchEvent(type, object) {
       let plain: Buffer | undefined;
       let table: Buffer | undefined;
@@ -900,6 +1132,8 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     close() {
       return new Promise<void>((resolve) => {
         server.close(() => resolve());
+        for (const socket of upgrades) socket.destroy();
+        upgrades.clear();
         for (const socket of sockets) socket.destroy();
         sockets.clear();
       });

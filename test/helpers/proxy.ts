@@ -17,6 +17,8 @@ export interface LogLine {
 export interface ProxyProcess {
   url: string;
   port: number;
+  /** http://127.0.0.1:PORT of the admin listener (/healthz, /readyz), if on. */
+  adminUrl: string | undefined;
   child: ChildProcess;
   /** Every JSON log line so far. */
   logs: LogLine[];
@@ -71,6 +73,7 @@ export async function startProxy(args: string[], env: NodeJS.ProcessEnv = {}): P
   return {
     url: `https://127.0.0.1:${port}`,
     port,
+    adminUrl: typeof line.admin === 'string' ? line.admin : undefined,
     child,
     logs,
     stderr: () => stderr,

@@ -68,6 +68,8 @@ export function proxySettings(pki: TestPki, options: ProxyFlagOptions): RawSetti
     proxyClientCertFile: pki.path('front-proxy-client', 'crt'),
     proxyClientKeyFile: pki.path('front-proxy-client', 'key'),
     bcryptWorkers: 1,
+    // Tests run many proxies at once: no fixed admin port.
+    adminListen: '127.0.0.1:0',
   };
 }
 

@@ -1,0 +1,102 @@
+// An undici Dispatcher over the upstream pool, handed to @fastify/http-proxy as its `undici`
+// instance: each request goes to the pool's pick, and a request that failed before the
+// apiserver answered is tried on another upstream when sending it again is harmless.
+
+import { Dispatcher, type Agent } from 'undici';
+import { NoHealthyUpstreamError, errorCode, isConnectionFailure } from './failures.js';
+import type { UpstreamPool, UpstreamTarget } from './pool.js';
+
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+/** undici's legacy handler interface: what its own dispatchers call internally. */
+interface Handler {
+  onConnect?: (abort: (err?: Error) => void, context?: object) => void;
+  onResponseStarted?: () => void;
+  onHeaders?: (statusCode: number, headers: Buffer[], resume: () => void, statusText: string) => boolean;
+  onData?: (chunk: Buffer) => boolean;
+  onComplete?: (trailers: string[] | null) => void;
+  onError?: (err: Error) => void;
+  onUpgrade?: (statusCode: number, headers: Buffer[] | string[] | null, socket: unknown) => void;
+  onBodySent?: (chunk: unknown) => void;
+}
+
+function hasNoBody(body: unknown): boolean {
+  return body === undefined || body === null || body === '' || (Buffer.isBuffer(body) && body.length === 0);
+}
+
+export class PoolDispatcher extends Dispatcher {
+  constructor(
+    private readonly pool: UpstreamPool,
+    /** The current agent: replaced when the front-proxy certificate or upstream CA is reloaded. */
+    private readonly agent: () => Agent,
+  ) {
+    super();
+  }
+
+  override dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
+    this.attempt(options, handler as unknown as Handler, new Set());
+    return true;
+  }
+
+  private attempt(options: Dispatcher.DispatchOptions, handler: Handler, tried: Set<UpstreamTarget>, previous?: Error): void {
+    const target = this.pool.pick(tried);
+    if (!target) {
+      // One apiserver tried: its own failure says most (a TLS error stays a 502). Several, or
+      // none healthy to begin with: say what is wrong with each.
+      handler.onError?.(previous && tried.size === 1 ? previous : new NoHealthyUpstreamError(this.pool.describeOutage()));
+      return;
+    }
+    tried.add(target);
+    this.pool.acquire(target);
+    let responded = false;
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      this.pool.release(target);
+    };
+    const wrapped: Handler = {
+      onConnect: (abort, context) => handler.onConnect?.(abort, context),
+      onResponseStarted: () => handler.onResponseStarted?.(),
+      onHeaders: (statusCode, headers, resume, statusText) => {
+        responded = true;
+        return handler.onHeaders?.(statusCode, headers, resume, statusText) ?? true;
+      },
+      onData: (chunk) => handler.onData?.(chunk) ?? true,
+      onComplete: (trailers) => {
+        release();
+        handler.onComplete?.(trailers);
+      },
+      onUpgrade: (statusCode, headers, socket) => {
+        release();
+        handler.onUpgrade?.(statusCode, headers, socket);
+      },
+      onBodySent: (chunk) => handler.onBodySent?.(chunk),
+      onError: (err) => {
+        release();
+        // Which apiserver failed, for the Status message and the log.
+        Object.defineProperty(err, 'upstream', { value: target.origin, configurable: true });
+        const code = errorCode(err);
+        if (!responded && isConnectionFailure(code)) {
+          this.pool.eject(target, `${code}: ${err.message}`);
+          // Nothing the apiserver answered reached the client yet, and a bodiless GET, HEAD or
+          // OPTIONS changes nothing when sent twice (a stale keep-alive reset included).
+          if (IDEMPOTENT.has(options.method) && hasNoBody(options.body)) {
+            this.attempt(options, handler, tried, err);
+            return;
+          }
+        }
+        handler.onError?.(err);
+      },
+    };
+    this.agent().dispatch({ ...options, origin: target.origin }, wrapped as unknown as Dispatcher.DispatchHandler);
+  }
+
+  override async close(): Promise<void> {
+    await this.agent().close();
+  }
+
+  override async destroy(): Promise<void> {
+    await this.agent().destroy();
+  }
+}

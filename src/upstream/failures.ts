@@ -1,0 +1,43 @@
+// Classifying what went wrong between the proxy and an apiserver.
+
+/** Node/OpenSSL codes that mean the TLS handshake with the apiserver failed. */
+export function isTlsFailure(code: string | undefined): boolean {
+  if (!code) return false;
+  return (
+    code.startsWith('ERR_SSL_') ||
+    code.startsWith('ERR_TLS_') ||
+    code.startsWith('CERT_') ||
+    code.startsWith('UNABLE_TO_') ||
+    code === 'DEPTH_ZERO_SELF_SIGNED_CERT' ||
+    code === 'SELF_SIGNED_CERT_IN_CHAIN' ||
+    code === 'HOSTNAME_MISMATCH' ||
+    code === 'EPROTO'
+  );
+}
+
+const UNREACHABLE = new Set(['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EPIPE', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED']);
+
+/** The apiserver could not be reached or its connection broke (as opposed to a slow answer). */
+export function isUnreachable(code: string | undefined): boolean {
+  return code !== undefined && UNREACHABLE.has(code);
+}
+
+/** A failure that says the upstream itself is unusable: passive ejection takes it out. */
+export function isConnectionFailure(code: string | undefined): boolean {
+  return isUnreachable(code) || isTlsFailure(code);
+}
+
+/** Every upstream is out: answered at once with 503, not after a hang. */
+export class NoHealthyUpstreamError extends Error {
+  readonly code = 'KFP_NO_HEALTHY_UPSTREAM';
+  constructor(readonly outage: string) {
+    super(`no healthy apiserver: ${outage}`);
+    this.name = 'NoHealthyUpstreamError';
+  }
+}
+
+export function errorCode(err: unknown): string | undefined {
+  const error = err as { code?: unknown; cause?: { code?: unknown } } | undefined;
+  const code = error?.code ?? error?.cause?.code;
+  return typeof code === 'string' ? code : undefined;
+}
