@@ -20,6 +20,7 @@ import { createTestPki, type PkiName, type TestPki } from '../test/helpers/pki.j
 import { PROJECT_ROOT } from '../test/helpers/proxy.js';
 import { ALICE, bcryptLine, proxyFlags, writeUsersFile } from '../test/helpers/setup.js';
 import { runLoad, type LoadGroup, type Window } from './load.js';
+import { tunnelThroughput } from './tunnel.js';
 import { cpuSeconds, installCleanup, machineBusySeconds, spawnNode, waitForJsonLine, type Child } from './processes.js';
 import { markdown, textTable, times, type Ratio, type Row } from './report.js';
 
@@ -248,12 +249,13 @@ function workDir(): { path: string; keep(): void } {
   return { path, keep: () => (keep = true) };
 }
 
-async function runAll(settings: Settings, work: string): Promise<Row[]> {
+async function runAll(settings: Settings, work: string): Promise<{ rows: Row[]; tunnels: Ratio[] }> {
   const pki = await createTestPki(join(work, 'pki'));
   const usersFile = writeUsersFile(pki.dir, [bcryptLine(ALICE, BCRYPT_COST)]);
   const standin = await startStandin(pki, work);
   const proxy = await startProxy(pki, standin.url, usersFile, work);
   const rows: Row[] = [];
+  let tunnels: Ratio[] = [];
   try {
     for (const scenario of scenarios(pki, standin, proxy, settings)) {
       process.stderr.write(`bench: ${scenario.groups.map((g) => g.label).join(' + ')}\n`);
@@ -261,10 +263,21 @@ async function runAll(settings: Settings, work: string): Promise<Row[]> {
       for (const g of m.window.groups) if (g.errors > 0) process.stderr.write(`bench: ${g.label}: ${g.errors} errors, first: ${g.firstError}\n`);
       rows.push(...rowsOf(scenario, m));
     }
+    tunnels = await measureTunnels(pki, standin, proxy);
   } finally {
     await Promise.all([proxy.stop(), standin.stop()]);
   }
-  return rows;
+  return { rows, tunnels };
+}
+
+const TUNNEL_BYTES = 256 * 1024 * 1024;
+
+/** One tunnel's throughput direct to the stand-in and through the proxy (password user). */
+async function measureTunnels(pki: TestPki, standin: Server, proxy: Server): Promise<Ratio[]> {
+  process.stderr.write('bench: one upgrade tunnel, direct and through the proxy\n');
+  const direct = await tunnelThroughput({ port: Number(new URL(standin.url).port), ca: pki.pem['cluster-ca'].cert, servername: 'kubernetes', cert: pki.pem['cluster-admin'] }, TUNNEL_BYTES);
+  const viaProxy = await tunnelThroughput({ port: Number(new URL(proxy.url).port), ca: pki.pem['proxy-ca'].cert, servername: 'localhost', cert: pki.pem['user-alice'] }, TUNNEL_BYTES);
+  return [{ label: `one SPDY tunnel, ${TUNNEL_BYTES / 1048576} MiB echoed`, value: `direct ${direct.toFixed(0)} MiB/s, through the proxy ${viaProxy.toFixed(0)} MiB/s (${times(viaProxy, direct)})` }];
 }
 
 async function main(): Promise<number> {
@@ -273,13 +286,14 @@ async function main(): Promise<number> {
   buildProxy();
   const work = workDir();
   let rows: Row[];
+  let tunnels: Ratio[];
   try {
-    rows = await runAll(settings, work.path);
+    ({ rows, tunnels } = await runAll(settings, work.path));
   } catch (err) {
     work.keep();
     throw err;
   }
-  const notes = [...ratios(rows), ...noiseWarnings(rows)];
+  const notes = [...ratios(rows), ...tunnels, ...noiseWarnings(rows)];
   process.stdout.write(`\n${setupLines(settings).join('\n')}\n\n${textTable(rows, notes)}\n`);
   mkdirSync(dirname(RESULTS), { recursive: true });
   writeFileSync(RESULTS, markdown(rows, notes, setupLines(settings)));

@@ -1,7 +1,8 @@
 // The real kubectl exec through the proxy, with a password and with a client certificate,
 // over WebSocket (kubectl 1.32's first choice) and over SPDY when the apiserver refuses it.
+import { randomBytes } from 'node:crypto';
 import t from 'tap';
-import { kubectl, requireKubectl, writeKubeconfig } from './helpers/kubectl.js';
+import { echoOverTcp, kubectl, portForward, requireKubectl, writeKubeconfig } from './helpers/kubectl.js';
 import { ALICE, startStack } from './helpers/setup.js';
 
 requireKubectl();
@@ -45,4 +46,32 @@ t.test('kubectl exec by a user RBAC forbids: kubectl says forbidden', async (t) 
   const res = await kubectl(kubeconfig, ['exec', 'pod-0', '--', 'echo', 'hi']);
   t.equal(res.code, 1);
   t.match(res.stderr, /forbidden: User "bob" cannot create resource "pods\/exec"/);
+});
+
+t.test('kubectl exec over SPDY: forced, and as the fallback when the apiserver refuses WebSocket', async (t) => {
+  const kubeconfig = users['client certificate'];
+  const forced = await kubectl(kubeconfig, ['exec', '-i', 'pod-0', '--', 'cat'], { stdin: 'over spdy\n', env: { KUBECTL_REMOTE_COMMAND_WEBSOCKETS: 'false' } });
+  t.equal(forced.code, 0, forced.stderr);
+  t.equal(forced.stdout, 'over spdy\n');
+  t.equal(apiserver.requests.at(-1)?.rawHeaders.find(([n]) => n.toLowerCase() === 'upgrade')?.[1], 'SPDY/3.1');
+
+  const old = await startStack(t, { pki, apiserver: { websocketExec: false } });
+  const oldConfig = writeKubeconfig(old.proxy.url, ca, { username: ALICE.name, password: ALICE.password });
+  const from = old.apiserver.requests.length;
+  const fallback = await kubectl(oldConfig, ['exec', '-i', 'pod-0', '--', 'cat'], { stdin: 'fell back\n' });
+  t.equal(fallback.code, 0, fallback.stderr);
+  t.equal(fallback.stdout, 'fell back\n');
+  const upgrades = old.apiserver.requests.slice(from).map((r) => r.rawHeaders.find(([n]) => n.toLowerCase() === 'upgrade')?.[1]).filter(Boolean);
+  t.same(upgrades, ['websocket', 'SPDY/3.1'], 'the refused WebSocket answer reached kubectl, which retried with SPDY');
+});
+
+t.test('kubectl port-forward through the proxy: WebSocket-tunnelled SPDY and plain SPDY', async (t) => {
+  const kubeconfig = users['username/password'];
+  for (const [name, env] of [['WebSocket', {}], ['SPDY', { KUBECTL_PORT_FORWARD_WEBSOCKETS: 'false' }]] as const) {
+    const forward = await portForward(kubeconfig, env);
+    const payload = randomBytes(256 * 1024);
+    const echoed = await echoOverTcp(forward.port, payload);
+    t.ok(echoed.equals(payload), `${name}: 256 KiB through the forwarded port and back`);
+    await forward.stop();
+  }
 });

@@ -2,17 +2,15 @@
 // as against a real cluster: exec/attach over WebSocket (v5.channel.k8s.io) and SPDY/3.1,
 // port-forward over SPDY tunnelled in WebSocket and over plain SPDY, RBAC and NotFound refusals
 // before any upgrade; plus the raw /test/upgrade-echo tunnels the proxy's tests use.
-import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { connect as netConnect } from 'node:net';
 import { connect, type TLSSocket } from 'node:tls';
 import t from 'tap';
 import { issueCertificate } from '../src/pki/certificates.js';
 import { startApiServer, type ApiServer, type SeenRequest } from './helpers/apiserver.js';
-import { kubectl, requireKubectl, writeKubeconfig } from './helpers/kubectl.js';
+import { echoOverTcp, kubectl, portForward, requireKubectl, writeKubeconfig } from './helpers/kubectl.js';
 import { createTestPki, type PkiName } from './helpers/pki.js';
 
 requireKubectl();
@@ -262,41 +260,3 @@ async function readToEnd(socket: TLSSocket, first: Buffer): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-/** `kubectl port-forward pod/pod-0 :80`, running until stop(); resolves once it listens. */
-async function portForward(kubeconfig: string, env: Record<string, string>) {
-  const dir = dirname(kubeconfig);
-  const child = spawn(
-    'kubectl',
-    ['--kubeconfig', kubeconfig, '--cache-dir', `${dir}/cache`, 'port-forward', '--address', '127.0.0.1', 'pod/pod-0', ':80'],
-    { env: { ...process.env, HOME: dir, KUBECONFIG: kubeconfig, ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  let out = '';
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (out += d.toString()));
-  const exited = once(child, 'exit');
-  const deadline = Date.now() + 10_000;
-  let port = 0;
-  while (!port) {
-    port = Number(/Forwarding from 127\.0\.0\.1:(\d+) -> 80/.exec(out)?.[1] ?? 0);
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`kubectl port-forward did not start: ${out}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return {
-    port,
-    async stop() {
-      child.kill('SIGTERM');
-      await exited;
-    },
-  };
-}
-
-/** Sends `payload` to a local TCP port, half-closes, and returns everything read back. */
-async function echoOverTcp(port: number, payload: Buffer): Promise<Buffer> {
-  const socket = netConnect({ host: '127.0.0.1', port, allowHalfOpen: true });
-  await once(socket, 'connect');
-  const chunks: Buffer[] = [];
-  socket.on('data', (chunk: Buffer) => chunks.push(chunk));
-  socket.end(payload);
-  await once(socket, 'close');
-  return Buffer.concat(chunks);
-}

@@ -1,9 +1,11 @@
 // The real kubectl as a test client: a kubeconfig per user, isolated from ~/.kube.
 
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { connect as netConnect } from 'node:net';
+import { dirname, join } from 'node:path';
 import { buildKubeconfig, type KubeconfigCredentials } from '../../src/pki/kubeconfig.js';
 
 export function requireKubectl(): void {
@@ -52,4 +54,43 @@ export function kubectl(kubeconfig: string, args: string[], options: KubectlOpti
     );
     child.stdin?.end(options.stdin ?? '');
   });
+}
+
+/** `kubectl port-forward pod/pod-0 :80`, running until stop(); resolves once it listens. */
+export async function portForward(kubeconfig: string, env: Record<string, string>) {
+  const dir = dirname(kubeconfig);
+  const child = spawn(
+    'kubectl',
+    ['--kubeconfig', kubeconfig, '--cache-dir', `${dir}/cache`, 'port-forward', '--address', '127.0.0.1', 'pod/pod-0', ':80'],
+    { env: { ...process.env, HOME: dir, KUBECONFIG: kubeconfig, ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = once(child, 'exit');
+  const deadline = Date.now() + 10_000;
+  let port = 0;
+  while (!port) {
+    port = Number(/Forwarding from 127\.0\.0\.1:(\d+) -> 80/.exec(out)?.[1] ?? 0);
+    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`kubectl port-forward did not start: ${out}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return {
+    port,
+    async stop() {
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+/** Sends `payload` to a local TCP port, half-closes, and returns everything read back. */
+export async function echoOverTcp(port: number, payload: Buffer): Promise<Buffer> {
+  const socket = netConnect({ host: '127.0.0.1', port, allowHalfOpen: true });
+  await once(socket, 'connect');
+  const chunks: Buffer[] = [];
+  socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+  socket.end(payload);
+  await once(socket, 'close');
+  return Buffer.concat(chunks);
 }

@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { startApiServer, type ApiServer } from './apiserver.js';
+import { startApiServer, type ApiServer, type ApiServerOptions } from './apiserver.js';
 import { createTestPki, type TestPki } from './pki.js';
 import { startProxy, type ProxyProcess } from './proxy.js';
 
@@ -107,6 +107,8 @@ export interface StackOptions {
   users?: string[];
   /** More proxy flags (later ones win). */
   flags?: string[];
+  /** Stand-in options beyond the PKI (e.g. websocketExec: false). */
+  apiserver?: Partial<ApiServerOptions>;
   env?: NodeJS.ProcessEnv;
 }
 
@@ -114,7 +116,7 @@ export interface StackOptions {
 export async function startStack(t: { teardown(fn: () => unknown): void }, options: StackOptions = {}): Promise<Stack> {
   const pki = options.pki ?? (await createTestPki());
   const usersFile = writeUsersFile(pki.dir, options.users ?? [bcryptLine(ALICE), bcryptLine(CAROL), apacheHtpasswdLine(HTPASSWD_USER)], `users-${randomUUID()}.htpasswd`);
-  const apiserver = await startApiServer({ cert: pki.pem.apiserver.cert, key: pki.pem.apiserver.key, requestHeaderCA: pki.pem['front-proxy-ca'].cert, clientCA: pki.pem['cluster-ca'].cert });
+  const apiserver = await startApiServer({ cert: pki.pem.apiserver.cert, key: pki.pem.apiserver.key, requestHeaderCA: pki.pem['front-proxy-ca'].cert, clientCA: pki.pem['cluster-ca'].cert, ...options.apiserver });
   t.teardown(() => apiserver.close());
   const proxy = await startProxy([...proxyFlags(pki, { upstream: apiserver.url, usersFile }), ...(options.flags ?? [])], options.env);
   t.teardown(() => proxy.stop());
