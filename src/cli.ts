@@ -8,7 +8,7 @@ import { pino, stdTimeFunctions } from 'pino';
 import { createAdminServer } from './admin.js';
 import { ConfigError, SETTINGS, envVarName, loadConfig, type Config, type ListenAddress, type RawSettings } from './config.js';
 import { loadMaterial, type Material } from './material.js';
-import { startReloader } from './reload.js';
+import { fileSignatures, materialFiles, startReloader } from './reload.js';
 import { createProxyServer, type ProxyServer } from './server.js';
 
 const EXIT_CONFIG = 2;
@@ -56,6 +56,8 @@ function camelCase(flag: string): string {
 }
 
 async function serveCommand(config: Config): Promise<void> {
+  // Taken before the files are read, so that a change made during start-up is still seen.
+  const baseline = fileSignatures(materialFiles(config));
   const material = loadMaterial(config);
   const logger = pino({ level: config.logLevel, base: { pid: process.pid }, timestamp: stdTimeFunctions.isoTime });
   const proxy = await createProxyServer(config, material, logger);
@@ -68,7 +70,7 @@ async function serveCommand(config: Config): Promise<void> {
   logger.level = config.logLevel;
   logger.info(startupSummary(config, material, proxy, admin), startupLine(config, material, proxy));
 
-  const reloader = startReloader(config, (next) => proxy.applyMaterial(next), logger);
+  const reloader = startReloader(config, baseline, (next) => proxy.applyMaterial(next), logger);
   process.on('SIGHUP', () => reloader.reload('SIGHUP'));
   const stop = async (signal: string) => {
     if (draining) {

@@ -1,17 +1,33 @@
 // Certificate rotation without a restart: the files behind the proxy's material are polled
-// (stat, so kubeadm's rewrites and Kubernetes' symlink swaps are both seen) and SIGHUP forces a
-// reload. A reload that reads a broken file keeps the old material and says so in one line.
+// (stat through symlinks, so kubeadm's rewrites and Kubernetes' symlink swaps are both seen) and
+// SIGHUP forces a reload. A reload that reads a broken file keeps the old material and says so
+// in one line.
 
-import { unwatchFile, watchFile } from 'node:fs';
+import { statSync } from 'node:fs';
 import type { FastifyBaseLogger } from 'fastify';
 import { ConfigError, type Config } from './config.js';
 import { loadMaterial, type Material } from './material.js';
 
 /** Files whose change means a reload. */
 export function materialFiles(config: Config): string[] {
-  return [config.tlsCertFile, config.tlsPrivateKeyFile, config.clientCaFile, config.htpasswdFile, config.upstreamCaFile, config.proxyClientCertFile, config.proxyClientKeyFile].filter(
-    (path): path is string => typeof path === 'string' && path !== '',
-  );
+  const files = [config.tlsCertFile, config.tlsPrivateKeyFile, config.clientCaFile, config.htpasswdFile, config.upstreamCaFile, config.proxyClientCertFile, config.proxyClientKeyFile];
+  return [...new Set(files.filter((path): path is string => typeof path === 'string' && path !== ''))];
+}
+
+/** What a file looks like on disk; any difference means it was replaced or rewritten. */
+export type FileSignatures = Map<string, string>;
+
+export function fileSignatures(files: string[]): FileSignatures {
+  const signatures: FileSignatures = new Map();
+  for (const file of files) {
+    try {
+      const s = statSync(file);
+      signatures.set(file, `${s.dev}:${s.ino}:${s.size}:${s.mtimeMs}:${s.ctimeMs}`);
+    } catch {
+      signatures.set(file, 'missing');
+    }
+  }
+  return signatures;
 }
 
 export interface Reloader {
@@ -20,10 +36,15 @@ export interface Reloader {
   stop(): void;
 }
 
-export function startReloader(config: Config, apply: (next: Material) => void, logger: FastifyBaseLogger): Reloader {
-  // Several files usually change together (certificate, then key): wait for the writes to settle.
-  let pending: NodeJS.Timeout | undefined;
+/**
+ * Polls `files` against `baseline`, which the caller took *before* it read the material it is
+ * serving: a change made while the proxy was starting is then still a change.
+ */
+export function startReloader(config: Config, baseline: FileSignatures, apply: (next: Material) => void, logger: FastifyBaseLogger): Reloader {
+  const files = [...baseline.keys()];
+  let known = baseline;
   const reload = (cause: string): boolean => {
+    known = fileSignatures(files);
     let next: Material;
     try {
       next = loadMaterial(config);
@@ -36,22 +57,27 @@ export function startReloader(config: Config, apply: (next: Material) => void, l
     logger.info({ cause }, 'reloaded certificates, keys and users');
     return true;
   };
-  const files = [...new Set(materialFiles(config))];
-  const onChange = (file: string) => () => {
-    clearTimeout(pending);
-    pending = setTimeout(() => reload(`${file} changed`), 200);
-    pending.unref();
+  // Several files usually change together (certificate, then key): a change is acted on once
+  // two polls agree, so a half-written pair is not read.
+  let seen: FileSignatures | undefined;
+  const poll = () => {
+    const now = fileSignatures(files);
+    const changed = files.filter((f) => now.get(f) !== known.get(f));
+    if (changed.length === 0) {
+      seen = undefined;
+      return;
+    }
+    if (seen && files.every((f) => now.get(f) === seen?.get(f))) {
+      seen = undefined;
+      reload(`${changed.join(', ')} changed`);
+      return;
+    }
+    seen = now;
   };
-  const listeners = files.map((file) => {
-    const listener = onChange(file);
-    watchFile(file, { interval: config.reloadIntervalMs, persistent: false }, listener);
-    return { file, listener };
-  });
+  const timer = setInterval(poll, config.reloadIntervalMs);
+  timer.unref();
   return {
     reload,
-    stop() {
-      clearTimeout(pending);
-      for (const { file, listener } of listeners) unwatchFile(file, listener);
-    },
+    stop: () => clearInterval(timer),
   };
 }

@@ -65,6 +65,8 @@ export async function createProxyServer(config: Config, material: Material, logg
     genReqId: () => randomUUID(),
     trustProxy: false,
     forceCloseConnections: 'idle',
+    // While draining we answer ourselves, with a Status (fastify's own 503 is not one).
+    return503OnClosing: false,
     https: {
       ...servingContext(material),
       // Ask for a client certificate without requiring one, so password users share the port;
@@ -106,8 +108,15 @@ export async function createProxyServer(config: Config, material: Material, logg
   app.decorateRequest('identity', null);
   app.decorateRequest('clientAddress', '');
 
+  let draining = false;
   app.addHook('onRequest', async (request, reply) => {
     request.clientAddress = request.raw.socket.remoteAddress ?? '';
+    if (draining) {
+      // A request on a connection that was open before the drain began: send it elsewhere.
+      const status = new StatusError('ServiceUnavailable', 'kube-front-proxy is shutting down; retry', { 'retry-after': '1', connection: 'close' });
+      await reply.code(status.code).headers(status.headers).type('application/json').send(status.toStatus());
+      return;
+    }
     const outcome = await authenticator.authenticate(request.raw.socket as TLSSocket, request.headers.authorization);
     if (outcome.ok) {
       request.identity = outcome.identity;
@@ -177,7 +186,11 @@ export async function createProxyServer(config: Config, material: Material, logg
       void previous.close();
     },
     async close(graceMs = config.shutdownGraceMs) {
+      draining = true;
       pool.stop();
+      // Node closes idle keep-alive connections once, when the server closes; one whose response
+      // finishes later (kubectl keeps its connection for 90 s) would hold the drain to its grace.
+      const sweep = setInterval(() => app.server.closeIdleConnections(), 100);
       const force = setTimeout(() => {
         logger.warn({ graceMs }, 'shutdown grace period over: closing the remaining connections');
         app.server.closeAllConnections();
@@ -186,6 +199,7 @@ export async function createProxyServer(config: Config, material: Material, logg
       try {
         await app.close();
       } finally {
+        clearInterval(sweep);
         clearTimeout(force);
         await Promise.allSettled([agent.destroy(), bcrypt.close()]);
       }

@@ -5,7 +5,7 @@
 // readiness, and the user-facing /readyz stays the apiserver's.
 import { X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
-import { copyFileSync, mkdtempSync, renameSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,7 +17,7 @@ import { flagName, type RawSettings } from '../src/config.js';
 import { issueCertificate, type CertificateAndKey } from '../src/pki/certificates.js';
 import { startApiServer, type ApiServer } from './helpers/apiserver.js';
 import { basicAuth, call, proxyClient } from './helpers/clients.js';
-import { createTestPki, type TestPki } from './helpers/pki.js';
+import { createTestPki } from './helpers/pki.js';
 import { startProxy, type LogLine, type ProxyProcess } from './helpers/proxy.js';
 import { ALICE, bcryptLine, CAROL, proxySettings, type TestUser } from './helpers/setup.js';
 
@@ -26,6 +26,10 @@ const RELOADED = 'reloaded certificates, keys and users';
 const RELOAD_FAILED = 'reload failed, still serving with the previous certificates and users:';
 
 const pki = await createTestPki();
+const scratch: string[] = [pki.dir];
+t.teardown(() => {
+  for (const dir of scratch) rmSync(dir, { recursive: true, force: true });
+});
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 // Plain HTTP to the admin listener; short keep-alive so nothing holds the test process open.
@@ -51,6 +55,7 @@ function usersText(lines: string[]): string {
 
 function copyMaterial(users: string[]): MaterialFiles {
   const dir = mkdtempSync(join(tmpdir(), 'kfp-reload-'));
+  scratch.push(dir);
   const files: MaterialFiles = {
     dir,
     cert: join(dir, 'serving.crt'),
@@ -97,6 +102,8 @@ function flagsFor(files: MaterialFiles, upstream: string, extra: string[] = []):
   return [...toFlags(settings), ...extra];
 }
 
+type Tap = { teardown(fn: () => unknown): void };
+
 async function standIn(t: Tap, allowedNames?: string[]): Promise<ApiServer> {
   const apiserver = await startApiServer({
     cert: pki.pem.apiserver.cert,
@@ -108,8 +115,6 @@ async function standIn(t: Tap, allowedNames?: string[]): Promise<ApiServer> {
   t.teardown(() => apiserver.close());
   return apiserver;
 }
-
-type Tap = { teardown(fn: () => unknown): void };
 
 async function proxyOn(t: Tap, files: MaterialFiles, upstream: string, extra: string[] = []): Promise<ProxyProcess> {
   const proxy = await startProxy(flagsFor(files, upstream, extra));
@@ -372,6 +377,19 @@ t.test('SIGHUP reloads at once', async (t) => {
   t.equal(proxy.child.exitCode, null, 'SIGHUP does not stop the proxy');
 });
 
+t.test('a file changed while the proxy is starting is still noticed', async (t) => {
+  const apiserver = await standIn(t);
+  const files = copyMaterial([bcryptLine(ALICE)]);
+  const proxy = await proxyOn(t, files, apiserver.url, ['--reload-interval', '200ms']);
+  // Straight after the start-up line: before the poller's first look at the files.
+  writeAtomically(files.users, usersText([bcryptLine(ALICE), bcryptLine(ERIN)]));
+  const password = proxyClient(pki);
+  t.teardown(() => password.close());
+  const took = await waitFor('erin logs in', async () => (await identity(password, proxy, ERIN)).status === 200, 3000, 25);
+  t.comment(`noticed ${took} ms after the change`);
+  t.pass('the change was not mistaken for the starting state');
+});
+
 t.test('SIGTERM lets an in-flight request with a slow body finish, reports not ready, then exits 0', async (t) => {
   const apiserver = await standIn(t);
   const files = copyMaterial([bcryptLine(ALICE)]);
@@ -434,10 +452,46 @@ t.test('SIGTERM lets an in-flight request with a slow body finish, reports not r
   const exitAfter = Date.now() - result.at;
   t.equal(code, 0, 'exit code 0');
   t.comment(`exited ${exitAfter} ms after the response finished (grace 10 s)`);
-  t.ok(exitAfter < 3000, 'exits promptly once the request is done, even though the client keeps its connection alive', {
-    todo: exitAfter >= 3000 ? 'proxy bug: a keep-alive connection whose request finishes during the drain is not closed; close waits for the grace timer' : false,
-  });
+  // reply-from answers "Connection: close" when the apiserver responds before the request body
+  // is complete (as /test/echo does), so this connection does not outlive the request; the next
+  // test covers a response on a connection that stays keep-alive.
+  t.ok(exitAfter < 3000, 'exits promptly once the request is done');
   t.ok(proxy.logs.some((l) => l.msg === 'stopped'), 'the proxy logged "stopped"');
+});
+
+t.test('SIGTERM during a streaming response on a kept-alive connection: the response completes, then the proxy exits', async (t) => {
+  const apiserver = await standIn(t);
+  const files = copyMaterial([bcryptLine(ALICE)]);
+  const proxy = await proxyOn(t, files, apiserver.url, ['--shutdown-grace', '3s']);
+  // kubectl keeps idle connections for 90 s; so does this client.
+  const client = new Agent({ connect: { ca: pki.pem['proxy-ca'].cert, servername: 'localhost', cert: pki.pem['user-alice'].cert, key: pki.pem['user-alice'].key }, keepAliveTimeout: 60_000, keepAliveMaxTimeout: 60_000 });
+  t.teardown(() => client.destroy());
+
+  const size = 32 * 1024 * 1024;
+  const res = await request(`${proxy.url}/test/bytes?n=${size}`, { dispatcher: client });
+  t.equal(res.statusCode, 200);
+  t.equal(res.headers.connection, 'keep-alive', 'the response keeps its connection alive');
+  res.body.pause(); // back-pressure holds most of the body upstream: the response is in flight
+  const exited = once(proxy.child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
+  const signalledAt = Date.now();
+  proxy.child.kill('SIGTERM');
+  await sleep(400);
+  t.equal(proxy.child.exitCode, null, 'the proxy waits for the response');
+  let received = 0;
+  for await (const chunk of res.body) received += (chunk as Buffer).length;
+  const doneAt = Date.now();
+  t.equal(received, size, `the whole response arrived (${doneAt - signalledAt} ms after SIGTERM)`);
+  const [code] = await exited;
+  const exitAfter = Date.now() - doneAt;
+  t.equal(code, 0, 'exit code 0');
+  t.comment(`exited ${exitAfter} ms after the response ended (grace 3 s)`);
+  // Node closes idle connections only once, at server.close(); the proxy sweeps them while it
+  // drains, so a kept-alive connection does not hold it to its grace period.
+  t.ok(exitAfter < 1000, 'exits promptly once the response is done, although the client keeps its connection');
+  t.notOk(
+    proxy.logs.some((l) => l.msg.startsWith('shutdown grace period over')),
+    'no connection had to be cut at the end of the grace period',
+  );
 });
 
 t.test('SIGTERM with an open watch and an idle keep-alive connection exits 0 promptly and ends the watch', async (t) => {
