@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import t from 'tap';
 import { request } from 'undici';
-import { basicAuth, call, proxyClient } from './helpers/clients.js';
+import { basicAuth, call, openWatch, proxyClient } from './helpers/clients.js';
 import { ALICE, startStack } from './helpers/setup.js';
 
 // How long a watch stays silent before its next event. Raise it past 300 s
@@ -95,42 +95,18 @@ t.test('upstream status, headers and Status bodies come back unchanged', async (
 });
 
 t.test(`a watch stays open through ${QUIET_MS} ms of silence and delivers later events`, { timeout: QUIET_MS + 30_000 }, async (t) => {
-  const res = await request(`${proxy.url}/api/v1/namespaces/default/pods?watch=true`, { dispatcher: client });
-  t.equal(res.statusCode, 200);
-  t.equal(res.headers['transfer-encoding'], 'chunked', 'streamed chunked to the client');
-  const lines: string[] = [];
-  let buffered = '';
-  let notify: (() => void) | undefined;
-  res.body.setEncoding('utf8').on('data', (chunk: string) => {
-    buffered += chunk;
-    let i: number;
-    while ((i = buffered.indexOf('\n')) !== -1) {
-      lines.push(buffered.slice(0, i));
-      buffered = buffered.slice(i + 1);
-      notify?.();
-    }
-  });
-  const ended = new Promise<void>((resolve) => res.body.on('end', resolve).on('error', () => resolve()));
-  const nextLine = (count: number) => new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no watch event ${count}`)), 5000);
-    notify = () => {
-      if (lines.length >= count) {
-        clearTimeout(timer);
-        resolve();
-      }
-    };
-    notify();
-  });
-  while (apiserver.openWatches() === 0) await new Promise((r) => setTimeout(r, 10));
+  const watch = await openWatch(client, `${proxy.url}/api/v1/namespaces/default/pods?watch=true`);
+  t.equal(watch.statusCode, 200);
+  t.equal(watch.headers['transfer-encoding'], 'chunked', 'streamed chunked to the client');
+  // The headers came before any event: clients count the watch as open from then on.
+  t.equal(apiserver.openWatches(), 1);
   apiserver.sendWatchEvent('ADDED', { kind: 'Pod', apiVersion: 'v1', metadata: { name: 'first', namespace: 'default' } });
-  await nextLine(1);
+  await watch.next(1);
   await new Promise((r) => setTimeout(r, QUIET_MS));
   apiserver.sendWatchEvent('MODIFIED', { kind: 'Pod', apiVersion: 'v1', metadata: { name: 'after-silence', namespace: 'default' } });
-  await nextLine(2);
-  t.match(JSON.parse(lines[1] ?? '{}'), { type: 'MODIFIED', object: { metadata: { name: 'after-silence' } } });
+  t.match(JSON.parse(await watch.next(2)), { type: 'MODIFIED', object: { metadata: { name: 'after-silence' } } });
   apiserver.closeWatches();
-  await ended;
-  t.pass('the watch ends when the apiserver ends it');
+  t.equal(await watch.ended, 'end', 'the watch ends cleanly when the apiserver ends it');
 });
 
 t.test('a client that hangs up ends the upstream watch', async (t) => {

@@ -13,13 +13,13 @@ import { Readable } from 'node:stream';
 import { connect, type TLSSocket } from 'node:tls';
 import t from 'tap';
 import { Agent, request, type Dispatcher } from 'undici';
-import { flagName, type RawSettings } from '../src/config.js';
+import type { RawSettings } from '../src/config.js';
 import { issueCertificate, type CertificateAndKey } from '../src/pki/certificates.js';
 import { startApiServer, type ApiServer } from './helpers/apiserver.js';
-import { basicAuth, call, proxyClient } from './helpers/clients.js';
+import { basicAuth, call, openWatch, proxyClient } from './helpers/clients.js';
 import { createTestPki } from './helpers/pki.js';
 import { startProxy, type LogLine, type ProxyProcess } from './helpers/proxy.js';
-import { ALICE, bcryptLine, CAROL, proxySettings, type TestUser } from './helpers/setup.js';
+import { ALICE, bcryptLine, CAROL, proxySettings, settingsToFlags, type TestUser } from './helpers/setup.js';
 
 const ERIN: TestUser = { name: 'erin', password: 'erin-rotated-in', groups: ['late-joiners'] };
 const RELOADED = 'reloaded certificates, keys and users';
@@ -84,13 +84,6 @@ function writeInPlace(path: string, content: string): void {
   writeFileSync(path, content);
 }
 
-function toFlags(settings: RawSettings): string[] {
-  return Object.entries(settings).flatMap(([key, value]) => {
-    const flag = flagName(key as keyof RawSettings);
-    return (Array.isArray(value) ? value : [value]).flatMap((v) => [flag, String(v)]);
-  });
-}
-
 function flagsFor(files: MaterialFiles, upstream: string, extra: string[] = []): string[] {
   const settings: RawSettings = {
     ...proxySettings(pki, { upstream, usersFile: files.users }),
@@ -99,7 +92,7 @@ function flagsFor(files: MaterialFiles, upstream: string, extra: string[] = []):
     proxyClientCertFile: files.clientCert,
     proxyClientKeyFile: files.clientKey,
   };
-  return [...toFlags(settings), ...extra];
+  return [...settingsToFlags(settings), ...extra];
 }
 
 type Tap = { teardown(fn: () => unknown): void };
@@ -157,57 +150,6 @@ function servedFingerprint(port: number): Promise<string> {
 const fingerprintOf = (pem: string) => new X509Certificate(pem).fingerprint256;
 
 /** A watch response read line by line. */
-interface WatchReader {
-  lines: string[];
-  next(count: number, timeoutMs?: number): Promise<string>;
-  /** Resolves 'end' on a clean end of the body, 'error' on a torn one. */
-  ended: Promise<'end' | 'error'>;
-  statusCode: number;
-  close(): void;
-}
-
-async function openWatch(dispatcher: Dispatcher, url: string, headers: Record<string, string> = {}): Promise<WatchReader> {
-  const res = await request(url, { dispatcher, headers });
-  const lines: string[] = [];
-  let buffered = '';
-  const waiters = new Set<() => void>();
-  res.body.setEncoding('utf8').on('data', (chunk: string) => {
-    buffered += chunk;
-    let i: number;
-    while ((i = buffered.indexOf('\n')) !== -1) {
-      lines.push(buffered.slice(0, i));
-      buffered = buffered.slice(i + 1);
-    }
-    for (const w of waiters) w();
-  });
-  const ended = new Promise<'end' | 'error'>((resolve) => {
-    res.body.once('end', () => resolve('end'));
-    res.body.once('error', () => resolve('error'));
-  });
-  return {
-    lines,
-    ended,
-    statusCode: res.statusCode,
-    close: () => res.body.destroy(),
-    next: (count, timeoutMs = 5000) =>
-      new Promise<string>((resolve, reject) => {
-        const check = () => {
-          if (lines.length >= count) {
-            clearTimeout(timer);
-            waiters.delete(check);
-            resolve(lines[count - 1] as string);
-          }
-        };
-        const timer = setTimeout(() => {
-          waiters.delete(check);
-          reject(new Error(`watch event ${count} did not arrive within ${timeoutMs} ms (have ${lines.length})`));
-        }, timeoutMs);
-        waiters.add(check);
-        check();
-      }),
-  };
-}
-
 async function waitFor(what: string, condition: () => boolean | Promise<boolean>, timeoutMs = 5000, stepMs = 20): Promise<number> {
   const started = Date.now();
   for (;;) {

@@ -76,3 +76,57 @@ export function rawRequest(port: number, pki: TestPki, head: string, body: Buffe
     });
   });
 }
+
+/** A watch read line by line, as kubectl reads one. */
+export interface WatchReader {
+  lines: string[];
+  next(count: number, timeoutMs?: number): Promise<string>;
+  /** Resolves 'end' on a clean end of the body, 'error' on a torn one. */
+  ended: Promise<'end' | 'error'>;
+  statusCode: number;
+  headers: Dispatcher.ResponseData['headers'];
+  close(): void;
+}
+
+export async function openWatch(dispatcher: Dispatcher, url: string, headers: Record<string, string> = {}): Promise<WatchReader> {
+  const res = await request(url, { dispatcher, headers });
+  const lines: string[] = [];
+  let buffered = '';
+  const waiters = new Set<() => void>();
+  res.body.setEncoding('utf8').on('data', (chunk: string) => {
+    buffered += chunk;
+    let i: number;
+    while ((i = buffered.indexOf('\n')) !== -1) {
+      lines.push(buffered.slice(0, i));
+      buffered = buffered.slice(i + 1);
+    }
+    for (const w of waiters) w();
+  });
+  const ended = new Promise<'end' | 'error'>((resolve) => {
+    res.body.once('end', () => resolve('end'));
+    res.body.once('error', () => resolve('error'));
+  });
+  return {
+    lines,
+    ended,
+    statusCode: res.statusCode,
+    headers: res.headers,
+    close: () => res.body.destroy(),
+    next: (count, timeoutMs = 5000) =>
+      new Promise<string>((resolve, reject) => {
+        const check = () => {
+          if (lines.length >= count) {
+            clearTimeout(timer);
+            waiters.delete(check);
+            resolve(lines[count - 1] as string);
+          }
+        };
+        const timer = setTimeout(() => {
+          waiters.delete(check);
+          reject(new Error(`watch event ${count} did not arrive within ${timeoutMs} ms (have ${lines.length})`));
+        }, timeoutMs);
+        waiters.add(check);
+        check();
+      }),
+  };
+}

@@ -73,12 +73,17 @@ export function proxySettings(pki: TestPki, options: ProxyFlagOptions): RawSetti
   };
 }
 
-/** The same settings as command-line flags. */
-export function proxyFlags(pki: TestPki, options: ProxyFlagOptions): string[] {
-  return Object.entries(proxySettings(pki, options)).flatMap(([key, value]) => {
+/** Settings as command-line flags (lists become repeated flags). */
+export function settingsToFlags(settings: RawSettings): string[] {
+  return Object.entries(settings).flatMap(([key, value]) => {
     const flag = flagName(key as keyof RawSettings);
     return (Array.isArray(value) ? value : [value]).flatMap((v) => [flag, String(v)]);
   });
+}
+
+/** The settings of proxySettings() as command-line flags. */
+export function proxyFlags(pki: TestPki, options: ProxyFlagOptions): string[] {
+  return settingsToFlags(proxySettings(pki, options));
 }
 
 /** Replaces the value of one flag in a flag list (for one-thing-wrong configurations). */
