@@ -62,7 +62,7 @@ async function serveCommand(config: Config): Promise<void> {
   const logger = pino({ level: config.logLevel, base: { pid: process.pid }, timestamp: stdTimeFunctions.isoTime });
   const proxy = await createProxyServer(config, material, logger);
   let draining = false;
-  const admin = config.adminListen ? createAdminServer({ pool: proxy.pool, draining: () => draining }, logger) : undefined;
+  const admin = config.adminListen ? createAdminServer({ pool: proxy.pool, metrics: proxy.metrics, draining: () => draining }, logger) : undefined;
   // fastify logs one "Server listening at" line per interface; ours below says it all once.
   logger.level = 'warn';
   await listenOrFail(proxy.app, config.listen, '--listen', () => proxy.close(0));
@@ -72,6 +72,8 @@ async function serveCommand(config: Config): Promise<void> {
 
   const reloader = startReloader(config, baseline, (next) => proxy.applyMaterial(next), logger);
   process.on('SIGHUP', () => reloader.reload('SIGHUP'));
+  // logrotate moved the traffic log: continue in a new file at the configured path.
+  process.on('SIGUSR1', () => proxy.accessLog.reopen());
   const stop = async (signal: string) => {
     if (draining) {
       logger.warn({ signal }, 'second signal: exiting now');

@@ -55,6 +55,7 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'adminListen', flag: 'admin-listen', kind: 'string', help: 'host:port of the plain-HTTP admin listener (/healthz, /readyz); "" turns it off', defaultText: '127.0.0.1:9443' },
   { key: 'reloadInterval', flag: 'reload-interval', kind: 'duration', help: 'how often certificate, key and users files are checked for changes (SIGHUP reloads at once)', defaultText: '2s' },
   { key: 'shutdownGrace', flag: 'shutdown-grace', kind: 'duration', help: 'on SIGTERM/SIGINT, how long in-flight requests may take to finish', defaultText: '30s' },
+  { key: 'accessLog', flag: 'access-log', kind: 'string', help: 'file the traffic log is appended to (reopened on SIGUSR1, for logrotate); default: stdout with the other logs', defaultText: 'stdout' },
   { key: 'logLevel', flag: 'log-level', kind: 'string', help: 'fatal, error, warn, info, debug or trace', defaultText: 'info' },
 ];
 
@@ -84,6 +85,7 @@ const rawSettingsSchema = z
     adminListen: z.string(),
     reloadInterval: z.union([z.string(), z.number()]),
     shutdownGrace: z.union([z.string(), z.number()]),
+    accessLog: z.string(),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']),
   })
   .partial()
@@ -124,6 +126,8 @@ export interface Config {
   adminListen: ListenAddress | undefined;
   reloadIntervalMs: number;
   shutdownGraceMs: number;
+  /** Undefined: the traffic log goes to stdout with the other logs. */
+  accessLog: string | undefined;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
 }
 
@@ -283,6 +287,7 @@ function resolve(raw: RawSettings): Config {
     adminListen: s.adminListen === '' ? undefined : parseListen(s.adminListen ?? DEFAULTS.adminListen, '--admin-listen'),
     reloadIntervalMs: parsePositiveDuration('reloadInterval', s.reloadInterval ?? DEFAULTS.reloadInterval),
     shutdownGraceMs: parseDuration('shutdownGrace', s.shutdownGrace ?? DEFAULTS.shutdownGrace),
+    accessLog: s.accessLog === '' ? undefined : s.accessLog,
     logLevel: s.logLevel ?? 'info',
   };
 }

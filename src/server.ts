@@ -4,7 +4,7 @@
 import { constants as cryptoConstants, randomUUID } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { SecureContextOptions, TLSSocket } from 'node:tls';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyRequest, type RawServerBase, type RequestGenericInterface } from 'fastify';
 import type { Agent } from 'undici';
 import { BasicAuthenticator } from './auth/basic.js';
 import { BcryptPool } from './auth/bcrypt-pool.js';
@@ -12,6 +12,9 @@ import type { Identity } from './auth/identity.js';
 import { Authenticator } from './auth/index.js';
 import type { Config } from './config.js';
 import type { Material } from './material.js';
+import { AccessLog, accessRecord, type RequestFacts } from './observe/accesslog.js';
+import { ProxyMetrics, type StreamKind } from './observe/metrics.js';
+import { requestInfo, type RequestInfo } from './observe/requestinfo.js';
 import { registerForwarding, StreamRegistry } from './proxy/forward.js';
 import { UpgradeProxy } from './proxy/upgrade.js';
 import { StatusError, statusResponseBytes } from './status.js';
@@ -26,11 +29,21 @@ declare module 'fastify' {
     identity: Identity | null;
     /** The TCP peer, read at arrival: by the time the response is logged the socket may be gone. */
     clientAddress: string;
+    /** Verb, resource, namespace... as the apiserver will see them; set with the identity. */
+    info: RequestInfo | null;
+    /** The apiserver that served the request (told by the dispatcher). */
+    upstream: string | undefined;
+    /** Set when the response turned out to be a watch or log follow. */
+    streamKind: StreamKind | undefined;
+    /** Bytes the client's socket had been sent before this response (keep-alive reuses it). */
+    bytesWrittenBefore: number;
   }
 }
 
 export interface ProxyServer {
   app: FastifyInstance;
+  metrics: ProxyMetrics;
+  accessLog: AccessLog;
   pool: UpstreamPool;
   upgrades: UpgradeProxy;
   /** Watches and log follows in flight. */
@@ -104,44 +117,60 @@ export async function createProxyServer(config: Config, material: Material, logg
   );
   const dispatcher = new PoolDispatcher(pool, () => agent);
   const streams = new StreamRegistry();
+  const metrics = new ProxyMetrics(pool);
+  const accessLog = AccessLog.open(config.accessLog, logger);
 
   app.decorateRequest('identity', null);
   app.decorateRequest('clientAddress', '');
+  app.decorateRequest('info', null);
+  app.decorateRequest('upstream', undefined);
+  app.decorateRequest('streamKind', undefined);
+  app.decorateRequest('bytesWrittenBefore', 0);
 
   let draining = false;
   app.addHook('onRequest', async (request, reply) => {
-    request.clientAddress = request.raw.socket.remoteAddress ?? '';
+    const socket = request.raw.socket;
+    request.clientAddress = socket.remoteAddress ?? '';
+    request.bytesWrittenBefore = socket.bytesWritten;
     if (draining) {
       // A request on a connection that was open before the drain began: send it elsewhere.
       const status = new StatusError('ServiceUnavailable', 'kube-front-proxy is shutting down; retry', { 'retry-after': '1', connection: 'close' });
       await reply.code(status.code).headers(status.headers).type('application/json').send(status.toStatus());
       return;
     }
-    const outcome = await authenticator.authenticate(request.raw.socket as TLSSocket, request.headers.authorization);
+    const outcome = await authenticator.authenticate(socket as TLSSocket, request.headers.authorization);
     if (outcome.ok) {
+      metrics.authenticated(outcome.identity.method, 'success');
       request.identity = outcome.identity;
+      request.info = requestInfo(request.method, request.url);
       return;
     }
-    request.log.info({ client: request.clientAddress, auth: outcome.method ?? 'none', reason: outcome.reason, claimedUser: outcome.claimedUser, method: request.method, path: pathOf(request.url) }, 'authentication failed');
+    metrics.authenticated(outcome.method ?? 'none', outcome.reason);
+    accessLog.authFailure({ reqId: request.id, client: request.clientAddress, auth: outcome.method ?? 'none', reason: outcome.reason, claimedUser: outcome.claimedUser, method: request.method, path: pathOf(request.url), status: outcome.error.code, userAgent: request.headers['user-agent'] ?? '' });
     await reply.code(outcome.error.code).headers(outcome.error.headers).type('application/json').send(outcome.error.toStatus());
   });
 
+  const factsOf = (request: FastifyRequest<RequestGenericInterface, RawServerBase>): RequestFacts | undefined =>
+    request.identity && request.info ? { reqId: request.id, client: request.clientAddress, identity: request.identity, method: request.method, info: request.info, userAgent: request.headers['user-agent'] } : undefined;
+
+  const onStreamStart = (request: FastifyRequest<RequestGenericInterface, RawServerBase>, statusCode: number, elapsedMs: number) => {
+    const facts = factsOf(request);
+    if (!facts) return;
+    request.streamKind = facts.info.verb === 'watch' ? 'watch' : 'follow';
+    metrics.streamOpened(request.streamKind);
+    accessLog.request(accessRecord(facts, { status: statusCode, bytesIn: 0, bytesOut: 0, durationMs: elapsedMs, upstream: request.upstream, phase: 'start' }));
+  };
+
   app.addHook('onResponse', async (request, reply) => {
-    if (!request.identity) return; // rejected requests were logged by the auth hook
-    request.log.info(
-      {
-        client: request.clientAddress,
-        auth: request.identity.method,
-        user: request.identity.user,
-        groups: request.identity.groups,
-        method: request.method,
-        path: pathOf(request.url),
-        status: reply.statusCode,
-        durationMs: Math.round(reply.elapsedTime * 10) / 10,
-        userAgent: request.headers['user-agent'],
-      },
-      'request',
-    );
+    const facts = factsOf(request);
+    if (!facts) return; // rejected requests were logged by the auth hook
+    const durationMs = reply.elapsedTime;
+    const socket = request.raw.socket as Socket | null;
+    const bytesOut = socket ? socket.bytesWritten - request.bytesWrittenBefore : 0;
+    const bytesIn = Number(request.headers['content-length'] ?? 0) || 0;
+    if (request.streamKind) metrics.streamClosed(request.streamKind);
+    accessLog.request(accessRecord(facts, { status: reply.statusCode, bytesIn, bytesOut, durationMs, upstream: request.upstream, ...(request.streamKind ? { phase: 'end' as const } : {}) }));
+    metrics.requestDone({ verb: facts.info.verb, resource: facts.info.resource, code: reply.statusCode, upstream: request.upstream ?? '' }, request.streamKind ? undefined : durationMs / 1000);
   });
 
   app.setErrorHandler((error: FastifyError | StatusError, request, reply) => {
@@ -156,11 +185,11 @@ export async function createProxyServer(config: Config, material: Material, logg
   });
 
   const headerPolicy = { stripImpersonation: config.stripImpersonationHeaders };
-  await registerForwarding(app, { upstream: config.upstreams[0] as URL, dispatcher, headerPolicy, streams });
+  await registerForwarding(app, { upstream: config.upstreams[0] as URL, dispatcher, headerPolicy, streams, onStreamStart });
 
   // exec, attach, cp, port-forward: Node hands HTTP/1.1 upgrade requests to this event instead
   // of the request handler.
-  const upgrades = new UpgradeProxy({ authenticator, pool, connector: () => connector, headerPolicy, logger });
+  const upgrades = new UpgradeProxy({ authenticator, pool, connector: () => connector, headerPolicy, logger, accessLog, metrics });
   app.server.on('upgrade', upgrades.handle);
   // fastify.close() waits for every socket, and a tunnel or a watch can last for hours.
   app.addHook('preClose', async () => {
@@ -172,6 +201,8 @@ export async function createProxyServer(config: Config, material: Material, logg
 
   return {
     app,
+    metrics,
+    accessLog,
     pool,
     upgrades,
     streams,
@@ -201,6 +232,7 @@ export async function createProxyServer(config: Config, material: Material, logg
       } finally {
         clearInterval(sweep);
         clearTimeout(force);
+        accessLog.close();
         await Promise.allSettled([agent.destroy(), bcrypt.close()]);
       }
     },

@@ -4,7 +4,9 @@
 import { fastifyHttpProxy, type FastifyHttpProxyOptions } from '@fastify/http-proxy';
 import type { IncomingHttpHeaders } from 'node:http';
 import { PassThrough, type Readable } from 'node:stream';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest, RawServerBase, RequestGenericInterface } from 'fastify';
+import type { RequestInfo } from '../observe/requestinfo.js';
+import { kReportUpstream } from '../upstream/dispatcher.js';
 import type { Dispatcher } from 'undici';
 import { StatusError } from '../status.js';
 import { NoHealthyUpstreamError, isTlsFailure, isUnreachable } from '../upstream/failures.js';
@@ -16,6 +18,8 @@ export interface ForwardOptions {
   dispatcher: Dispatcher;
   headerPolicy: HeaderPolicy;
   streams: StreamRegistry;
+  /** A watch or log follow got its response headers: the stream is open. */
+  onStreamStart: (request: FastifyRequest<RequestGenericInterface, RawServerBase>, statusCode: number, elapsedMs: number) => void;
 }
 
 /** Long-lived responses (watches, log follows) in flight, so a drain can end them cleanly. */
@@ -37,16 +41,12 @@ export class StreamRegistry {
   }
 }
 
-const TRUE_VALUES = new Set(['1', 't', 'T', 'true', 'TRUE', 'True']);
-
-/** A watch (`?watch=true`, `/watch/` paths) or `logs -f` (`?follow=true`): a response that never ends on its own. */
-export function isLongRunning(url: string): boolean {
-  const query = url.indexOf('?');
-  const path = query === -1 ? url : url.slice(0, query);
-  if (/^\/(?:api\/[^/]+|apis\/[^/]+\/[^/]+)\/watch\//.test(path)) return true;
-  if (query === -1) return false;
-  const params = new URLSearchParams(url.slice(query + 1));
-  return TRUE_VALUES.has(params.get('watch') ?? '') || TRUE_VALUES.has(params.get('follow') ?? '');
+/** A watch or `logs -f`: a response that never ends on its own. */
+export function isLongRunning(info: RequestInfo, url: string): boolean {
+  if (info.verb === 'watch') return true;
+  if (info.subresource !== 'log' || !url.includes('follow=')) return false;
+  const follow = new URLSearchParams(url.slice(url.indexOf('?') + 1)).get('follow');
+  return follow !== null && follow !== '0' && follow.toLowerCase() !== 'false';
 }
 
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
@@ -68,7 +68,9 @@ export async function registerForwarding(app: FastifyInstance, options: ForwardO
         // The onRequest auth hook guarantees an identity; fail closed if that ever changes.
         if (!identity) throw new StatusError('InternalError', 'request reached forwarding without an identity');
         const distinct = 'headersDistinct' in request.raw ? (request.raw.headersDistinct as Record<string, string[]>) : {};
-        return upstreamRequestHeaders(withRepeatedHeaders(headers, distinct), identity, request.clientAddress, options.headerPolicy) as IncomingHttpHeaders;
+        const outgoing: Record<string | symbol, unknown> = upstreamRequestHeaders(withRepeatedHeaders(headers, distinct), identity, request.clientAddress, options.headerPolicy);
+        outgoing[kReportUpstream] = (origin: string) => (request.upstream = origin);
+        return outgoing as IncomingHttpHeaders;
       },
       rewriteHeaders: (headers) => downstreamResponseHeaders(headers as HeaderRecord) as IncomingHttpHeaders,
       onResponse: (request, reply, upstreamResponse) => {
@@ -84,10 +86,11 @@ export async function registerForwarding(app: FastifyInstance, options: ForwardO
         raw.once('pipe', () => {
           if (!raw.headersSent && 'flushHeaders' in raw) raw.flushHeaders();
         });
-        if (!isLongRunning(request.url)) {
+        if (!request.info || !isLongRunning(request.info, request.url)) {
           void reply.send(stream);
           return;
         }
+        options.onStreamStart(request, reply.statusCode, reply.elapsedTime);
         // A watch ends cleanly (last chunk, not a torn connection) when its apiserver goes away or
         // the proxy drains: kubectl and informers then re-establish it, on a healthy upstream.
         const body = new PassThrough();

@@ -5,12 +5,15 @@
 // other answer (403 from RBAC, 404, 400) is relayed as an ordinary response, so kubectl prints
 // the apiserver's message or falls back from WebSocket to SPDY. Frames are never parsed.
 
+import { randomUUID } from 'node:crypto';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import type { FastifyBaseLogger } from 'fastify';
-import type { Identity } from '../auth/identity.js';
 import type { Authenticator } from '../auth/index.js';
+import { accessRecord, type AccessLog, type RequestFacts } from '../observe/accesslog.js';
+import type { ProxyMetrics, StreamKind } from '../observe/metrics.js';
+import { requestInfo } from '../observe/requestinfo.js';
 import { StatusError, statusResponseBytes } from '../status.js';
 import { NoHealthyUpstreamError, errorCode, isConnectionFailure } from '../upstream/failures.js';
 import type { UpstreamPool, UpstreamTarget } from '../upstream/pool.js';
@@ -25,6 +28,8 @@ export interface UpgradeOptions {
   connector: () => UpstreamConnector;
   headerPolicy: HeaderPolicy;
   logger: FastifyBaseLogger;
+  accessLog: AccessLog;
+  metrics: ProxyMetrics;
 }
 
 const TCP_KEEPALIVE_MS = 30_000;
@@ -73,25 +78,35 @@ export class UpgradeProxy {
 
   private async proxy(req: IncomingMessage, client: Duplex, head: Buffer, record: TunnelRecord): Promise<void> {
     const started = performance.now();
+    const reqId = randomUUID();
     const clientAddress = (client as TLSSocket).remoteAddress ?? '';
-    const path = pathOnly(req.url ?? '/');
+    const method = req.method ?? 'GET';
+    const url = req.url ?? '/';
+    const { accessLog, metrics } = this.options;
     const outcome = await this.options.authenticator.authenticate(client as TLSSocket, req.headers.authorization);
     if (!outcome.ok) {
-      this.options.logger.info({ client: clientAddress, auth: outcome.method ?? 'none', reason: outcome.reason, claimedUser: outcome.claimedUser, method: req.method, path, upgrade: req.headers.upgrade }, 'authentication failed');
+      metrics.authenticated(outcome.method ?? 'none', outcome.reason);
+      accessLog.authFailure({ reqId, client: clientAddress, auth: outcome.method ?? 'none', reason: outcome.reason, claimedUser: outcome.claimedUser, method, path: pathOnly(url), status: outcome.error.code, userAgent: req.headers['user-agent'] ?? '' });
       respondAndClose(client, outcome.error);
       return;
     }
+    metrics.authenticated(outcome.identity.method, 'success');
     if (client.destroyed) return;
     const identity = outcome.identity;
     const { pool, connector, headerPolicy } = this.options;
+    const facts: RequestFacts = { reqId, client: clientAddress, identity, method, info: requestInfo(method, url), userAgent: req.headers['user-agent'] };
+    const kind = streamKindOf(facts.info.subresource);
 
     const headers = upstreamRequestHeaders(withRepeatedHeaders(req.headers, req.headersDistinct as Record<string, string[]>), identity, clientAddress, headerPolicy);
     // The one hop-by-hop pair that must cross: it is the request.
     headers.connection = 'Upgrade';
     headers.upgrade = req.headers.upgrade ?? '';
 
-    const log = (status: number, upstream: string | undefined, extra: Record<string, unknown> = {}) =>
-      this.options.logger.info({ client: clientAddress, ...identityFields(identity), method: req.method, path, upgrade: req.headers.upgrade, status, upstream, durationMs: Math.round(performance.now() - started), ...extra }, 'request');
+    const log = (status: number, upstream: string | undefined, bytes: { bytesIn: number; bytesOut: number } = { bytesIn: 0, bytesOut: 0 }, phase?: 'start' | 'end') => {
+      const durationMs = performance.now() - started;
+      accessLog.request(accessRecord(facts, { status, ...bytes, durationMs, upstream, ...(phase ? { phase } : {}) }));
+      if (phase !== 'start') metrics.requestDone({ verb: facts.info.verb, resource: facts.info.resource, code: status, upstream: upstream ?? '' }, phase === 'end' ? undefined : durationMs / 1000);
+    };
     const fail = (err: Error, upstream: string | undefined) => {
       const failure = upstreamFailure(err);
       this.options.logger.warn({ err, upstream }, failure.message);
@@ -142,9 +157,12 @@ export class UpgradeProxy {
         if (upstreamHead.length > 0) client.write(upstreamHead);
         if (head.length > 0) upstreamSocket.write(head);
         // An open tunnel counts as outstanding on its upstream until it closes.
+        log(101, target.origin, undefined, 'start');
+        metrics.streamOpened(kind);
         splice(client, upstreamSocket, (bytes) => {
           release();
-          log(101, target.origin, bytes);
+          metrics.streamClosed(kind);
+          log(101, target.origin, bytes, 'end');
         });
       });
 
@@ -180,8 +198,8 @@ export class UpgradeProxy {
   }
 }
 
-function identityFields(identity: Identity): Record<string, unknown> {
-  return { auth: identity.method, user: identity.user, groups: identity.groups };
+function streamKindOf(subresource: string): StreamKind {
+  return subresource === 'exec' || subresource === 'attach' || subresource === 'portforward' ? subresource : 'upgrade';
 }
 
 function pathOnly(url: string): string {

@@ -8,6 +8,17 @@ import type { UpstreamPool, UpstreamTarget } from './pool.js';
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS']);
 
+/**
+ * A request's headers may carry, under this symbol, a function told which upstream serves it
+ * (for the traffic log). A symbol key is copied along with the headers but never sent.
+ */
+export const kReportUpstream = Symbol('kube-front-proxy.reportUpstream');
+
+function reportUpstream(options: Dispatcher.DispatchOptions, origin: string): void {
+  const report = (options.headers as Record<symbol, unknown> | null | undefined)?.[kReportUpstream];
+  if (typeof report === 'function') report(origin);
+}
+
 /** undici's legacy handler interface: what its own dispatchers call internally. */
 interface Handler {
   onConnect?: (abort: (err?: Error) => void, context?: object) => void;
@@ -48,6 +59,7 @@ export class PoolDispatcher extends Dispatcher {
     }
     tried.add(target);
     this.pool.acquire(target);
+    reportUpstream(options, target.origin);
     let responded = false;
     let released = false;
     const release = () => {

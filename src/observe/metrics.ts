@@ -1,0 +1,79 @@
+// Prometheus metrics, served on the admin listener. Every label set is bounded: no user names
+// or paths, and resources (which come from the URL a client sends) are capped.
+
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { UpstreamPool } from '../upstream/pool.js';
+
+const PREFIX = 'kube_front_proxy_';
+/** Distinct resource label values kept; later ones are counted as "other". */
+const MAX_RESOURCES = 200;
+
+export type StreamKind = 'watch' | 'follow' | 'exec' | 'attach' | 'portforward' | 'upgrade';
+
+export class ProxyMetrics {
+  readonly registry = new Registry();
+  private readonly requests: Counter<'verb' | 'resource' | 'code' | 'upstream'>;
+  private readonly duration: Histogram<'verb' | 'resource' | 'code' | 'upstream'>;
+  private readonly authentications: Counter<'method' | 'outcome'>;
+  private readonly streams: Gauge<'kind'>;
+  private readonly resources = new Set<string>();
+
+  constructor(pool: UpstreamPool) {
+    collectDefaultMetrics({ register: this.registry, prefix: PREFIX });
+    this.requests = new Counter({ name: `${PREFIX}requests_total`, help: 'Requests answered, by Kubernetes verb, resource, HTTP code and upstream.', labelNames: ['verb', 'resource', 'code', 'upstream'], registers: [this.registry] });
+    this.duration = new Histogram({
+      name: `${PREFIX}request_duration_seconds`,
+      help: 'Request duration, from arrival to the last byte of the response (long-lived requests excluded).',
+      labelNames: ['verb', 'resource', 'code', 'upstream'],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers: [this.registry],
+    });
+    this.authentications = new Counter({ name: `${PREFIX}authentications_total`, help: 'Authentication results, by method (basic, x509, none) and outcome (success or the failure reason).', labelNames: ['method', 'outcome'], registers: [this.registry] });
+    this.streams = new Gauge({ name: `${PREFIX}open_streams`, help: 'Long-lived requests open now, by kind.', labelNames: ['kind'], registers: [this.registry] });
+    new Gauge({
+      name: `${PREFIX}upstream_healthy`,
+      help: '1 while the upstream is in the pool, 0 while it is ejected.',
+      labelNames: ['upstream'],
+      registers: [this.registry],
+      collect() {
+        for (const target of pool.targets) this.set({ upstream: target.origin }, target.healthy ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: `${PREFIX}upstream_in_flight`,
+      help: 'Requests and streams in flight to the upstream.',
+      labelNames: ['upstream'],
+      registers: [this.registry],
+      collect() {
+        for (const target of pool.targets) this.set({ upstream: target.origin }, target.outstanding);
+      },
+    });
+    for (const kind of ['watch', 'follow', 'exec', 'attach', 'portforward', 'upgrade'] satisfies StreamKind[]) this.streams.set({ kind }, 0);
+  }
+
+  authenticated(method: string, outcome: string): void {
+    this.authentications.inc({ method, outcome });
+  }
+
+  requestDone(labels: { verb: string; resource: string; code: number; upstream: string }, seconds: number | undefined): void {
+    const values = { verb: labels.verb || 'none', resource: this.boundedResource(labels.resource), code: String(labels.code), upstream: labels.upstream || 'none' };
+    this.requests.inc(values);
+    if (seconds !== undefined) this.duration.observe(values, seconds);
+  }
+
+  streamOpened(kind: StreamKind): void {
+    this.streams.inc({ kind });
+  }
+
+  streamClosed(kind: StreamKind): void {
+    this.streams.dec({ kind });
+  }
+
+  private boundedResource(resource: string): string {
+    if (resource === '') return '';
+    if (this.resources.has(resource)) return resource;
+    if (this.resources.size >= MAX_RESOURCES) return 'other';
+    this.resources.add(resource);
+    return resource;
+  }
+}
