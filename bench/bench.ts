@@ -7,7 +7,7 @@
 // Settings (env): BENCH_SECONDS (measured window per scenario, default 5), BENCH_WARMUP_SECONDS
 // (1), BENCH_CONNECTIONS (concurrent loops per scenario, and the password user's in (d); 50),
 // BENCH_ATTACKERS (wrong-password loops in (d); 50), BENCH_PROXY_CPU_PROF (a directory: profile
-// the proxy with --cpu-prof). Writes bench/results/latest.md.
+// the proxy with --cpu-prof), BENCH_PROXY_FLAGS (more proxy flags). Writes bench/results/latest.md.
 
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -72,7 +72,9 @@ async function startProxy(pki: TestPki, upstream: string, usersFile: string, log
   // BENCH_PROXY_CPU_PROF=<dir>: a V8 CPU profile of the proxy over the whole run, written when it stops.
   const profileDir = process.env.BENCH_PROXY_CPU_PROF;
   const profile = profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
-  const args = [...profile, join(PROJECT_ROOT, 'dist', 'cli.js'), 'serve', '--listen', '127.0.0.1:0', ...proxyFlags(pki, { upstream, usersFile })];
+  // BENCH_PROXY_FLAGS: more proxy flags, e.g. "--log-level warn" to measure without the traffic log.
+  const extra = (process.env.BENCH_PROXY_FLAGS ?? '').split(' ').filter(Boolean);
+  const args = [...profile, join(PROJECT_ROOT, 'dist', 'cli.js'), 'serve', '--listen', '127.0.0.1:0', ...proxyFlags(pki, { upstream, usersFile }), ...extra];
   const child = spawnNode('proxy', args, logDir, PROJECT_ROOT);
   const listen = await waitForJsonLine(child, (line) =>
     typeof line.msg === 'string' && line.msg.startsWith('listening on') ? String(line.listen) : undefined,

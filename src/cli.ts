@@ -67,8 +67,10 @@ async function serveCommand(config: Config): Promise<void> {
   logger.level = 'warn';
   await listenOrFail(proxy.app, config.listen, '--listen', () => proxy.close(0));
   if (admin && config.adminListen) await listenOrFail(admin, config.adminListen, '--admin-listen', () => proxy.close(0));
-  logger.level = config.logLevel;
+  // The start-up line is printed whatever the log level: it says where and how the proxy runs.
+  logger.level = 'info';
   logger.info(startupSummary(config, material, proxy, admin), startupLine(config, material, proxy));
+  logger.level = config.logLevel;
 
   const reloader = startReloader(config, baseline, (next) => proxy.applyMaterial(next), logger);
   process.on('SIGHUP', () => reloader.reload('SIGHUP'));

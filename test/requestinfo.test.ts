@@ -6,7 +6,9 @@
 import t from 'tap';
 import { requestInfo, type RequestInfo } from '../src/observe/requestinfo.js';
 
-type Row = [method: string, url: string, want: RequestInfo];
+/** `path` left out means: the url without its query. */
+type Want = Omit<RequestInfo, 'path'> & { path?: string };
+type Row = [method: string, url: string, want: Want];
 
 /** A resource request. `path` defaults to the url without its query. */
 function res(
@@ -18,11 +20,11 @@ function res(
   subresource: string,
   name: string,
   path?: string,
-): RequestInfo {
-  return { isResourceRequest: true, verb, apiGroup, apiVersion, namespace, resource, subresource, name, path: path ?? '' };
+): Want {
+  return { isResourceRequest: true, verb, apiGroup, apiVersion, namespace, resource, subresource, name, ...(path === undefined ? {} : { path }) };
 }
 
-function nonres(verb: string, path?: string): RequestInfo {
+function nonres(verb: string, path?: string): Want {
   return {
     isResourceRequest: false,
     verb,
@@ -32,7 +34,7 @@ function nonres(verb: string, path?: string): RequestInfo {
     resource: '',
     subresource: '',
     name: '',
-    path: path ?? '',
+    ...(path === undefined ? {} : { path }),
   };
 }
 
@@ -185,6 +187,8 @@ const rows: Row[] = [
   // --- absolute-form request-target ---
   ['GET', 'https://10.0.0.1:6443/api/v1/namespaces/x/pods?watch=1', res('watch', '', 'v1', 'x', 'pods', '', '', '/api/v1/namespaces/x/pods')],
   ['OPTIONS', '*', nonres('options', '*')],
+  // Go's ReadRequest takes a CONNECT target that isn't a path for an authority: URL.Path ""
+  ['CONNECT', 'apiserver:6443', nonres('connect', '')],
 
   // --- hostile input: must not throw ---
   // best effort (Go's server answers 400 to a malformed escape): parsed undecoded
@@ -213,7 +217,7 @@ t.ok(rows.length >= 45, `${rows.length} rows`);
 for (const [method, url, want] of rows) {
   const label = `${method} ${url.length > 100 ? `${url.slice(0, 60)}…(${url.length} chars)` : url}`;
   t.test(label, async (t) => {
-    const expected: RequestInfo = { ...want, path: want.path || pathOf(url) };
+    const expected: RequestInfo = { ...want, path: want.path ?? pathOf(url) };
     t.strictSame(requestInfo(method, url), expected);
   });
 }

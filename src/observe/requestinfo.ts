@@ -94,7 +94,8 @@ function resolve(method: string, url: string): RequestInfo {
   if (target.charCodeAt(0) === 47 /* / */) {
     rawPath = target; // origin-form: the usual case
   } else {
-    const p = absoluteFormPath(target);
+    // Go's ReadRequest reads a CONNECT target that isn't a path as an authority ("http://" + it).
+    const p = absoluteFormPath(method === 'CONNECT' ? `http://${target}` : target);
     // "*" (OPTIONS *), authority-form and anything else: never a resource request.
     if (p === null) return nonResource(lowerMethod(method), target);
     rawPath = p;
