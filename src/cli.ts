@@ -59,7 +59,11 @@ async function serveCommand(config: Config): Promise<void> {
   // Taken before the files are read, so that a change made during start-up is still seen.
   const baseline = fileSignatures(materialFiles(config));
   const material = loadMaterial(config);
-  const logger = pino({ level: config.logLevel, base: { pid: process.pid }, timestamp: stdTimeFunctions.isoTime });
+  // Asynchronous writes: a line per request must not cost a blocking write each (the buffer is
+  // flushed before the process exits).
+  const destination = pino.destination({ dest: 1, sync: false });
+  const logger = pino({ level: config.logLevel, base: { pid: process.pid }, timestamp: stdTimeFunctions.isoTime }, destination);
+  process.once('exit', () => destination.flushSync());
   const proxy = await createProxyServer(config, material, logger);
   let draining = false;
   const admin = config.adminListen ? createAdminServer({ pool: proxy.pool, metrics: proxy.metrics, draining: () => draining }, logger) : undefined;
