@@ -4,7 +4,7 @@
 import { constants as cryptoConstants, randomUUID } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { SecureContextOptions, TLSSocket } from 'node:tls';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyRequest, type RawServerBase, type RequestGenericInterface } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
 import type { Agent } from 'undici';
 import { BasicAuthenticator } from './auth/basic.js';
 import { BcryptPool } from './auth/bcrypt-pool.js';
@@ -12,9 +12,10 @@ import type { Identity } from './auth/identity.js';
 import { Authenticator } from './auth/index.js';
 import type { Config } from './config.js';
 import type { Material } from './material.js';
-import { AccessLog, accessRecord, type RequestFacts } from './observe/accesslog.js';
+import { AccessLog } from './observe/accesslog.js';
 import { ProxyMetrics, type StreamKind } from './observe/metrics.js';
 import { requestInfo, type RequestInfo } from './observe/requestinfo.js';
+import { observeTraffic } from './observe/traffic.js';
 import { registerForwarding, StreamRegistry } from './proxy/forward.js';
 import { UpgradeProxy } from './proxy/upgrade.js';
 import { StatusError, statusResponseBytes } from './status.js';
@@ -150,28 +151,7 @@ export async function createProxyServer(config: Config, material: Material, logg
     await reply.code(outcome.error.code).headers(outcome.error.headers).type('application/json').send(outcome.error.toStatus());
   });
 
-  const factsOf = (request: FastifyRequest<RequestGenericInterface, RawServerBase>): RequestFacts | undefined =>
-    request.identity && request.info ? { reqId: request.id, client: request.clientAddress, identity: request.identity, method: request.method, info: request.info, userAgent: request.headers['user-agent'] } : undefined;
-
-  const onStreamStart = (request: FastifyRequest<RequestGenericInterface, RawServerBase>, statusCode: number, elapsedMs: number) => {
-    const facts = factsOf(request);
-    if (!facts) return;
-    request.streamKind = facts.info.verb === 'watch' ? 'watch' : 'follow';
-    metrics.streamOpened(request.streamKind);
-    accessLog.request(accessRecord(facts, { status: statusCode, bytesIn: 0, bytesOut: 0, durationMs: elapsedMs, upstream: request.upstream, phase: 'start' }));
-  };
-
-  app.addHook('onResponse', async (request, reply) => {
-    const facts = factsOf(request);
-    if (!facts) return; // rejected requests were logged by the auth hook
-    const durationMs = reply.elapsedTime;
-    const socket = request.raw.socket as Socket | null;
-    const bytesOut = socket ? socket.bytesWritten - request.bytesWrittenBefore : 0;
-    const bytesIn = Number(request.headers['content-length'] ?? 0) || 0;
-    if (request.streamKind) metrics.streamClosed(request.streamKind);
-    accessLog.request(accessRecord(facts, { status: reply.statusCode, bytesIn, bytesOut, durationMs, upstream: request.upstream, ...(request.streamKind ? { phase: 'end' as const } : {}) }));
-    metrics.requestDone({ verb: facts.info.verb, resource: facts.info.resource, code: reply.statusCode, upstream: request.upstream ?? '' }, request.streamKind ? undefined : durationMs / 1000);
-  });
+  const onStreamStart = observeTraffic(app, accessLog, metrics);
 
   app.setErrorHandler((error: FastifyError | StatusError, request, reply) => {
     const status = error instanceof StatusError ? error : statusForFastifyError(error);
