@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { basicAuth, call, openWatch, proxyClient } from './helpers/clients.js';
 import { kubectl, requireKubectl, writeKubeconfig } from './helpers/kubectl.js';
-import type { LogLine } from './helpers/proxy.js';
+import { runCli, type LogLine } from './helpers/proxy.js';
 import { ALICE, startStack } from './helpers/setup.js';
 
 requireKubectl();
@@ -153,4 +153,16 @@ t.test('--access-log FILE follows logrotate (rename, then SIGUSR1)', async (t) =
   await call(client, `${logged.proxy.url}/api/v1/namespaces/kube-system/pods`);
   t.match(await waitForFile(file, 'kube-system'), /"namespace":"kube-system"/, 'the new file gets the new lines');
   t.notOk(readFileSync(`${file}.1`, 'utf8').includes('kube-system'), 'the rotated file keeps only the old ones');
+
+  // The viewer reads the proxy's own file.
+  const table = await runCli(['logs', file, '--user', 'bob', '--namespace', 'kube-system']);
+  t.equal(table.code, 0, table.stderr);
+  t.match(table.stdout, /^TIME \(UTC\)/, 'a header');
+  t.match(table.stdout, /bob\s+list\s+pods kube-system\s+200/, 'the request as a row');
+  const stats = await runCli(['logs', file, '--stats']);
+  t.equal(stats.code, 0, stats.stderr);
+  t.match(stats.stdout, /bob/);
+  const bad = await runCli(['logs', file, '--status', '6xx']);
+  t.equal(bad.code, 2, 'a bad filter is a usage error');
+  t.match(bad.stderr, /^kube-front-proxy: .*6xx/);
 });

@@ -611,24 +611,33 @@ function readStream(input: NodeJS.ReadableStream, handle: Handler, signal: Abort
       settled = true;
       input.removeListener('data', onData);
       input.removeListener('end', onEnd);
+      input.removeListener('close', onClose);
       input.removeListener('error', finish);
       signal.removeEventListener('abort', onAbort);
       input.pause();
       if (err) reject(err instanceof Error ? err : new Error(String(err)));
       else resolve();
     };
+    let pending = Promise.resolve();
     const onData = (chunk: Buffer | string) => {
       input.pause();
-      handle(splitter.push(chunk)).then(() => {
+      pending = handle(splitter.push(chunk)).then(() => {
         if (!settled) input.resume();
       }, finish);
     };
+    let ended = false;
     const onEnd = () => {
+      ended = true;
       handle(splitter.end()).then(() => finish(), finish);
+    };
+    // Destroyed without an end: what was read has been handled; stop.
+    const onClose = () => {
+      if (!ended) void pending.then(() => finish());
     };
     const onAbort = () => finish();
     input.on('data', onData);
     input.on('end', onEnd);
+    input.on('close', onClose);
     input.on('error', finish);
     signal.addEventListener('abort', onAbort, { once: true });
     if (signal.aborted) finish();
