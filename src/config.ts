@@ -56,6 +56,7 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'reloadInterval', flag: 'reload-interval', kind: 'duration', help: 'how often certificate, key and users files are checked for changes (SIGHUP reloads at once)', defaultText: '2s' },
   { key: 'shutdownGrace', flag: 'shutdown-grace', kind: 'duration', help: 'on SIGTERM/SIGINT, how long in-flight requests may take to finish', defaultText: '30s' },
   { key: 'accessLog', flag: 'access-log', kind: 'string', help: 'file the traffic log is appended to (reopened on SIGUSR1, for logrotate); default: stdout with the other logs', defaultText: 'stdout' },
+  { key: 'accessLogFormat', flag: 'access-log-format', kind: 'string', help: 'json (one line per request, with the other logs) or audit (Kubernetes audit.k8s.io/v1 Events, level Metadata)', defaultText: 'json' },
   { key: 'logLevel', flag: 'log-level', kind: 'string', help: 'fatal, error, warn, info, debug or trace', defaultText: 'info' },
 ];
 
@@ -86,6 +87,7 @@ const rawSettingsSchema = z
     reloadInterval: z.union([z.string(), z.number()]),
     shutdownGrace: z.union([z.string(), z.number()]),
     accessLog: z.string(),
+    accessLogFormat: z.enum(['json', 'audit']),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']),
   })
   .partial()
@@ -128,6 +130,7 @@ export interface Config {
   shutdownGraceMs: number;
   /** Undefined: the traffic log goes to stdout with the other logs. */
   accessLog: string | undefined;
+  accessLogFormat: 'json' | 'audit';
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
 }
 
@@ -288,6 +291,7 @@ function resolve(raw: RawSettings): Config {
     reloadIntervalMs: parsePositiveDuration('reloadInterval', s.reloadInterval ?? DEFAULTS.reloadInterval),
     shutdownGraceMs: parseDuration('shutdownGrace', s.shutdownGrace ?? DEFAULTS.shutdownGrace),
     accessLog: s.accessLog === '' ? undefined : s.accessLog,
+    accessLogFormat: s.accessLogFormat ?? 'json',
     logLevel: s.logLevel ?? 'info',
   };
 }

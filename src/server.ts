@@ -119,7 +119,7 @@ export async function createProxyServer(config: Config, material: Material, logg
   const dispatcher = new PoolDispatcher(pool, () => agent);
   const streams = new StreamRegistry();
   const metrics = new ProxyMetrics(pool);
-  const accessLog = AccessLog.open(config.accessLog, logger);
+  const accessLog = AccessLog.open(config.accessLog, config.accessLogFormat, logger);
 
   app.decorateRequest('identity', null);
   app.decorateRequest('clientAddress', '');

@@ -3,7 +3,7 @@
 // one more line when they start, so a tail shows them live. Never a password, an Authorization
 // value or a query string (it can carry tokens).
 
-import { pino, stdTimeFunctions, type DestinationStream, type Logger } from 'pino';
+import { pino, stdTimeFunctions, type Logger } from 'pino';
 import type { AuthFailureReason, AuthMethod, Identity } from '../auth/identity.js';
 import type { RequestInfo } from './requestinfo.js';
 
@@ -90,34 +90,82 @@ export interface AuthFailureRecord {
   userAgent: string;
 }
 
+export type AccessLogFormat = 'json' | 'audit';
+
+/** What pino.destination() returns (sonic-boom), as far as we use it. */
+interface SonicBoom {
+  write(line: string): boolean;
+  reopen(): void;
+  flushSync(): void;
+}
+
+/**
+ * The same record as a Kubernetes audit.k8s.io/v1 Event at level Metadata, so tools that read
+ * apiserver audit logs read ours. requestURI is the path alone: a query can carry tokens.
+ */
+export function auditEvent(record: AccessRecord | AuthFailureRecord, now = Date.now()): Record<string, unknown> {
+  const durationMs = 'durationMs' in record ? record.durationMs : 0;
+  const isRequest = 'verb' in record;
+  return {
+    kind: 'Event',
+    apiVersion: 'audit.k8s.io/v1',
+    level: 'Metadata',
+    auditID: record.reqId,
+    stage: isRequest && record.phase === 'start' ? 'ResponseStarted' : 'ResponseComplete',
+    requestURI: record.path,
+    verb: isRequest ? record.verb : record.method.toLowerCase(),
+    user: isRequest ? { username: record.user, groups: [...record.groups, 'system:authenticated'] } : { username: record.claimedUser ?? '', groups: [] },
+    sourceIPs: [record.client],
+    userAgent: record.userAgent,
+    ...(isRequest && record.resource
+      ? { objectRef: { resource: record.resource, namespace: record.namespace || undefined, name: record.name || undefined, apiGroup: record.apiGroup || undefined, apiVersion: record.apiVersion, subresource: record.subresource || undefined } }
+      : {}),
+    responseStatus: { metadata: {}, code: record.status },
+    requestReceivedTimestamp: new Date(now - durationMs).toISOString(),
+    stageTimestamp: new Date(now).toISOString(),
+    annotations: isRequest ? { 'kube-front-proxy/auth': record.auth, 'kube-front-proxy/upstream': record.upstream } : { 'kube-front-proxy/auth': record.auth, 'kube-front-proxy/auth-failure': record.reason },
+  };
+}
+
 export class AccessLog {
   private constructor(
-    private readonly logger: Logger | Pick<Logger, 'info'>,
-    private readonly destination: (DestinationStream & { reopen?: () => void; flushSync?: () => void }) | undefined,
+    /** JSON format: pino, for its level, time and pid fields. */
+    private readonly logger: Pick<Logger, 'info'> | undefined,
+    /** Audit format: bare Events, one per line, straight to the destination. */
+    private readonly destination: SonicBoom | undefined,
   ) {}
 
-  /** Lines go to `file` (appended; reopened by reopen() for logrotate) or, without one, to `fallback`. */
-  static open(file: string | undefined, fallback: Pick<Logger, 'info'>): AccessLog {
-    if (!file) return new AccessLog(fallback, undefined);
-    const destination = pino.destination({ dest: file, append: true, mkdir: false, sync: false });
-    const logger = pino({ base: { pid: process.pid }, timestamp: stdTimeFunctions.isoTime }, destination);
-    return new AccessLog(logger, destination);
+  /**
+   * Lines go to `file` (appended; reopened by reopen() for logrotate) or, without one, to stdout:
+   * the JSON format through `fallback` (with the other logs), the audit format on its own.
+   */
+  static open(file: string | undefined, format: AccessLogFormat, fallback: Pick<Logger, 'info'>): AccessLog {
+    if (!file && format === 'json') return new AccessLog(fallback, undefined);
+    const destination = pino.destination({ dest: file ?? 1, append: true, mkdir: false, sync: false }) as SonicBoom;
+    if (format === 'audit') return new AccessLog(undefined, destination);
+    return new AccessLog(pino({ base: { pid: process.pid }, timestamp: stdTimeFunctions.isoTime }, destination), destination);
   }
 
   request(record: AccessRecord): void {
-    this.logger.info(record, 'request');
+    if (this.logger) this.logger.info(record, 'request');
+    else this.destination?.write(`${JSON.stringify(auditEvent(record))}\n`);
   }
 
   authFailure(record: AuthFailureRecord): void {
-    this.logger.info(record, 'authentication failed');
+    if (this.logger) this.logger.info(record, 'authentication failed');
+    else this.destination?.write(`${JSON.stringify(auditEvent(record))}\n`);
   }
 
   /** After logrotate moved the file (SIGUSR1): continue in a new file at the same path. */
   reopen(): void {
-    this.destination?.reopen?.();
+    this.destination?.reopen();
   }
 
   close(): void {
-    this.destination?.flushSync?.();
+    try {
+      this.destination?.flushSync();
+    } catch {
+      // not yet open, or already closed: nothing to flush
+    }
   }
 }

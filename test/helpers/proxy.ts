@@ -53,7 +53,7 @@ export async function startProxy(args: string[], env: NodeJS.ProcessEnv = {}): P
         try {
           const line = JSON.parse(text) as LogLine;
           logs.push(line);
-          if (line.msg.startsWith('listening on')) resolve(line);
+          if (typeof line.msg === 'string' && line.msg.startsWith('listening on')) resolve(line);
         } catch {
           reject(new Error(`proxy wrote a non-JSON line to stdout: ${text}`));
         }
