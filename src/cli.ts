@@ -1,16 +1,12 @@
 #!/usr/bin/env node
-// The kube-front-proxy command. Start-up problems end the process with exit code 2 and one
-// line on stderr that names the setting, the file and the problem.
+// The kube-front-proxy command. Start-up problems and bad arguments end the process with exit
+// code 2 and one line on stderr that names the setting, the file and the problem.
 
-import { Command, CommanderError, Option } from 'commander';
-import type { FastifyInstance } from 'fastify';
-import { pino, stdTimeFunctions } from 'pino';
-import { createAdminServer } from './admin.js';
-import { runLogs } from './observe/logview.js';
-import { ConfigError, SETTINGS, envVarName, loadConfig, type Config, type ListenAddress, type RawSettings } from './config.js';
-import { loadMaterial, type Material } from './material.js';
-import { fileSignatures, materialFiles, startReloader } from './reload.js';
-import { createProxyServer, type ProxyServer } from './server.js';
+import { Command, CommanderError } from 'commander';
+import { registerKubeconfig } from './commands/kubeconfig.js';
+import { registerLogs } from './commands/logs.js';
+import { registerServe } from './commands/serve.js';
+import { ConfigError } from './config.js';
 
 const EXIT_CONFIG = 2;
 
@@ -24,166 +20,10 @@ function buildProgram(): Command {
     .description('Authenticating reverse proxy for kube-apiserver: basic auth or client certificates in, front-proxy mutual TLS and X-Remote-* identity headers out.')
     .showHelpAfterError()
     .exitOverride();
-
-  const serve = program
-    .command('serve')
-    .description('run the proxy')
-    .addHelpText('after', `\nEvery setting can also be set in the YAML file given by --config (camelCase keys, e.g.\ntlsCertFile, upstreams: [..]) or by an environment variable (e.g. ${envVarName(SETTINGS[1]!)}).\nPrecedence: flag > environment > config file > default.`)
-    .option('--config <file>', 'YAML config file (env KUBE_FRONT_PROXY_CONFIG)');
-  for (const spec of SETTINGS) {
-    const help = `${spec.help} (default: ${spec.defaultText ?? 'none'}; env ${envVarName(spec)})`;
-    const option =
-      spec.kind === 'boolean'
-        ? new Option(`--${spec.flag} [bool]`, help).argParser((v: string | undefined) => v === undefined || /^(true|1|yes)$/i.test(v))
-        : spec.kind === 'list'
-          ? new Option(`--${spec.flag} <value>`, help).argParser((v: string, previous: string[] | undefined) => [...(previous ?? []), v])
-          : new Option(`--${spec.flag} <value>`, help);
-    serve.addOption(option);
-  }
-  serve.action(async (options: Record<string, unknown>) => {
-    const flags: Partial<Record<keyof RawSettings, unknown>> = {};
-    for (const spec of SETTINGS) {
-      const value = options[camelCase(spec.flag)];
-      if (value !== undefined) flags[spec.key] = value;
-    }
-    const configFile = (options.config as string | undefined) ?? process.env.KUBE_FRONT_PROXY_CONFIG;
-    await serveCommand(loadConfig({ configFile, flags, env: process.env }));
-  });
-  program
-    .command('logs')
-    .description('read a traffic log (a file, or standard input) and print it for people')
-    .argument('[file]', 'the access-log file (--access-log); default: standard input')
-    .option('-f, --follow', 'keep reading as the file grows, across rotation')
-    .option('--user <name>', 'only this user (also their failed logins)')
-    .option('--verb <verb>', 'only this Kubernetes verb (get, list, watch, create, ...)')
-    .option('--resource <resource>', 'only this resource (pods, pods/log, deployments.apps, or a path)')
-    .option('--namespace <namespace>', 'only this namespace')
-    .option('--status <status>', '2xx, 3xx, 4xx, 5xx or an exact code')
-    .option('--since <duration>', 'only lines newer than this (30s, 10m, 1h, 2d)')
-    .addOption(new Option('-o, --output <format>', 'table for people, json for the matching lines as they are').choices(['table', 'json']).default('table'))
-    .option('--stats', 'print a summary instead: by user, by verb, by status, and the slowest calls')
-    .option('--no-color', 'no colours even on a terminal')
-    .action(async (file: string | undefined, options: { follow?: boolean; user?: string; verb?: string; resource?: string; namespace?: string; status?: string; since?: string; output: 'table' | 'json'; stats?: boolean; color: boolean }) => {
-      const controller = new AbortController();
-      process.once('SIGINT', () => controller.abort());
-      process.once('SIGTERM', () => controller.abort());
-      try {
-        process.exitCode = await runLogs(
-          {
-            file,
-            follow: options.follow === true,
-            user: options.user,
-            verb: options.verb,
-            resource: options.resource,
-            namespace: options.namespace,
-            status: options.status,
-            since: options.since,
-            output: options.output,
-            stats: options.stats === true,
-            ...(options.color ? {} : { color: false }),
-          },
-          process.stdout,
-          process.stdin,
-          controller.signal,
-        );
-      } catch (err) {
-        throw new ConfigError(err instanceof Error ? err.message : String(err));
-      }
-    });
+  registerServe(program);
+  registerLogs(program);
+  registerKubeconfig(program);
   return program;
-}
-
-function camelCase(flag: string): string {
-  return flag.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase());
-}
-
-async function serveCommand(config: Config): Promise<void> {
-  // Taken before the files are read, so that a change made during start-up is still seen.
-  const baseline = fileSignatures(materialFiles(config));
-  const material = loadMaterial(config);
-  // Asynchronous writes: a line per request must not cost a blocking write each (the buffer is
-  // flushed before the process exits).
-  const destination = pino.destination({ dest: 1, sync: false });
-  const logger = pino({ level: config.logLevel, base: { pid: process.pid }, timestamp: stdTimeFunctions.isoTime }, destination);
-  process.once('exit', () => destination.flushSync());
-  const proxy = await createProxyServer(config, material, logger);
-  let draining = false;
-  const admin = config.adminListen ? createAdminServer({ pool: proxy.pool, metrics: proxy.metrics, draining: () => draining }, logger) : undefined;
-  // fastify logs one "Server listening at" line per interface; ours below says it all once.
-  logger.level = 'warn';
-  await listenOrFail(proxy.app, config.listen, '--listen', () => proxy.close(0));
-  if (admin && config.adminListen) await listenOrFail(admin, config.adminListen, '--admin-listen', () => proxy.close(0));
-  // The start-up line is printed whatever the log level: it says where and how the proxy runs.
-  logger.level = 'info';
-  logger.info(startupSummary(config, material, proxy, admin), startupLine(config, material, proxy));
-  logger.level = config.logLevel;
-
-  const reloader = startReloader(config, baseline, (next) => proxy.applyMaterial(next), logger);
-  process.on('SIGHUP', () => reloader.reload('SIGHUP'));
-  // logrotate moved the traffic log: continue in a new file at the configured path.
-  process.on('SIGUSR1', () => proxy.accessLog.reopen());
-  const stop = async (signal: string) => {
-    if (draining) {
-      logger.warn({ signal }, 'second signal: exiting now');
-      process.exit(1);
-    }
-    draining = true;
-    reloader.stop();
-    // The last resort: whatever happens below, a stopping proxy is gone shortly after its grace.
-    setTimeout(() => process.exit(0), config.shutdownGraceMs + 5_000).unref();
-    logger.info({ signal, graceMs: config.shutdownGraceMs, streams: proxy.streams.size, tunnels: proxy.upgrades.open }, 'shutting down: no new connections, ending watches and tunnels, letting requests finish');
-    try {
-      await proxy.close();
-      await admin?.close();
-      logger.info('stopped');
-      process.exit(0);
-    } catch (err) {
-      logger.error({ err }, 'error during shutdown');
-      process.exit(1);
-    }
-  };
-  process.on('SIGTERM', () => void stop('SIGTERM'));
-  process.on('SIGINT', () => void stop('SIGINT'));
-}
-
-async function listenOrFail(app: FastifyInstance, address: ListenAddress, flag: string, cleanup: () => Promise<void>): Promise<void> {
-  try {
-    await app.listen({ host: address.host, port: address.port });
-  } catch (err) {
-    await cleanup();
-    const code = (err as NodeJS.ErrnoException).code;
-    const problem = code === 'EADDRINUSE' ? 'address already in use' : code === 'EACCES' ? 'permission denied (ports below 1024 need privileges)' : (err as Error).message;
-    throw new ConfigError(`${flag} ${address.host}:${address.port}: ${problem}`);
-  }
-}
-
-function listenUrl(proxy: ProxyServer): string {
-  const address = proxy.app.server.address();
-  if (address === null || typeof address === 'string') return String(address);
-  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-  return `https://${host}:${address.port}`;
-}
-
-function authMethods(material: Material): string[] {
-  const methods: string[] = [];
-  if (material.users) methods.push(`basic (${material.users.users.size} users)`);
-  if (material.clientCa) methods.push('x509 client certificates');
-  return methods;
-}
-
-function startupSummary(config: Config, material: Material, proxy: ProxyServer, admin: FastifyInstance | undefined): Record<string, unknown> {
-  const adminAddress = admin?.server.address();
-  return {
-    listen: listenUrl(proxy),
-    admin: adminAddress && typeof adminAddress === 'object' ? `http://${adminAddress.address}:${adminAddress.port}` : undefined,
-    auth: authMethods(material),
-    upstreams: config.upstreams.map((u) => u.origin),
-    proxyClient: material.proxyClientName,
-  };
-}
-
-function startupLine(config: Config, material: Material, proxy: ProxyServer): string {
-  return `listening on ${listenUrl(proxy)}; auth: ${authMethods(material).join(', ')}; upstreams: ${config.upstreams.map((u) => u.origin).join(', ')} as ${material.proxyClientName}`;
 }
 
 async function main(argv: string[]): Promise<void> {
