@@ -5,6 +5,7 @@
 import { Command, CommanderError } from 'commander';
 import { registerKubeconfig } from './commands/kubeconfig.js';
 import { registerLogs } from './commands/logs.js';
+import { registerPki } from './commands/pki.js';
 import { registerServe } from './commands/serve.js';
 import { ConfigError } from './config.js';
 
@@ -23,6 +24,7 @@ function buildProgram(): Command {
   registerServe(program);
   registerLogs(program);
   registerKubeconfig(program);
+  registerPki(program);
   return program;
 }
 
