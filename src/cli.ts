@@ -7,6 +7,7 @@ import { registerKubeconfig } from './commands/kubeconfig.js';
 import { registerLogs } from './commands/logs.js';
 import { registerPki } from './commands/pki.js';
 import { registerServe } from './commands/serve.js';
+import { registerUser } from './commands/user.js';
 import { ConfigError } from './config.js';
 
 const EXIT_CONFIG = 2;
@@ -25,6 +26,7 @@ function buildProgram(): Command {
   registerLogs(program);
   registerKubeconfig(program);
   registerPki(program);
+  registerUser(program);
   return program;
 }
 
