@@ -18,7 +18,7 @@ import { requestInfo, type RequestInfo } from './observe/requestinfo.js';
 import { observeTraffic } from './observe/traffic.js';
 import { registerForwarding, StreamRegistry } from './proxy/forward.js';
 import { UpgradeProxy } from './proxy/upgrade.js';
-import { StatusError, statusResponseBytes } from './status.js';
+import { StatusError, pathOf, sendStatus, statusResponseBytes } from './status.js';
 import { PoolDispatcher } from './upstream/dispatcher.js';
 import { readyzCheck } from './upstream/health.js';
 import { UpstreamPool } from './upstream/pool.js';
@@ -136,7 +136,7 @@ export async function createProxyServer(config: Config, material: Material, logg
     if (draining) {
       // A request on a connection that was open before the drain began: send it elsewhere.
       const status = new StatusError('ServiceUnavailable', 'kube-front-proxy is shutting down; retry', { 'retry-after': '1', connection: 'close' });
-      await reply.code(status.code).headers(status.headers).type('application/json').send(status.toStatus());
+      await sendStatus(reply, status);
       return;
     }
     const outcome = await authenticator.authenticate(socket as TLSSocket, request.headers.authorization);
@@ -148,7 +148,7 @@ export async function createProxyServer(config: Config, material: Material, logg
     }
     metrics.authenticated(outcome.method ?? 'none', outcome.reason);
     accessLog.authFailure({ reqId: request.id, client: request.clientAddress, auth: outcome.method ?? 'none', reason: outcome.reason, claimedUser: outcome.claimedUser, method: request.method, path: pathOf(request.url), status: outcome.error.code, userAgent: request.headers['user-agent'] ?? '' });
-    await reply.code(outcome.error.code).headers(outcome.error.headers).type('application/json').send(outcome.error.toStatus());
+    await sendStatus(reply, outcome.error);
   });
 
   const onStreamStart = observeTraffic(app, accessLog, metrics);
@@ -156,12 +156,12 @@ export async function createProxyServer(config: Config, material: Material, logg
   app.setErrorHandler((error: FastifyError | StatusError, request, reply) => {
     const status = error instanceof StatusError ? error : statusForFastifyError(error);
     if (status.code >= 500) request.log.error({ err: error }, 'request failed');
-    void reply.code(status.code).headers(status.headers).type('application/json').send(status.toStatus());
+    void sendStatus(reply, status);
   });
 
   app.setNotFoundHandler((request, reply) => {
     const status = new StatusError('MethodNotAllowed', `method ${request.method} is not supported`);
-    void reply.code(status.code).type('application/json').send(status.toStatus());
+    void sendStatus(reply, status);
   });
 
   const headerPolicy = { stripImpersonation: config.stripImpersonationHeaders };
@@ -225,10 +225,4 @@ function statusForFastifyError(error: FastifyError): StatusError {
   if (code === 404) return new StatusError('NotFound', error.message);
   if (code >= 400 && code < 500) return new StatusError('BadRequest', error.message);
   return new StatusError('InternalError', `internal error in the proxy: ${error.message}`);
-}
-
-/** The path without its query: queries may carry tokens (e.g. a proxied service's ?token=). */
-export function pathOf(url: string): string {
-  const index = url.indexOf('?');
-  return index === -1 ? url : url.slice(0, index);
 }

@@ -70,11 +70,19 @@ export class StatusError extends Error {
       code: this.code,
     };
   }
+}
 
-  /** The serialized body, for writers that are not fastify (raw sockets). */
-  toJSON(): KubeStatus {
-    return this.toStatus();
-  }
+/** Answers a fastify request with `error` as a Status: code, extra headers, JSON body. */
+export function sendStatus(reply: StatusReply, error: StatusError): StatusReply {
+  return reply.code(error.code).headers(error.headers).type('application/json').send(error.toStatus());
+}
+
+/** The part of a fastify reply sendStatus uses (any server type). */
+interface StatusReply {
+  code(code: number): StatusReply;
+  headers(values: Record<string, string>): StatusReply;
+  type(contentType: string): StatusReply;
+  send(payload: unknown): StatusReply;
 }
 
 export const BASIC_REALM = 'kube-front-proxy';
@@ -83,6 +91,12 @@ export function unauthorized(message: string): StatusError {
   return new StatusError('Unauthorized', message, {
     'www-authenticate': `Basic realm="${BASIC_REALM}", charset="UTF-8"`,
   });
+}
+
+/** The path of a request-target without its query: queries may carry tokens (a proxied service's ?token=). */
+export function pathOf(url: string): string {
+  const index = url.indexOf('?');
+  return index === -1 ? url : url.slice(0, index);
 }
 
 /** Writes a Status as a complete HTTP/1.1 response on a raw socket (used before/without fastify). */

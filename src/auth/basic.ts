@@ -57,10 +57,6 @@ export class BasicAuthenticator {
     this.generation++;
   }
 
-  get userCount(): number {
-    return this.table.users.size;
-  }
-
   verify(username: string, password: string): Promise<BasicAuthResult> {
     const key = createHmac('sha256', this.hmacKey).update(username).update('\0').update(password).digest('base64');
     const cached = this.cache.get(key);

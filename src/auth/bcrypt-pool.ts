@@ -74,11 +74,6 @@ export class BcryptPool {
     });
   }
 
-  /** Tasks waiting for a worker (not counting those running). */
-  get queued(): number {
-    return this.queue.length;
-  }
-
   async close(): Promise<void> {
     this.closed = true;
     for (const task of this.queue.splice(0)) task.reject(new Error('bcrypt pool closed'));

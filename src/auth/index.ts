@@ -31,10 +31,6 @@ const BAD_CREDENTIALS = 'invalid username or password';
 export class Authenticator {
   constructor(private readonly options: AuthenticatorOptions) {}
 
-  setBasic(basic: BasicAuthenticator | undefined): void {
-    this.options.basic = basic;
-  }
-
   async authenticate(socket: TLSSocket, authorization: string | undefined): Promise<AuthOutcome> {
     if (this.options.certificates) {
       const cert = authenticateCertificate(socket);

@@ -8,7 +8,7 @@ import type { FastifyInstance, FastifyRequest, RawServerBase, RequestGenericInte
 import type { RequestInfo } from '../observe/requestinfo.js';
 import { kReportUpstream } from '../upstream/dispatcher.js';
 import type { Dispatcher } from 'undici';
-import { StatusError } from '../status.js';
+import { StatusError, sendStatus } from '../status.js';
 import { NoHealthyUpstreamError, isTlsFailure, isUnreachable } from '../upstream/failures.js';
 import { downstreamResponseHeaders, upstreamRequestHeaders, withRepeatedHeaders, type HeaderPolicy, type HeaderRecord } from './headers.js';
 
@@ -112,7 +112,7 @@ export async function registerForwarding(app: FastifyInstance, options: ForwardO
       onError: (reply, { error }) => {
         const failure = upstreamFailure(error);
         reply.request.log.warn({ err: error.cause ?? error }, failure.message);
-        void reply.code(failure.code).headers(failure.headers).type('application/json').send(failure.toStatus());
+        void sendStatus(reply, failure);
       },
       // reply-from would retry a GET up to 10 times on a 503, which the apiserver answers for an
       // unavailable aggregated API. Failover belongs to the upstream pool, not here.

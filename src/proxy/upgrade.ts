@@ -14,7 +14,7 @@ import type { Authenticator } from '../auth/index.js';
 import { accessRecord, type AccessLog, type RequestFacts } from '../observe/accesslog.js';
 import type { ProxyMetrics, StreamKind } from '../observe/metrics.js';
 import { requestInfo } from '../observe/requestinfo.js';
-import { StatusError, statusResponseBytes } from '../status.js';
+import { StatusError, pathOf, statusResponseBytes } from '../status.js';
 import { NoHealthyUpstreamError, errorCode, isConnectionFailure } from '../upstream/failures.js';
 import type { UpstreamPool, UpstreamTarget } from '../upstream/pool.js';
 import type { UpstreamConnector } from '../upstream/tls.js';
@@ -86,7 +86,7 @@ export class UpgradeProxy {
     const outcome = await this.options.authenticator.authenticate(client as TLSSocket, req.headers.authorization);
     if (!outcome.ok) {
       metrics.authenticated(outcome.method ?? 'none', outcome.reason);
-      accessLog.authFailure({ reqId, client: clientAddress, auth: outcome.method ?? 'none', reason: outcome.reason, claimedUser: outcome.claimedUser, method, path: pathOnly(url), status: outcome.error.code, userAgent: req.headers['user-agent'] ?? '' });
+      accessLog.authFailure({ reqId, client: clientAddress, auth: outcome.method ?? 'none', reason: outcome.reason, claimedUser: outcome.claimedUser, method, path: pathOf(url), status: outcome.error.code, userAgent: req.headers['user-agent'] ?? '' });
       respondAndClose(client, outcome.error);
       return;
     }
@@ -200,11 +200,6 @@ export class UpgradeProxy {
 
 function streamKindOf(subresource: string): StreamKind {
   return subresource === 'exec' || subresource === 'attach' || subresource === 'portforward' ? subresource : 'upgrade';
-}
-
-function pathOnly(url: string): string {
-  const index = url.indexOf('?');
-  return index === -1 ? url : url.slice(0, index);
 }
 
 function responseHead(res: IncomingMessage, rawHeaders: string[]): string {
