@@ -74,9 +74,10 @@ t.test('Impersonate-* passes through unless the policy strips it', async (t) => 
 t.test('repeated request headers are restored as separate lines', async (t) => {
   const joined = { 'impersonate-group': 'a, b', accept: 'application/json', 'user-agent': 'kubectl' };
   const distinct = { 'impersonate-group': ['a', 'b'], accept: ['application/json'], 'user-agent': ['kubectl', 'other'] };
-  t.same(withRepeatedHeaders(joined, distinct), { 'impersonate-group': ['a', 'b'], accept: 'application/json', 'user-agent': 'kubectl' });
+  const rawHeaders = ['Impersonate-Group', 'a', 'Impersonate-Group', 'b', 'Accept', 'application/json', 'User-Agent', 'kubectl', 'User-Agent', 'other'];
+  t.same(withRepeatedHeaders(joined, { rawHeaders, headers: joined, headersDistinct: distinct }), { 'impersonate-group': ['a', 'b'], accept: 'application/json', 'user-agent': 'kubectl' });
   const single = { accept: 'x' };
-  t.equal(withRepeatedHeaders(single, { accept: ['x'] }), single, 'nothing repeated: the same object');
+  t.equal(withRepeatedHeaders(single, { rawHeaders: ['Accept', 'x'], headers: single, headersDistinct: { accept: ['x'] } }), single, 'nothing repeated: the same object');
 });
 
 t.test('response headers: hop-by-hop removed, repeated kept', async (t) => {

@@ -67,8 +67,9 @@ export async function registerForwarding(app: FastifyInstance, options: ForwardO
         const identity = request.identity;
         // The onRequest auth hook guarantees an identity; fail closed if that ever changes.
         if (!identity) throw new StatusError('InternalError', 'request reached forwarding without an identity');
-        const distinct = 'headersDistinct' in request.raw ? (request.raw.headersDistinct as Record<string, string[]>) : {};
-        const outgoing: Record<string | symbol, unknown> = upstreamRequestHeaders(withRepeatedHeaders(headers, distinct), identity, request.clientAddress, options.headerPolicy);
+        // HTTP/2 requests have no joined headers to restore.
+        const received = 'headersDistinct' in request.raw ? withRepeatedHeaders(headers, request.raw) : headers;
+        const outgoing: Record<string | symbol, unknown> = upstreamRequestHeaders(received, identity, request.clientAddress, options.headerPolicy);
         outgoing[kReportUpstream] = (origin: string) => (request.upstream = origin);
         return outgoing as IncomingHttpHeaders;
       },

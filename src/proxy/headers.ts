@@ -84,10 +84,21 @@ function connectionNamedHeaders(connection: string | string[] | undefined): Set<
 // These are the headers Node keeps only one of, so there is nothing to restore for them.
 const SINGLE_VALUED = new Set(['age', 'authorization', 'content-length', 'content-type', 'etag', 'expires', 'from', 'host', 'if-modified-since', 'if-unmodified-since', 'last-modified', 'location', 'max-forwards', 'proxy-authorization', 'referer', 'retry-after', 'server', 'user-agent']);
 
-/** Replaces joined values with the separate lines the client sent (from `req.headersDistinct`). */
-export function withRepeatedHeaders(headers: HeaderRecord, distinct: Record<string, string[]>): HeaderRecord {
+/** What withRepeatedHeaders reads of Node's request. */
+export interface ReceivedHeaders {
+  rawHeaders: string[];
+  headers: HeaderRecord;
+  headersDistinct: Record<string, string[] | undefined>;
+}
+
+/** Replaces joined values with the separate lines the client sent. */
+export function withRepeatedHeaders(headers: HeaderRecord, received: ReceivedHeaders): HeaderRecord {
+  // As many header lines as names: nothing was joined. Checked first because Node builds
+  // headersDistinct anew, an array per header, on every read.
+  if (received.rawHeaders.length / 2 === Object.keys(received.headers).length) return headers;
   let out: HeaderRecord | undefined;
-  for (const [name, values] of Object.entries(distinct)) {
+  for (const [name, values] of Object.entries(received.headersDistinct)) {
+    if (values === undefined) continue;
     if (values.length < 2 || SINGLE_VALUED.has(name) || headers[name] === undefined) continue;
     out ??= { ...headers };
     out[name] = values;

@@ -97,7 +97,7 @@ export class UpgradeProxy {
     const facts: RequestFacts = { reqId, client: clientAddress, identity, method, info: requestInfo(method, url), userAgent: req.headers['user-agent'] };
     const kind = streamKindOf(facts.info.subresource);
 
-    const headers = upstreamRequestHeaders(withRepeatedHeaders(req.headers, req.headersDistinct as Record<string, string[]>), identity, clientAddress, headerPolicy);
+    const headers = upstreamRequestHeaders(withRepeatedHeaders(req.headers, req), identity, clientAddress, headerPolicy);
     // The one hop-by-hop pair that must cross: it is the request.
     headers.connection = 'Upgrade';
     headers.upgrade = req.headers.upgrade ?? '';
