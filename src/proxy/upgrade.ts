@@ -183,13 +183,14 @@ export class UpgradeProxy {
         release();
         if (client.destroyed) return;
         const code = errorCode(err);
+        const failed = Object.assign(err, { upstream: target.origin });
         if (!connected && isConnectionFailure(code)) {
           // Nothing reached this apiserver: take it out and try another.
           pool.eject(target, `${code}: ${err.message}`);
-          send(Object.assign(err, { upstream: target.origin }));
+          send(failed);
           return;
         }
-        fail(Object.assign(err, { upstream: target.origin }), target.origin);
+        fail(failed, target.origin);
       });
 
       upstreamRequest.end();
@@ -212,7 +213,8 @@ function respondAndClose(client: Duplex, error: StatusError): void {
   if (client.destroyed) return;
   client.end(statusResponseBytes(error));
   // A client that never reads its answer must not hold the socket open.
-  setTimeout(() => client.destroy(), CLOSE_GRACE_MS).unref();
+  const timer = setTimeout(() => client.destroy(), CLOSE_GRACE_MS);
+  client.once('close', () => clearTimeout(timer));
 }
 
 /**
