@@ -2,12 +2,16 @@
 // kube-apiserver stand-in, the proxy as built (`node dist/cli.js serve`), and this one as the
 // closed-loop load generator. Scenarios: (a) straight to the stand-in, (b) through the proxy
 // with a client certificate, (c) with a password (bcrypt once, then the verified-credential
-// cache), (d) the password user while other clients flood the proxy with wrong passwords.
+// cache), (d) the password user (from 127.0.0.1) while other clients, each from its own loopback
+// address (127.0.0.2, ...), flood the proxy with wrong passwords for the same user name: with
+// the default --auth-failure-limit they are soon answered 429 without bcrypt, and the user's
+// cached credential keeps working. The attackers' 401s and 429s are counted.
 //
 // Settings (env): BENCH_SECONDS (measured window per scenario, default 5), BENCH_WARMUP_SECONDS
 // (1), BENCH_CONNECTIONS (concurrent loops per scenario, and the password user's in (d); 50),
-// BENCH_ATTACKERS (wrong-password loops in (d); 50), BENCH_PROXY_CPU_PROF (a directory: profile
-// the proxy with --cpu-prof), BENCH_PROXY_FLAGS (more proxy flags). Writes bench/results/latest.md.
+// BENCH_ATTACKERS (wrong-password loops in (d), one source address each; 50), BENCH_PROXY_CPU_PROF (a directory: profile
+// the proxy with --cpu-prof), BENCH_PROXY_FLAGS (more proxy flags; "--auth-failure-limit 0" measures
+// the flood without limits, every guess a bcrypt). Writes bench/results/latest.md.
 
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -19,7 +23,7 @@ import { basicAuth } from '../test/helpers/clients.js';
 import { createTestPki, type PkiName, type TestPki } from '../test/helpers/pki.js';
 import { PROJECT_ROOT } from '../test/helpers/proxy.js';
 import { ALICE, bcryptLine, proxyFlags, writeUsersFile } from '../test/helpers/setup.js';
-import { runLoad, type LoadGroup, type Window } from './load.js';
+import { dispatchersOf, expectedStatuses, runLoad, type LoadGroup, type Window } from './load.js';
 import { tunnelThroughput } from './tunnel.js';
 import { cpuSeconds, installCleanup, machineBusySeconds, spawnNode, waitForJsonLine, type Child } from './processes.js';
 import { markdown, textTable, times, type Ratio, type Row } from './report.js';
@@ -89,10 +93,11 @@ interface Endpoint {
 }
 
 /** One keep-alive connection per loop, HTTP/1.1 without pipelining, as one kubectl per loop. */
-function pool(pki: TestPki, endpoint: Endpoint, connections: number, cert?: PkiName): Pool {
+function pool(pki: TestPki, endpoint: Endpoint, connections: number, cert?: PkiName, localAddress?: string): Pool {
   return new Pool(endpoint.url, {
     connections,
     pipelining: 1,
+    ...(localAddress ? { localAddress } : {}),
     connect: {
       ca: pki.pem[endpoint.ca].cert,
       servername: endpoint.servername,
@@ -112,6 +117,12 @@ function wrongPasswords(): () => Dispatcher.RequestOptions {
   return () => ({ method: 'GET', path: PATH, headers: { accept: 'application/json', authorization: basicAuth({ name: ALICE.name, password: `wrong-${attempt++}` }) } });
 }
 
+/** 127.0.0.2, 127.0.0.3, ...: never 127.0.0.1 (the measured user) nor a .0 or .255. */
+function attackerAddress(i: number): string {
+  const n = i + 1;
+  return `127.0.${Math.floor(n / 254)}.${(n % 254) + 1}`;
+}
+
 interface Scenario {
   /** Through the proxy (its CPU per request is reported) or straight to the stand-in. */
   viaProxy: boolean;
@@ -129,15 +140,17 @@ function scenarios(pki: TestPki, standin: Server, proxy: Server, s: Settings): S
     expectStatus: 200,
   });
   const alice = get({ authorization: basicAuth(ALICE) });
+  // Linux routes all of 127/8 to lo: each attacker is a client of its own to the proxy.
+  const attackers = Array.from({ length: s.attackers }, (_, i) => pool(pki, front, 1, undefined, attackerAddress(i)));
   return [
     { viaProxy: false, groups: [ok('a. direct to stand-in (cluster-admin cert)', pool(pki, direct, s.connections, 'cluster-admin'), get())] },
     { viaProxy: true, groups: [ok('b. proxy, client cert (user-alice)', pool(pki, front, s.connections, 'user-alice'), get())] },
-    { viaProxy: true, groups: [ok('c. proxy, basic auth (cached)', pool(pki, front, s.connections), alice)] },
+    { viaProxy: true, groups: [ok('c. proxy, basic auth (cached)', pool(pki, front, s.connections, undefined, '127.0.0.1'), alice)] },
     {
       viaProxy: true,
       groups: [
-        ok('d. proxy, basic auth under attack', pool(pki, front, s.connections), alice),
-        { label: "d. attackers' 401s (wrong passwords)", concurrency: s.attackers, dispatcher: pool(pki, front, s.attackers), request: wrongPasswords(), expectStatus: 401 },
+        ok('d. proxy, basic auth under attack', pool(pki, front, s.connections, undefined, '127.0.0.1'), alice),
+        { label: `d. attackers (wrong passwords, ${s.attackers} addresses)`, concurrency: s.attackers, dispatcher: attackers, request: wrongPasswords(), expectStatus: [401, 429] },
       ],
     },
   ];
@@ -174,7 +187,7 @@ async function measure(scenario: Scenario, s: Settings, proxy: Server, standin: 
       else after = cpuCounters(proxy, standin);
     },
   });
-  await Promise.all(scenario.groups.map((g) => g.dispatcher.close()));
+  await Promise.all(scenario.groups.flatMap((g) => dispatchersOf(g).map((d) => d.close())));
   proxy.assertAlive();
   standin.assertAlive();
   const proxyCpu = after.proxy - before.proxy;
@@ -188,7 +201,7 @@ function rowsOf(scenario: Scenario, m: Measurement): Row[] {
   const { window } = m;
   const soleGroup = window.groups.length === 1;
   // Only requests that reached the stand-in cost it anything: the attackers' 401s never do.
-  const reachesStandin = (i: number): boolean => scenario.groups[i]!.expectStatus === 200;
+  const reachesStandin = (i: number): boolean => expectedStatuses(scenario.groups[i]!).includes(200);
   const forwarded = window.groups.reduce((n, g, i) => (reachesStandin(i) ? n + g.requests : n), 0);
   return window.groups.map((g, i) => ({
     scenario: g.label,
@@ -236,7 +249,8 @@ function setupLines(s: Settings): string[] {
   return [
     `kube-front-proxy bench, ${new Date().toISOString()}: Node ${process.version}, ${cpu.length} × ${cpu[0]?.model.trim() ?? 'unknown CPU'}.`,
     `Loopback; stand-in, proxy (dist/, 1 bcrypt worker) and load generator are 3 processes on these cores.`,
-    `Closed loop, HTTP/1.1 keep-alive, ${s.connections} connections (+${s.attackers} attackers in d), ${s.warmupMs / 1000} s warm-up, ${s.durationMs / 1000} s measured; GET ${PATH}; bcrypt cost ${BCRYPT_COST}.`,
+    `Closed loop, HTTP/1.1 keep-alive, ${s.connections} connections (+${s.attackers} attackers in d, one loopback address each), ${s.warmupMs / 1000} s warm-up, ${s.durationMs / 1000} s measured; GET ${PATH}; bcrypt cost ${BCRYPT_COST}.`,
+    `Extra proxy flags: ${process.env.BENCH_PROXY_FLAGS?.trim() || 'none'} (failed-login limit: the default 10 per address and per name per minute, unless set there).`,
   ];
 }
 
@@ -251,12 +265,22 @@ function workDir(): { path: string; keep(): void } {
   return { path, keep: () => (keep = true) };
 }
 
-async function runAll(settings: Settings, work: string): Promise<{ rows: Row[]; tunnels: Ratio[] }> {
+/** What the attackers were answered (401 = a bcrypt ran, 429 = refused by the failed-login limit). */
+function answerNotes(scenario: Scenario, window: Window): Ratio[] {
+  return window.groups.flatMap((g, i) => {
+    if (expectedStatuses(scenario.groups[i]!).includes(200)) return [];
+    const counts = Object.entries(g.statuses).map(([status, n]) => `${status === '0' ? 'transport errors' : status}: ${n}`);
+    return [{ label: `${g.label}, answers in the window`, value: counts.join(', ') || 'none' }];
+  });
+}
+
+async function runAll(settings: Settings, work: string): Promise<{ rows: Row[]; tunnels: Ratio[]; answers: Ratio[] }> {
   const pki = await createTestPki(join(work, 'pki'));
   const usersFile = writeUsersFile(pki.dir, [bcryptLine(ALICE, BCRYPT_COST)]);
   const standin = await startStandin(pki, work);
   const proxy = await startProxy(pki, standin.url, usersFile, work);
   const rows: Row[] = [];
+  const answers: Ratio[] = [];
   let tunnels: Ratio[] = [];
   try {
     for (const scenario of scenarios(pki, standin, proxy, settings)) {
@@ -264,12 +288,13 @@ async function runAll(settings: Settings, work: string): Promise<{ rows: Row[]; 
       const m = await measure(scenario, settings, proxy, standin);
       for (const g of m.window.groups) if (g.errors > 0) process.stderr.write(`bench: ${g.label}: ${g.errors} errors, first: ${g.firstError}\n`);
       rows.push(...rowsOf(scenario, m));
+      answers.push(...answerNotes(scenario, m.window));
     }
     tunnels = await measureTunnels(pki, standin, proxy);
   } finally {
     await Promise.all([proxy.stop(), standin.stop()]);
   }
-  return { rows, tunnels };
+  return { rows, tunnels, answers };
 }
 
 const TUNNEL_BYTES = 256 * 1024 * 1024;
@@ -289,13 +314,14 @@ async function main(): Promise<number> {
   const work = workDir();
   let rows: Row[];
   let tunnels: Ratio[];
+  let answers: Ratio[];
   try {
-    ({ rows, tunnels } = await runAll(settings, work.path));
+    ({ rows, tunnels, answers } = await runAll(settings, work.path));
   } catch (err) {
     work.keep();
     throw err;
   }
-  const notes = [...ratios(rows), ...tunnels, ...noiseWarnings(rows)];
+  const notes = [...ratios(rows), ...answers, ...tunnels, ...noiseWarnings(rows)];
   process.stdout.write(`\n${setupLines(settings).join('\n')}\n\n${textTable(rows, notes)}\n`);
   mkdirSync(dirname(RESULTS), { recursive: true });
   writeFileSync(RESULTS, markdown(rows, notes, setupLines(settings)));

@@ -9,11 +9,20 @@ import type { Dispatcher } from 'undici';
 export interface LoadGroup {
   label: string;
   concurrency: number;
-  dispatcher: Dispatcher;
+  /** Several: loop i uses dispatchers[i % n] (attackers each on their own source address). */
+  dispatcher: Dispatcher | readonly Dispatcher[];
   /** Called per request, so a group can vary it (attackers try a new password each time). */
   request: () => Dispatcher.RequestOptions;
   /** Any other status, or a transport error, is counted as an error. */
-  expectStatus: number;
+  expectStatus: number | readonly number[];
+}
+
+export function expectedStatuses(group: LoadGroup): readonly number[] {
+  return typeof group.expectStatus === 'number' ? [group.expectStatus] : group.expectStatus;
+}
+
+export function dispatchersOf(group: LoadGroup): readonly Dispatcher[] {
+  return Array.isArray(group.dispatcher) ? group.dispatcher : [group.dispatcher as Dispatcher];
 }
 
 export interface GroupResult {
@@ -26,6 +35,8 @@ export interface GroupResult {
   /** Over the whole run, warm-up included. */
   errors: number;
   firstError: string | undefined;
+  /** Answers inside the measured window by HTTP status (0 = transport error). */
+  statuses: Record<number, number>;
 }
 
 export interface Window {
@@ -44,6 +55,7 @@ export interface LoadTiming {
 interface Samples {
   ends: number[];
   latencies: number[];
+  statuses: number[];
   errors: number;
   firstError: string | undefined;
 }
@@ -51,9 +63,9 @@ interface Samples {
 /** Runs every group at once: warm-up, then the measured window; returns only the window's numbers. */
 export async function runLoad(groups: LoadGroup[], timing: LoadTiming): Promise<Window> {
   const state = { stopped: false };
-  const samples = groups.map((): Samples => ({ ends: [], latencies: [], errors: 0, firstError: undefined }));
+  const samples = groups.map((): Samples => ({ ends: [], latencies: [], statuses: [], errors: 0, firstError: undefined }));
   const loops = groups.flatMap((group, g) =>
-    Array.from({ length: group.concurrency }, () => loop(group, samples[g]!, state)),
+    Array.from({ length: group.concurrency }, (_, i) => loop(group, dispatchersOf(group)[i % dispatchersOf(group).length]!, samples[g]!, state)),
   );
 
   await sleep(timing.warmupMs);
@@ -69,14 +81,17 @@ export async function runLoad(groups: LoadGroup[], timing: LoadTiming): Promise<
   return { seconds, groups: groups.map((group, g) => summarize(group.label, samples[g]!, start, end)) };
 }
 
-async function loop(group: LoadGroup, samples: Samples, state: { stopped: boolean }): Promise<void> {
+async function loop(group: LoadGroup, dispatcher: Dispatcher, samples: Samples, state: { stopped: boolean }): Promise<void> {
+  const expected = expectedStatuses(group);
   while (!state.stopped) {
     const sent = performance.now();
     let ok = false;
+    let status = 0;
     try {
-      const response = await group.dispatcher.request(group.request());
+      const response = await dispatcher.request(group.request());
       await response.body.arrayBuffer(); // a real client reads the whole body
-      ok = response.statusCode === group.expectStatus;
+      status = response.statusCode;
+      ok = expected.includes(status);
       if (!ok) samples.firstError ??= `HTTP ${response.statusCode}`;
     } catch (err) {
       samples.firstError ??= String(err);
@@ -85,14 +100,19 @@ async function loop(group: LoadGroup, samples: Samples, state: { stopped: boolea
     const done = performance.now();
     samples.ends.push(done);
     samples.latencies.push(done - sent);
+    samples.statuses.push(status);
     if (!ok) samples.errors++;
   }
 }
 
 function summarize(label: string, samples: Samples, start: number, end: number): GroupResult {
   const inWindow: number[] = [];
+  const statuses: Record<number, number> = {};
   samples.ends.forEach((t, i) => {
-    if (t >= start && t <= end) inWindow.push(samples.latencies[i]!);
+    if (t < start || t > end) return;
+    inWindow.push(samples.latencies[i]!);
+    const status = samples.statuses[i]!;
+    statuses[status] = (statuses[status] ?? 0) + 1;
   });
   inWindow.sort((a, b) => a - b);
   return {
@@ -103,6 +123,7 @@ function summarize(label: string, samples: Samples, start: number, end: number):
     p99Ms: percentile(inWindow, 0.99),
     errors: samples.errors,
     firstError: samples.firstError,
+    statuses,
   };
 }
 

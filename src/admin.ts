@@ -2,29 +2,41 @@
 // belongs to the apiserver, so /healthz and /readyz there are the apiserver's, not ours.
 
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
-import type { ProxyMetrics } from './observe/metrics.js';
 import type { UpstreamPool } from './upstream/pool.js';
 
+export interface Readiness {
+  ready: boolean;
+  /** One line per upstream (and per worker), then a summary: what /readyz prints. */
+  text: string;
+}
+
 export interface AdminState {
-  pool: UpstreamPool;
-  metrics: ProxyMetrics;
+  readiness: () => Readiness | Promise<Readiness>;
+  metrics: () => Promise<{ contentType: string; text: string }>;
   /** True once shutdown has begun: a load balancer should stop sending new connections. */
   draining: () => boolean;
+}
+
+/** Ready while at least one upstream is in the pool. */
+export function poolReadiness(pool: UpstreamPool): Readiness {
+  const healthy = pool.healthyCount;
+  const lines = pool.targets.map((t) => `${t.healthy ? '[+]' : '[-]'}${t.origin}${t.healthy ? ' ok' : ` ${t.lastError ?? 'unhealthy'}`}`);
+  const summary = healthy > 0 ? `ok: ${healthy} of ${pool.targets.length} upstreams healthy` : 'no healthy upstream';
+  return { ready: healthy > 0, text: `${lines.join('\n')}\n${summary}\n` };
 }
 
 export function createAdminServer(state: AdminState, logger: FastifyBaseLogger): FastifyInstance {
   const admin = Fastify({ loggerInstance: logger.child({ listener: 'admin' }), logController: new LogController({ disableRequestLogging: true }) });
   admin.get('/healthz', async (_request, reply) => reply.type('text/plain').send('ok'));
-  admin.get('/metrics', async (_request, reply) => reply.type(state.metrics.registry.contentType).send(await state.metrics.registry.metrics()));
   admin.get('/livez', async (_request, reply) => reply.type('text/plain').send('ok'));
+  admin.get('/metrics', async (_request, reply) => {
+    const { contentType, text } = await state.metrics();
+    return reply.type(contentType).send(text);
+  });
   admin.get('/readyz', async (_request, reply) => {
     if (state.draining()) return reply.code(503).type('text/plain').send('shutting down');
-    const healthy = state.pool.healthyCount;
-    const lines = state.pool.targets.map((t) => `${t.healthy ? '[+]' : '[-]'}${t.origin}${t.healthy ? ' ok' : ` ${t.lastError ?? 'unhealthy'}`}`);
-    return reply
-      .code(healthy > 0 ? 200 : 503)
-      .type('text/plain')
-      .send(`${lines.join('\n')}\n${healthy > 0 ? `ok: ${healthy} of ${state.pool.targets.length} upstreams healthy` : 'no healthy upstream'}\n`);
+    const { ready, text } = await state.readiness();
+    return reply.code(ready ? 200 : 503).type('text/plain').send(text);
   });
   return admin;
 }

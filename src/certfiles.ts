@@ -3,7 +3,7 @@
 // mismatched key or an expired front-proxy certificate fails later in ways nobody can trace.
 
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { ConfigError, fileErrorText } from './config.js';
 
 const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
@@ -63,6 +63,7 @@ export function loadCaBundle(file: SettingFile): Buffer {
 export function loadKeyPair(certFile: SettingFile, keyFile: SettingFile, purpose: 'server' | 'client', now = new Date()): KeyPair {
   const cert = readSettingFile(certFile);
   const key = readSettingFile(keyFile);
+  checkKeyPermissions(keyFile);
   const leaf = parseCertificates(certFile, cert)[0] as X509Certificate;
   let privateKey: KeyObject;
   try {
@@ -79,6 +80,28 @@ export function loadKeyPair(certFile: SettingFile, keyFile: SettingFile, purpose
     fail(certFile, `certificate does not allow ${purpose} authentication (extended key usage)`);
   }
   return { cert, key, leaf };
+}
+
+/**
+ * A private key others can read is refused, as ssh refuses one: a key file we own must be
+ * private to us (no group or other bits); one owned by another user (root:fsGroup 0440, as a
+ * Kubernetes secret volume mounts it for a non-root container) must at least not be
+ * world-readable. Writable by others is refused in every case: they could swap the key.
+ */
+export function checkKeyPermissions(file: SettingFile): void {
+  let mode: number;
+  let owner: number;
+  try {
+    ({ mode, uid: owner } = statSync(file.path));
+  } catch (err) {
+    fail(file, fileErrorText(err));
+  }
+  const ours = owner === process.getuid?.();
+  const exposed = (mode & 0o006) !== 0 || (mode & 0o020) !== 0 || (ours && (mode & 0o077) !== 0);
+  if (exposed) {
+    const octal = (mode & 0o777).toString(8).padStart(4, '0');
+    fail(file, `private key is accessible by other users (mode ${octal}); chmod 600 it`);
+  }
 }
 
 /** "CN=front-proxy-client" style subject for start-up lines. */

@@ -4,9 +4,11 @@
 // passed down; nothing deeper reads process.env or the command line.
 
 import { accessSync, constants, readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { DEFAULT_TLS12_CIPHER_SUITES, openSslCipherList } from './tls-ciphers.js';
 
 /** kubeadm's paths on a control-plane node: with no flags the proxy runs beside kubeadm's apiserver. */
 export const KUBEADM_PKI = '/etc/kubernetes/pki';
@@ -36,6 +38,7 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'tlsCertFile', flag: 'tls-cert-file', kind: 'string', help: "the proxy's serving certificate (PEM; may include intermediates)", defaultText: 'required' },
   { key: 'tlsPrivateKeyFile', flag: 'tls-private-key-file', kind: 'string', help: "the serving certificate's private key (PEM)", defaultText: 'required' },
   { key: 'clientCaFile', flag: 'client-ca-file', kind: 'string', help: 'CA bundle for user client certificates; enables client-certificate auth', defaultText: `${KUBEADM_PKI}/ca.crt if readable` },
+  { key: 'clientCrlFile', flag: 'client-crl-file', kind: 'string', help: 'certificate revocation lists (PEM or DER; one CRL per issuing CA); a client certificate listed by its issuer is refused', defaultText: 'none' },
   { key: 'htpasswdFile', flag: 'htpasswd-file', kind: 'string', help: 'users for basic auth (htpasswd bcrypt lines, optional third field: groups); enables basic auth', defaultText: 'none' },
   { key: 'upstreams', flag: 'upstream', kind: 'list', help: 'kube-apiserver URL (repeatable; env and file take a list)', defaultText: 'https://127.0.0.1:6443' },
   { key: 'upstreamCaFile', flag: 'upstream-ca-file', kind: 'string', help: "CA that signed the apiserver's serving certificate", defaultText: `${KUBEADM_PKI}/ca.crt` },
@@ -48,10 +51,22 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'unhealthyThreshold', flag: 'unhealthy-threshold', kind: 'integer', help: 'consecutive failed checks that take an upstream out', defaultText: '2' },
   { key: 'healthyThreshold', flag: 'healthy-threshold', kind: 'integer', help: 'consecutive passed checks that bring it back', defaultText: '2' },
   { key: 'upstreamHeaderTimeout', flag: 'upstream-header-timeout', kind: 'duration', help: "longest wait for the apiserver's response headers (0 = none); never limits a response body, so watches and logs -f are not cut", defaultText: '0' },
-  { key: 'stripImpersonationHeaders', flag: 'strip-impersonation-headers', kind: 'boolean', help: 'drop Impersonate-* headers instead of passing them to the apiserver (which authorizes them against the user)', defaultText: 'false' },
+  { key: 'allowImpersonation', flag: 'allow-impersonation', kind: 'boolean', help: 'pass Impersonate-* headers on for the apiserver to authorize against the user; false drops them', defaultText: 'true' },
   { key: 'authCacheTtl', flag: 'auth-cache-ttl', kind: 'duration', help: 'how long a verified password is trusted before bcrypt runs again', defaultText: '60s' },
   { key: 'authCacheSize', flag: 'auth-cache-size', kind: 'integer', help: 'most verified credentials kept', defaultText: '10000' },
-  { key: 'bcryptWorkers', flag: 'bcrypt-workers', kind: 'integer', help: 'worker threads that run bcrypt (bounds the CPU a password flood can take)', defaultText: 'half the CPUs, at least 1' },
+  { key: 'workers', flag: 'workers', kind: 'integer', help: 'proxy processes sharing the listener (1 = a single process); in a container, set it to the CPU limit', defaultText: 'the CPUs available to the process' },
+  { key: 'bcryptWorkers', flag: 'bcrypt-workers', kind: 'integer', help: 'threads per proxy process that run bcrypt (bounds the CPU a password flood can take)', defaultText: 'half the CPUs shared over the workers, at least 1' },
+  { key: 'bcryptQueueLimit', flag: 'bcrypt-queue-limit', kind: 'integer', help: 'password checks that may wait for a bcrypt worker; beyond that, new logins get 503 (cached logins and certificates are unaffected)', defaultText: '1024' },
+  { key: 'authFailureLimit', flag: 'auth-failure-limit', kind: 'integer', help: 'failed logins allowed per client address, and per user name, within --auth-failure-window; then 429 until the window passes (0 = no limit)', defaultText: '10' },
+  { key: 'authFailureWindow', flag: 'auth-failure-window', kind: 'duration', help: 'the period failed logins are counted over', defaultText: '1m' },
+  { key: 'trustedProxies', flag: 'trusted-proxies', kind: 'list', help: 'addresses or CIDRs of load balancers in front of the proxy: only from these peers is X-Forwarded-For believed', defaultText: 'none' },
+  { key: 'requestHeaderTimeout', flag: 'request-header-timeout', kind: 'duration', help: "longest a client may take for the TLS handshake and for each request's headers", defaultText: '10s' },
+  { key: 'keepAliveTimeout', flag: 'keep-alive-timeout', kind: 'duration', help: 'an idle keep-alive client connection is closed after this', defaultText: '90s' },
+  { key: 'maxConnectionsPerClient', flag: 'max-connections-per-client', kind: 'integer', help: 'open connections one client address may hold; trusted proxies are exempt (0 = no limit)', defaultText: '256' },
+  { key: 'maxRequestHeaderBytes', flag: 'max-request-header-bytes', kind: 'integer', help: 'largest request header block accepted; larger gets 431', defaultText: '32768' },
+  { key: 'http2MaxStreamsPerConnection', flag: 'http2-max-streams-per-connection', kind: 'integer', help: 'concurrent HTTP/2 streams one client connection may open (each watch holds one), as kube-apiserver\'s flag of the same name', defaultText: '1000' },
+  { key: 'tlsMinVersion', flag: 'tls-min-version', kind: 'string', help: 'oldest TLS version offered to clients: VersionTLS12 or VersionTLS13', defaultText: 'VersionTLS12' },
+  { key: 'tlsCipherSuites', flag: 'tls-cipher-suites', kind: 'list', help: 'TLS 1.2 cipher suites, IANA names as kube-apiserver takes them (TLS 1.3 suites are always on)', defaultText: 'ECDHE with AES-GCM or ChaCha20-Poly1305' },
   { key: 'adminListen', flag: 'admin-listen', kind: 'string', help: 'host:port of the plain-HTTP admin listener (/healthz, /readyz); "" turns it off', defaultText: '127.0.0.1:9443' },
   { key: 'reloadInterval', flag: 'reload-interval', kind: 'duration', help: 'how often certificate, key and users files are checked for changes (SIGHUP reloads at once)', defaultText: '2s' },
   { key: 'shutdownGrace', flag: 'shutdown-grace', kind: 'duration', help: 'on SIGTERM/SIGINT, how long in-flight requests may take to finish', defaultText: '30s' },
@@ -67,6 +82,7 @@ const rawSettingsSchema = z
     tlsCertFile: z.string(),
     tlsPrivateKeyFile: z.string(),
     clientCaFile: z.string(),
+    clientCrlFile: z.string(),
     htpasswdFile: z.string(),
     upstreams: z.array(z.string()).min(1),
     upstreamCaFile: z.string(),
@@ -79,10 +95,22 @@ const rawSettingsSchema = z
     unhealthyThreshold: z.number().int().min(1),
     healthyThreshold: z.number().int().min(1),
     upstreamHeaderTimeout: z.union([z.string(), z.number()]),
-    stripImpersonationHeaders: z.boolean(),
+    allowImpersonation: z.boolean(),
     authCacheTtl: z.union([z.string(), z.number()]),
     authCacheSize: z.number().int().min(0),
+    workers: z.number().int().min(1).max(64),
     bcryptWorkers: z.number().int().min(1).max(64),
+    bcryptQueueLimit: z.number().int().min(1),
+    authFailureLimit: z.number().int().min(0),
+    authFailureWindow: z.union([z.string(), z.number()]),
+    trustedProxies: z.array(z.string()),
+    requestHeaderTimeout: z.union([z.string(), z.number()]),
+    keepAliveTimeout: z.union([z.string(), z.number()]),
+    maxConnectionsPerClient: z.number().int().min(0),
+    maxRequestHeaderBytes: z.number().int().min(1024).max(1024 * 1024),
+    http2MaxStreamsPerConnection: z.number().int().min(1),
+    tlsMinVersion: z.enum(['VersionTLS12', 'VersionTLS13']),
+    tlsCipherSuites: z.array(z.string()).min(1),
     adminListen: z.string(),
     reloadInterval: z.union([z.string(), z.number()]),
     shutdownGrace: z.union([z.string(), z.number()]),
@@ -106,6 +134,8 @@ export interface Config {
   tlsPrivateKeyFile: string;
   /** Undefined: client-certificate auth is off. */
   clientCaFile: string | undefined;
+  /** Undefined: no revocation list. */
+  clientCrlFile: string | undefined;
   /** Undefined: basic auth is off. */
   htpasswdFile: string | undefined;
   upstreams: URL[];
@@ -120,10 +150,27 @@ export interface Config {
   healthyThreshold: number;
   /** Milliseconds; 0 = no limit. */
   upstreamHeaderTimeoutMs: number;
-  stripImpersonationHeaders: boolean;
+  allowImpersonation: boolean;
   authCacheTtlMs: number;
   authCacheSize: number;
+  workers: number;
+  /** bcrypt threads per proxy process. */
   bcryptWorkers: number;
+  bcryptQueueLimit: number;
+  /** 0 = no limit. */
+  authFailureLimit: number;
+  authFailureWindowMs: number;
+  /** Addresses and CIDRs, as given (validated). */
+  trustedProxies: string[];
+  requestHeaderTimeoutMs: number;
+  keepAliveTimeoutMs: number;
+  /** 0 = no limit. */
+  maxConnectionsPerClient: number;
+  maxRequestHeaderBytes: number;
+  http2MaxStreamsPerConnection: number;
+  tlsMinVersion: 'TLSv1.2' | 'TLSv1.3';
+  /** OpenSSL cipher string for TLS 1.2. */
+  tlsCiphers: string;
   /** Undefined: no admin listener. */
   adminListen: ListenAddress | undefined;
   reloadIntervalMs: number;
@@ -147,7 +194,17 @@ const DEFAULTS = {
   unhealthyThreshold: 2,
   healthyThreshold: 2,
   upstreamHeaderTimeout: 0,
-  stripImpersonationHeaders: false,
+  allowImpersonation: true,
+  bcryptQueueLimit: 1024,
+  authFailureLimit: 10,
+  authFailureWindow: '1m',
+  trustedProxies: [],
+  requestHeaderTimeout: '10s',
+  keepAliveTimeout: '90s',
+  maxConnectionsPerClient: 256,
+  maxRequestHeaderBytes: 32 * 1024,
+  http2MaxStreamsPerConnection: 1000,
+  tlsMinVersion: 'VersionTLS12',
   adminListen: '127.0.0.1:9443',
   reloadInterval: '2s',
   shutdownGrace: '30s',
@@ -266,11 +323,13 @@ function resolve(raw: RawSettings): Config {
     throw new ConfigError('no authentication method enabled: set --htpasswd-file (basic auth) and/or --client-ca-file (client certificates)');
   }
 
+  const workers = s.workers ?? availableParallelism();
   return {
     listen: parseListen(s.listen ?? DEFAULTS.listen, '--listen'),
     tlsCertFile: s.tlsCertFile,
     tlsPrivateKeyFile: s.tlsPrivateKeyFile,
     clientCaFile,
+    clientCrlFile: s.clientCrlFile === '' ? undefined : s.clientCrlFile,
     htpasswdFile,
     upstreams: (s.upstreams ?? DEFAULTS.upstreams).map(parseUpstream),
     upstreamCaFile: s.upstreamCaFile ?? DEFAULTS.upstreamCaFile,
@@ -283,10 +342,23 @@ function resolve(raw: RawSettings): Config {
     unhealthyThreshold: s.unhealthyThreshold ?? DEFAULTS.unhealthyThreshold,
     healthyThreshold: s.healthyThreshold ?? DEFAULTS.healthyThreshold,
     upstreamHeaderTimeoutMs: parseDuration('upstreamHeaderTimeout', s.upstreamHeaderTimeout ?? 0),
-    stripImpersonationHeaders: s.stripImpersonationHeaders ?? false,
+    allowImpersonation: s.allowImpersonation ?? DEFAULTS.allowImpersonation,
     authCacheTtlMs: parseDuration('authCacheTtl', s.authCacheTtl ?? DEFAULTS.authCacheTtl),
     authCacheSize: s.authCacheSize ?? DEFAULTS.authCacheSize,
-    bcryptWorkers: s.bcryptWorkers ?? Math.max(1, Math.floor(availableParallelism() / 2)),
+    workers,
+    // Half the CPUs for bcrypt in all, shared out over the workers.
+    bcryptWorkers: s.bcryptWorkers ?? Math.max(1, Math.floor(availableParallelism() / 2 / workers)),
+    bcryptQueueLimit: s.bcryptQueueLimit ?? DEFAULTS.bcryptQueueLimit,
+    authFailureLimit: s.authFailureLimit ?? DEFAULTS.authFailureLimit,
+    authFailureWindowMs: parsePositiveDuration('authFailureWindow', s.authFailureWindow ?? DEFAULTS.authFailureWindow),
+    trustedProxies: (s.trustedProxies ?? DEFAULTS.trustedProxies).map(parseAddressRange),
+    requestHeaderTimeoutMs: parsePositiveDuration('requestHeaderTimeout', s.requestHeaderTimeout ?? DEFAULTS.requestHeaderTimeout),
+    keepAliveTimeoutMs: parsePositiveDuration('keepAliveTimeout', s.keepAliveTimeout ?? DEFAULTS.keepAliveTimeout),
+    maxConnectionsPerClient: s.maxConnectionsPerClient ?? DEFAULTS.maxConnectionsPerClient,
+    maxRequestHeaderBytes: s.maxRequestHeaderBytes ?? DEFAULTS.maxRequestHeaderBytes,
+    http2MaxStreamsPerConnection: s.http2MaxStreamsPerConnection ?? DEFAULTS.http2MaxStreamsPerConnection,
+    tlsMinVersion: (s.tlsMinVersion ?? DEFAULTS.tlsMinVersion) === 'VersionTLS13' ? 'TLSv1.3' : 'TLSv1.2',
+    tlsCiphers: tls12CipherString(s.tlsCipherSuites),
     adminListen: s.adminListen === '' ? undefined : parseListen(s.adminListen ?? DEFAULTS.adminListen, '--admin-listen'),
     reloadIntervalMs: parsePositiveDuration('reloadInterval', s.reloadInterval ?? DEFAULTS.reloadInterval),
     shutdownGraceMs: parseDuration('shutdownGrace', s.shutdownGrace ?? DEFAULTS.shutdownGrace),
@@ -294,6 +366,26 @@ function resolve(raw: RawSettings): Config {
     accessLogFormat: s.accessLogFormat ?? 'json',
     logLevel: s.logLevel ?? 'info',
   };
+}
+
+/** "10.0.0.7", "10.0.0.0/8", "fd00::/8": checked here so a typo stops start-up. */
+function parseAddressRange(value: string): string {
+  const [address, bits, extra] = value.split('/');
+  const family = address ? isIP(address) : 0;
+  const prefix = bits === undefined ? undefined : Number(bits);
+  const maxBits = family === 6 ? 128 : 32;
+  if (!family || extra !== undefined || (prefix !== undefined && (!/^\d+$/.test(bits ?? '') || (prefix as number) > maxBits))) {
+    throw new ConfigError(`--trusted-proxies: "${value}" is not an IP address or CIDR (e.g. 10.0.0.0/8)`);
+  }
+  return value;
+}
+
+function tls12CipherString(names: string[] | undefined): string {
+  try {
+    return openSslCipherList(names ?? DEFAULT_TLS12_CIPHER_SUITES);
+  } catch (err) {
+    throw new ConfigError(`--tls-cipher-suites: ${(err as Error).message}`);
+  }
 }
 
 function parseListen(value: string, flag: string): ListenAddress {

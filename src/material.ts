@@ -2,6 +2,7 @@
 // starts with an unusable certificate fails later, on a user's request, far from the cause.
 
 import { readFileSync } from 'node:fs';
+import { loadRevocationList, type RevocationList } from './auth/crl.js';
 import { HtpasswdError, parseHtpasswd, type UserTable } from './auth/htpasswd.js';
 import { commonName, loadCaBundle, loadKeyPair, type KeyPair } from './certfiles.js';
 import { ConfigError, fileErrorText, type Config } from './config.js';
@@ -11,6 +12,8 @@ export interface Material {
   serving: KeyPair;
   /** CA bundle for user certificates, or undefined when certificate auth is off. */
   clientCa: Buffer | undefined;
+  /** Revoked client certificates, or undefined when no --client-crl-file is set. */
+  clientCrl: RevocationList | undefined;
   /** Users for basic auth, or undefined when basic auth is off. */
   users: UserTable | undefined;
   upstream: UpstreamTls;
@@ -36,12 +39,14 @@ export function loadUsers(path: string): UserTable {
 export function loadMaterial(config: Config): Material {
   const serving = loadKeyPair({ flag: '--tls-cert-file', path: config.tlsCertFile }, { flag: '--tls-private-key-file', path: config.tlsPrivateKeyFile }, 'server');
   const clientCa = config.clientCaFile ? loadCaBundle({ flag: '--client-ca-file', path: config.clientCaFile }) : undefined;
+  const clientCrl = config.clientCrlFile ? loadRevocationList(config.clientCrlFile, clientCa) : undefined;
   const users = config.htpasswdFile ? loadUsers(config.htpasswdFile) : undefined;
   const upstreamCa = loadCaBundle({ flag: '--upstream-ca-file', path: config.upstreamCaFile });
   const proxyClient = loadKeyPair({ flag: '--proxy-client-cert-file', path: config.proxyClientCertFile }, { flag: '--proxy-client-key-file', path: config.proxyClientKeyFile }, 'client');
   return {
     serving,
     clientCa,
+    clientCrl,
     users,
     upstream: { ca: upstreamCa, cert: proxyClient.cert, key: proxyClient.key, serverName: config.upstreamServerName },
     proxyClientName: commonName(proxyClient.leaf),

@@ -10,7 +10,7 @@ import { loadMaterial, type Material } from './material.js';
 
 /** Files whose change means a reload. */
 export function materialFiles(config: Config): string[] {
-  const files = [config.tlsCertFile, config.tlsPrivateKeyFile, config.clientCaFile, config.htpasswdFile, config.upstreamCaFile, config.proxyClientCertFile, config.proxyClientKeyFile];
+  const files = [config.tlsCertFile, config.tlsPrivateKeyFile, config.clientCaFile, config.clientCrlFile, config.htpasswdFile, config.upstreamCaFile, config.proxyClientCertFile, config.proxyClientKeyFile];
   return [...new Set(files.filter((path): path is string => typeof path === 'string' && path !== ''))];
 }
 

@@ -2,6 +2,7 @@
 // TLS accept -> authenticate -> rewrite identity headers -> pick upstream -> forward or tunnel -> log.
 
 import { constants as cryptoConstants, randomUUID } from 'node:crypto';
+import type { Http2SecureServer } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { SecureContextOptions, TLSSocket } from 'node:tls';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
@@ -9,6 +10,10 @@ import type { Agent } from 'undici';
 import { BasicAuthenticator } from './auth/basic.js';
 import { BcryptPool } from './auth/bcrypt-pool.js';
 import type { Identity } from './auth/identity.js';
+import { ClientConnections } from './client-connections.js';
+import { ConnectionLimit } from './connection-limit.js';
+import { ClientAddressResolver } from './auth/client-address.js';
+import { FailureLimiter } from './auth/failure-limiter.js';
 import { Authenticator } from './auth/index.js';
 import type { Config } from './config.js';
 import type { Material } from './material.js';
@@ -28,8 +33,10 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** Set by the auth hook before any handler runs; null only on rejected requests. */
     identity: Identity | null;
-    /** The TCP peer, read at arrival: by the time the response is logged the socket may be gone. */
+    /** The client: the TCP peer, or who a trusted proxy says; read at arrival (the socket may be gone by the log line). */
     clientAddress: string;
+    /** The X-Forwarded-For value sent upstream. */
+    forwardedFor: string;
     /** Verb, resource, namespace... as the apiserver will see them; set with the identity. */
     info: RequestInfo | null;
     /** The apiserver that served the request (told by the dispatcher). */
@@ -38,6 +45,8 @@ declare module 'fastify' {
     streamKind: StreamKind | undefined;
     /** Bytes the client's socket had been sent before this response (keep-alive reuses it). */
     bytesWrittenBefore: number;
+    /** HTTP/2 only: body bytes relayed to this stream. */
+    bytesOut: number;
   }
 }
 
@@ -58,19 +67,21 @@ export interface ProxyServer {
   close(graceMs?: number): Promise<void>;
 }
 
-function servingContext(material: Material): SecureContextOptions {
+function servingContext(config: Config, material: Material): SecureContextOptions {
   return {
     key: material.serving.key,
     cert: material.serving.cert,
     ...(material.clientCa ? { ca: material.clientCa } : {}),
-    minVersion: 'TLSv1.2',
+    minVersion: config.tlsMinVersion,
+    ciphers: config.tlsCiphers,
+    honorCipherOrder: true,
     // The certificate read once per connection must stay the one the connection uses.
     secureOptions: cryptoConstants.SSL_OP_NO_RENEGOTIATION,
   };
 }
 
 export async function createProxyServer(config: Config, material: Material, logger: FastifyBaseLogger): Promise<ProxyServer> {
-  const app = Fastify({
+  const http2App = Fastify({
     loggerInstance: logger,
     // One access-log line per request comes from our onResponse hook instead.
     logController: new LogController({ disableRequestLogging: true }),
@@ -78,11 +89,20 @@ export async function createProxyServer(config: Config, material: Material, logg
     requestIdHeader: false,
     genReqId: () => randomUUID(),
     trustProxy: false,
-    forceCloseConnections: 'idle',
+    // Drain is ours (ClientConnections): Node's closeIdleConnections() is HTTP/1-only.
+    forceCloseConnections: false,
+    // HTTP/2 and HTTP/1.1 on one port, by ALPN: kubectl and client-go multiplex over HTTP/2;
+    // upgrades (exec, attach, port-forward) arrive over HTTP/1.1, which kubectl then picks.
+    http2: true,
+    http2SessionTimeout: config.keepAliveTimeoutMs,
     // While draining we answer ourselves, with a Status (fastify's own 503 is not one).
     return503OnClosing: false,
     https: {
-      ...servingContext(material),
+      ...servingContext(config, material),
+      allowHTTP1: true,
+      // A slow client (slowloris) gets this long for its TLS handshake; see below for headers.
+      handshakeTimeout: config.requestHeaderTimeoutMs,
+      settings: { maxConcurrentStreams: config.http2MaxStreamsPerConnection, maxHeaderListSize: config.maxRequestHeaderBytes },
       // Ask for a client certificate without requiring one, so password users share the port;
       // the verdict is read in the auth step (STACK.md "TLS in and out").
       requestCert: material.clientCa !== undefined,
@@ -101,10 +121,20 @@ export async function createProxyServer(config: Config, material: Material, logg
       }
     },
   });
+  // One server object, two protocols: handlers see Http2ServerRequest or IncomingMessage, both
+  // with the fields used here (headers, method, url, socket.remoteAddress, httpVersionMajor).
+  const app = http2App as unknown as FastifyInstance;
+  const listener = http2App.server;
 
-  const bcrypt = new BcryptPool(config.bcryptWorkers);
+  limitHttp1(listener, config);
+  const connections = new ClientConnections();
+  connections.attach(listener);
+
+  const bcrypt = new BcryptPool(config.bcryptWorkers, config.bcryptQueueLimit);
   const basic = material.users ? new BasicAuthenticator(material.users, bcrypt, { cacheTtlMs: config.authCacheTtlMs, cacheSize: config.authCacheSize }) : undefined;
-  const authenticator = new Authenticator({ certificates: material.clientCa !== undefined, basic });
+  const failures = config.authFailureLimit > 0 ? new FailureLimiter({ limit: config.authFailureLimit, windowMs: config.authFailureWindowMs }) : undefined;
+  const authenticator = new Authenticator({ certificates: material.clientCa !== undefined, basic, revocations: material.clientCrl, failures });
+  const clientAddresses = new ClientAddressResolver(config.trustedProxies);
 
   // The upstream identity can be reloaded: requests read the current connector and agent.
   let connector = new UpstreamConnector(material.upstream);
@@ -120,18 +150,30 @@ export async function createProxyServer(config: Config, material: Material, logg
   const streams = new StreamRegistry();
   const metrics = new ProxyMetrics(pool);
   const accessLog = AccessLog.open(config.accessLog, config.accessLogFormat, logger);
+  new ConnectionLimit({
+    perClient: config.maxConnectionsPerClient,
+    isExempt: (address) => clientAddresses.isTrusted(address),
+    onRefused: (address) => {
+      metrics.connectionRefused();
+      logger.debug({ client: address }, 'connection refused: --max-connections-per-client reached');
+    },
+  }).attach(listener);
 
   app.decorateRequest('identity', null);
   app.decorateRequest('clientAddress', '');
+  app.decorateRequest('forwardedFor', '');
   app.decorateRequest('info', null);
   app.decorateRequest('upstream', undefined);
   app.decorateRequest('streamKind', undefined);
   app.decorateRequest('bytesWrittenBefore', 0);
+  app.decorateRequest('bytesOut', 0);
 
   let draining = false;
   app.addHook('onRequest', async (request, reply) => {
     const socket = request.raw.socket;
-    request.clientAddress = socket.remoteAddress ?? '';
+    const address = clientAddresses.resolve(socket.remoteAddress ?? '', request.headers['x-forwarded-for']);
+    request.clientAddress = address.client;
+    request.forwardedFor = address.forwardedFor;
     request.bytesWrittenBefore = socket.bytesWritten;
     if (draining) {
       // A request on a connection that was open before the drain began: send it elsewhere.
@@ -139,7 +181,7 @@ export async function createProxyServer(config: Config, material: Material, logg
       await sendStatus(reply, status);
       return;
     }
-    const outcome = await authenticator.authenticate(socket as TLSSocket, request.headers.authorization);
+    const outcome = await authenticator.authenticate(socket as TLSSocket, request.headers.authorization, request.clientAddress);
     if (outcome.ok) {
       metrics.authenticated(outcome.identity.method, 'success');
       request.identity = outcome.identity;
@@ -164,13 +206,13 @@ export async function createProxyServer(config: Config, material: Material, logg
     void sendStatus(reply, status);
   });
 
-  const headerPolicy = { stripImpersonation: config.stripImpersonationHeaders };
+  const headerPolicy = { allowImpersonation: config.allowImpersonation };
   await registerForwarding(app, { upstream: config.upstreams[0] as URL, dispatcher, headerPolicy, streams, onStreamStart });
 
   // exec, attach, cp, port-forward: Node hands HTTP/1.1 upgrade requests to this event instead
   // of the request handler.
-  const upgrades = new UpgradeProxy({ authenticator, pool, connector: () => connector, headerPolicy, logger, accessLog, metrics });
-  app.server.on('upgrade', upgrades.handle);
+  const upgrades = new UpgradeProxy({ authenticator, clientAddresses, pool, connector: () => connector, headerPolicy, logger, accessLog, metrics });
+  listener.on('upgrade', upgrades.handle);
   // fastify.close() waits for every socket, and a tunnel or a watch can last for hours.
   app.addHook('preClose', async () => {
     streams.endAll();
@@ -188,7 +230,8 @@ export async function createProxyServer(config: Config, material: Material, logg
     streams,
     applyMaterial(next: Material) {
       // New handshakes get the new serving certificate and client CA; open connections keep theirs.
-      app.server.setSecureContext(servingContext(next));
+      listener.setSecureContext(servingContext(config, next));
+      authenticator.setRevocations(next.clientCrl);
       if (next.users) basic?.setUsers(next.users);
       const previous = agent;
       connector = new UpstreamConnector(next.upstream);
@@ -201,10 +244,10 @@ export async function createProxyServer(config: Config, material: Material, logg
       pool.stop();
       // Node closes idle keep-alive connections once, when the server closes; one whose response
       // finishes later (kubectl keeps its connection for 90 s) would hold the drain to its grace.
-      const sweep = setInterval(() => app.server.closeIdleConnections(), 100);
+      const sweep = setInterval(() => connections.closeIdle(), 100);
       const force = setTimeout(() => {
         logger.warn({ graceMs }, 'shutdown grace period over: closing the remaining connections');
-        app.server.closeAllConnections();
+        connections.closeAll();
       }, graceMs);
       force.unref();
       try {
@@ -217,6 +260,22 @@ export async function createProxyServer(config: Config, material: Material, logg
       }
     },
   };
+}
+
+/**
+ * The HTTP/1.1 side of the listener takes its limits from properties of the server, not from
+ * the options an HTTP/2 server is built with: a request's headers must arrive within the header
+ * timeout (checked every connectionsCheckingInterval, 30 s by default, hence the shorter one),
+ * an idle keep-alive connection is closed, and the header block is capped (431).
+ */
+function limitHttp1(server: Http2SecureServer, config: Config): void {
+  const http1 = server as Http2SecureServer & { headersTimeout: number; requestTimeout: number; connectionsCheckingInterval: number; keepAliveTimeout: number; maxHeaderSize: number };
+  http1.headersTimeout = config.requestHeaderTimeoutMs;
+  // Bodies are streamed to the apiserver, which bounds its own requests.
+  http1.requestTimeout = 0;
+  http1.connectionsCheckingInterval = Math.min(1000, Math.max(50, Math.floor(config.requestHeaderTimeoutMs / 4)));
+  http1.keepAliveTimeout = config.keepAliveTimeoutMs;
+  http1.maxHeaderSize = config.maxRequestHeaderBytes;
 }
 
 function statusForFastifyError(error: FastifyError): StatusError {

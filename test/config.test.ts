@@ -26,7 +26,7 @@ t.test('listen addresses, durations and booleans', async (t) => {
   t.equal(parseDuration('authCacheTtl', '500ms'), 500);
   t.equal(parseDuration('authCacheTtl', '2m'), 120_000);
   t.equal(parseDuration('authCacheTtl', 30), 30_000, 'a number is seconds');
-  t.equal(loadConfig({ flags: required, env: { KUBE_FRONT_PROXY_STRIP_IMPERSONATION_HEADERS: 'true' } }).stripImpersonationHeaders, true);
+  t.equal(loadConfig({ flags: required, env: { KUBE_FRONT_PROXY_ALLOW_IMPERSONATION: 'false' } }).allowImpersonation, false);
   t.throws(() => loadConfig({ flags: required, env: { KUBE_FRONT_PROXY_BCRYPT_WORKERS: 'two' } }), /--bcrypt-workers: "two" is not a whole number|KUBE_FRONT_PROXY_BCRYPT_WORKERS: "two" is not a whole number/);
   t.throws(() => loadConfig({ flags: { ...required, upstreams: ['https://a:1/path'] }, env: {} }), /must be scheme:\/\/host:port with no path/);
 });

@@ -9,6 +9,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import t from 'tap';
+import { loadRevocationList } from '../src/auth/crl.js';
+import { readCrl } from '../src/pki/certificates.js';
+import { renewCrl, revokeCertificate, showCrl } from '../src/pki/crl.js';
 import { issueUserCertificate, PKI_INIT_FILES, pkiInit, PkiError } from '../src/pki/init.js';
 
 type TapTest = Parameters<Parameters<typeof t.test>[0]>[0];
@@ -124,6 +127,18 @@ t.test('pki init writes a complete, consistent PKI', async (t) => {
     t.equal(k.asymmetricKeyType, 'ec', `${name}: ECDSA by default`);
     t.match(readFileSync(join(dir, `${name}.key`), 'utf8'), /^-----BEGIN PRIVATE KEY-----/, `${name}.key is PKCS#8`);
   }
+
+  // An empty CRL from the users CA, valid as long as the leaves, ready for --client-crl-file.
+  const crlText = readFileSync(join(dir, 'user-ca.crl'), 'utf8');
+  t.match(crlText, /^-----BEGIN X509 CRL-----\n[\s\S]+\n-----END X509 CRL-----\n$/, 'user-ca.crl is one PEM X509 CRL');
+  const crl = await readCrl(crlText, readFileSync(join(dir, 'user-ca.crt'), 'utf8'));
+  t.equal(crl.signedByCa, true, 'user-ca.crl is signed by the users CA');
+  t.equal(crl.issuer, 'CN=kube-front-proxy-user-ca');
+  t.equal(crl.crlNumber, 1n, 'CRL number 1');
+  t.same(crl.entries, [], 'nothing revoked yet');
+  t.ok(Math.abs((crl.nextUpdate?.getTime() ?? 0) - Date.now() - 30 * DAY_MS) < 5 * 60 * 1000, 'valid for --days');
+  t.equal((await readCrl(crlText, readFileSync(join(dir, 'proxy-ca.crt'), 'utf8'))).signedByCa, false, 'not taken for another CA\'s');
+  t.equal(loadRevocationList(join(dir, 'user-ca.crl'), readFileSync(join(dir, 'user-ca.crt'))).size, 0, 'the proxy accepts it');
 
   const saKey = key(dir, 'sa');
   const saPub = createPublicKey(readFileSync(join(dir, 'sa.pub')));
@@ -298,4 +313,75 @@ t.test('real TLS: proxy cert + user cert authenticate both ways', async (t) => {
   t.equal(client.data, 'hello');
   t.equal(serverSide?.authorized, true, `server accepts the user cert (${serverSide?.error ?? 'no error'})`);
   t.same(serverSide?.subject, { CN: 'alice', O: ['devs', 'ops'] }, 'groups arrive as the O attributes');
+});
+
+t.test('pki revoke / pki crl: the users CA revocation list', async (t) => {
+  const dir = await tempDir(t);
+  await pkiInit({ dir, sans: ['localhost'] });
+  const alice = await issueUserCertificate({ dir, name: 'alice', groups: ['devs'] });
+  const bob = await issueUserCertificate({ dir, name: 'bob', groups: [] });
+  const aliceSerial = new X509Certificate(readFileSync(alice.cert)).serialNumber;
+  const bobSerial = new X509Certificate(readFileSync(bob.cert)).serialNumber;
+  const crlPath = join(dir, 'user-ca.crl');
+  const caPem = readFileSync(join(dir, 'user-ca.crt'), 'utf8');
+
+  const t0 = new Date('2030-01-01T00:00:00Z');
+  const first = await revokeCertificate({ dir, cert: alice.cert, days: 10, now: t0 });
+  t.equal(first.serial, aliceSerial, 'serial as openssl and Node print it');
+  t.equal(first.subject, 'O=devs, CN=alice');
+  t.equal(first.alreadyRevokedAt, undefined);
+  t.equal(first.crlNumber, 2n, 'number bumped from pki init\'s 1');
+  t.same(first.entries, [{ serialNumber: aliceSerial, revocationDate: t0 }]);
+  t.equal(first.nextUpdate?.toISOString(), '2030-01-11T00:00:00.000Z', 'next update now + days');
+  t.equal(mode(crlPath), 0o644, 'CRL mode 0644');
+  t.same(readdirSync(dir).filter((f) => f.endsWith('.tmp')), [], 'no temp files left');
+  const onDisk = await readCrl(readFileSync(crlPath), caPem);
+  t.equal(onDisk.signedByCa, true, 'signed by the users CA');
+  t.same(onDisk.entries.map((e) => e.serialNumber.toUpperCase()), [aliceSerial], 'the file lists the serial');
+
+  // Again: the original date stays, the list is only re-signed; DER input works too.
+  const derCert = join(dir, 'alice.der');
+  await writeFile(derCert, new X509Certificate(readFileSync(alice.cert)).raw);
+  const t1 = new Date('2030-01-05T00:00:00Z');
+  const again = await revokeCertificate({ dir, cert: derCert, now: t1 });
+  t.same(again.alreadyRevokedAt, t0, 'reports the first revocation date');
+  t.equal(again.crlNumber, 3n);
+  t.same(again.entries, [{ serialNumber: aliceSerial, revocationDate: t0 }], 'still one entry, first date');
+  t.equal(again.nextUpdate?.toISOString(), '2031-01-05T00:00:00.000Z', 'default 365 days');
+
+  const second = await revokeCertificate({ dir, cert: bob.cert, now: t1 });
+  t.same(second.entries.map((e) => e.serialNumber), [aliceSerial, bobSerial], 'both listed');
+  const shown = await showCrl(dir);
+  t.same(shown.entries.map((e) => e.serialNumber), [aliceSerial, bobSerial]);
+  t.equal(shown.crlNumber, 4n);
+
+  const renewed = await renewCrl({ dir, days: 2, now: new Date('2030-02-01T00:00:00Z') });
+  t.equal(renewed.crlNumber, 5n, 'renew bumps the number');
+  t.same(renewed.entries, shown.entries, 'renew keeps every entry and date');
+  t.equal(renewed.thisUpdate.toISOString(), '2030-02-01T00:00:00.000Z');
+  t.equal(renewed.nextUpdate?.toISOString(), '2030-02-03T00:00:00.000Z');
+
+  // Refusals: one line each, nothing written.
+  const before = readFileSync(crlPath);
+  await t.rejects(revokeCertificate({ dir, cert: join(dir, 'proxy.crt') }), { name: 'PkiError', message: /proxy\.crt: not issued by the users CA .*user-ca\.crt \(its issuer is CN=kube-front-proxy-ca\)/ }, 'a certificate from another CA');
+  await t.rejects(revokeCertificate({ dir, cert: join(dir, 'nope.crt') }), { name: 'PkiError', message: /nope\.crt: not found/ });
+  await t.rejects(revokeCertificate({ dir, cert: join(dir, 'user-ca.key') }), { name: 'PkiError', message: /user-ca\.key: not a certificate/ });
+  await t.rejects(revokeCertificate({ dir, cert: alice.cert, days: 0 }), { name: 'PkiError' }, 'bad days');
+  t.same(readFileSync(crlPath), before, 'the CRL is untouched');
+
+  // A CRL from another CA in its place is refused, not silently replaced.
+  const other = await tempDir(t);
+  await pkiInit({ dir: other, sans: ['localhost'] });
+  await writeFile(crlPath, readFileSync(join(other, 'user-ca.crl')));
+  await t.rejects(revokeCertificate({ dir, cert: alice.cert }), { name: 'PkiError', message: /user-ca\.crl: not signed by .*user-ca\.crt/ });
+  await t.rejects(showCrl(dir), { name: 'PkiError', message: /not signed by/ });
+  await writeFile(crlPath, 'garbage');
+  await t.rejects(renewCrl({ dir }), { name: 'PkiError', message: /user-ca\.crl: not a CRL/ });
+
+  // No CRL yet (a PKI made before pki init wrote one): revoke creates it; show says how.
+  await rm(crlPath);
+  await t.rejects(showCrl(dir), { name: 'PkiError', message: /user-ca\.crl: not found/ });
+  const fresh = await revokeCertificate({ dir, cert: bob.cert, now: t1 });
+  t.equal(fresh.crlNumber, 1n, 'a new list starts at 1');
+  t.same(fresh.entries.map((e) => e.serialNumber), [bobSerial]);
 });

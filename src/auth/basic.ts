@@ -1,6 +1,8 @@
 // HTTP basic auth against the users file. kubectl sends the password on every request, so a
 // verified credential is remembered for a short time (keyed by an HMAC under a per-process
 // random key, never the password) and bcrypt runs once per credential, not once per request.
+// Failed-login limits (FailureLimiter) are applied here too, because whether a request is a
+// guess depends on the cache: see verify().
 
 import { createHmac, randomBytes } from 'node:crypto';
 import { BcryptOverloadedError, type BcryptPool } from './bcrypt-pool.js';
@@ -9,7 +11,8 @@ import type { AuthFailureReason, Identity } from './identity.js';
 
 export type BasicAuthResult =
   | { ok: true; identity: Identity }
-  | { ok: false; reason: Extract<AuthFailureReason, 'unknown-user' | 'bad-password' | 'overloaded'> };
+  | { ok: false; reason: Extract<AuthFailureReason, 'unknown-user' | 'bad-password' | 'overloaded'> }
+  | { ok: false; reason: 'rate-limited'; retryAfterMs: number };
 
 export interface BasicAuthOptions {
   cacheTtlMs: number;
@@ -17,9 +20,45 @@ export interface BasicAuthOptions {
   now?: () => number;
 }
 
-interface CacheEntry {
-  identity: Identity;
-  expiresAt: number;
+/** Failed-login limits as verify() uses them (FailureLimiter). */
+export interface LoginLimiter {
+  /** Milliseconds until `client` / `user` may log in again; 0 when allowed. */
+  blockedForMs(client: string, user: string): number;
+  /** Before bcrypt: milliseconds to refuse for, or 0 and the check counts as running until finish(). */
+  begin(client: string, user: string): number;
+  finish(client: string, user: string, failed: boolean): void;
+}
+
+/** Clients remembered per verified credential (a user's laptop, CI, a second kubeconfig...). */
+const CLIENTS_PER_CREDENTIAL = 8;
+
+/** A credential bcrypt has verified, and the client addresses that have presented it since. */
+class VerifiedCredential {
+  readonly result: BasicAuthResult;
+  readonly clients: string[];
+
+  constructor(
+    identity: Identity,
+    readonly expiresAt: number,
+    clients: string[],
+  ) {
+    this.result = { ok: true, identity };
+    this.clients = clients;
+  }
+
+  usedFrom(client: string): boolean {
+    return this.clients.includes(client);
+  }
+
+  addClient(client: string): void {
+    if (this.clients.includes(client)) return;
+    if (this.clients.length >= CLIENTS_PER_CREDENTIAL) this.clients.shift();
+    this.clients.push(client);
+  }
+}
+
+function isGuessFailure(result: BasicAuthResult): boolean {
+  return !result.ok && (result.reason === 'bad-password' || result.reason === 'unknown-user');
 }
 
 /** A well-formed bcrypt hash of nothing: comparing against it costs what a real user costs. */
@@ -30,8 +69,11 @@ function decoyHash(cost: number): string {
 export class BasicAuthenticator {
   private table: UserTable;
   private decoy: string;
-  /** Insertion-ordered: the first key is the least recently used. */
-  private readonly cache = new Map<string, CacheEntry>();
+  /**
+   * Insertion-ordered: the first key is the least recently used. Expired entries stay until
+   * re-verified or pushed out: they still say which clients have used the credential.
+   */
+  private readonly cache = new Map<string, VerifiedCredential>();
   /** Concurrent requests with the same credential (kubectl's parallel discovery) share one bcrypt. */
   private readonly inflight = new Map<string, Promise<BasicAuthResult>>();
   private readonly hmacKey = randomBytes(32);
@@ -57,26 +99,68 @@ export class BasicAuthenticator {
     this.generation++;
   }
 
-  verify(username: string, password: string): Promise<BasicAuthResult> {
-    const key = createHmac('sha256', this.hmacKey).update(username).update('\0').update(password).digest('base64');
-    const cached = this.cache.get(key);
-    if (cached) {
-      if (cached.expiresAt > this.now()) {
-        this.cache.delete(key); // re-insert: most recently used goes last
-        this.cache.set(key, cached);
-        return Promise.resolve({ ok: true, identity: cached.identity });
+  /**
+   * Checks a password. With `limiter`, failed logins are limited per `client` and user name,
+   * except for a client that has presented this very credential since bcrypt verified it: that
+   * is the user's own working kubectl, not a guess, and it keeps working while someone else's
+   * guesses lock the name (also past the cache TTL: its re-check runs without the limiter).
+   *
+   * Any other client gets the same answer for the right password as for a wrong one whenever
+   * the limiter refuses: were a cached right password let through while wrong ones get 429,
+   * 429-or-200 would be a free, unlimited oracle for exactly the accounts in active use.
+   */
+  verify(username: string, password: string, client = '', limiter?: LoginLimiter): Promise<BasicAuthResult> {
+    const key = this.keyOf(username, password);
+    const entry = this.cache.get(key);
+    const known = entry !== undefined && entry.usedFrom(client);
+    const limited = limiter !== undefined && !known;
+    if (entry !== undefined && entry.expiresAt > this.now()) {
+      if (limited) {
+        const wait = limiter.blockedForMs(client, username);
+        if (wait > 0) return Promise.resolve(rateLimited(wait));
+        entry.addClient(client);
       }
-      this.cache.delete(key);
+      this.cache.delete(key); // re-insert: most recently used goes last
+      this.cache.set(key, entry);
+      return Promise.resolve(entry.result);
     }
-    let pending = this.inflight.get(key);
-    if (!pending) {
-      pending = this.check(key, username, password).finally(() => this.inflight.delete(key));
-      this.inflight.set(key, pending);
+    const running = this.inflight.get(key);
+    if (running) {
+      // Joining a check of the same credential is no new guess, but it must be refused whenever
+      // a different password would be, or its result would leak through the back door.
+      if (limited) {
+        const wait = limiter.blockedForMs(client, username);
+        if (wait > 0) return Promise.resolve(rateLimited(wait));
+      }
+      return running;
     }
-    return pending;
+    let check: Promise<BasicAuthResult>;
+    if (limited) {
+      const wait = limiter.begin(client, username);
+      if (wait > 0) return Promise.resolve(rateLimited(wait));
+      check = this.check(key, username, password, client).then(
+        (result) => {
+          limiter.finish(client, username, isGuessFailure(result));
+          return result;
+        },
+        (err: unknown) => {
+          limiter.finish(client, username, false);
+          throw err;
+        },
+      );
+    } else {
+      check = this.check(key, username, password, client);
+    }
+    const shared = check.finally(() => this.inflight.delete(key));
+    this.inflight.set(key, shared);
+    return shared;
   }
 
-  private async check(key: string, username: string, password: string): Promise<BasicAuthResult> {
+  private keyOf(username: string, password: string): string {
+    return createHmac('sha256', this.hmacKey).update(username).update('\0').update(password).digest('base64');
+  }
+
+  private async check(key: string, username: string, password: string, client: string): Promise<BasicAuthResult> {
     const generation = this.generation;
     const entry = this.table.users.get(username);
     let match: boolean;
@@ -91,17 +175,27 @@ export class BasicAuthenticator {
     if (!match) return { ok: false, reason: 'bad-password' };
     const identity: Identity = { method: 'basic', user: entry.name, groups: entry.groups, extra: {} };
     if (generation === this.generation && this.options.cacheSize > 0 && this.options.cacheTtlMs > 0) {
-      this.remember(key, identity);
+      return this.remember(key, identity, client).result;
     }
     return { ok: true, identity };
   }
 
-  private remember(key: string, identity: Identity): void {
+  private remember(key: string, identity: Identity, client: string): VerifiedCredential {
+    // A re-verified credential keeps the clients that used it before.
+    const previous = this.cache.get(key);
+    this.cache.delete(key);
     while (this.cache.size >= this.options.cacheSize) {
       const oldest = this.cache.keys().next().value;
       if (oldest === undefined) break;
       this.cache.delete(oldest);
     }
-    this.cache.set(key, { identity, expiresAt: this.now() + this.options.cacheTtlMs });
+    const entry = new VerifiedCredential(identity, this.now() + this.options.cacheTtlMs, previous ? previous.clients : []);
+    entry.addClient(client);
+    this.cache.set(key, entry);
+    return entry;
   }
+}
+
+function rateLimited(waitMs: number): BasicAuthResult {
+  return { ok: false, reason: 'rate-limited', retryAfterMs: waitMs };
 }

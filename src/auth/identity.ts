@@ -22,4 +22,6 @@ export type AuthFailureReason =
   | 'cert-untrusted'
   | 'cert-wrong-usage'
   | 'cert-invalid'
+  | 'cert-revoked'
+  | 'rate-limited'
   | 'overloaded';

@@ -3,7 +3,9 @@
 
 import type { TLSSocket } from 'node:tls';
 import { StatusError, unauthorized } from '../status.js';
-import type { BasicAuthenticator } from './basic.js';
+import type { BasicAuthenticator, BasicAuthResult } from './basic.js';
+import type { RevocationList } from './crl.js';
+import type { FailureLimiter } from './failure-limiter.js';
 import type { AuthFailureReason, AuthMethod, Identity } from './identity.js';
 import { authenticateCertificate } from './x509.js';
 
@@ -24,16 +26,33 @@ export interface AuthenticatorOptions {
   certificates: boolean;
   /** Basic auth, or undefined when no users file is configured. */
   basic: BasicAuthenticator | undefined;
+  /** Revoked client certificates (--client-crl-file), replaced on reload. */
+  revocations: RevocationList | undefined;
+  /** Failed-login limits (--auth-failure-limit), or undefined when off. */
+  failures: FailureLimiter | undefined;
 }
 
 const BAD_CREDENTIALS = 'invalid username or password';
 
 export class Authenticator {
-  constructor(private readonly options: AuthenticatorOptions) {}
+  private revocations: RevocationList | undefined;
 
-  async authenticate(socket: TLSSocket, authorization: string | undefined): Promise<AuthOutcome> {
+  constructor(private readonly options: AuthenticatorOptions) {
+    this.revocations = options.revocations;
+  }
+
+  setRevocations(list: RevocationList | undefined): void {
+    this.revocations = list;
+  }
+
+  /** `clientAddress`: the client as limits see it (the TCP peer unless a trusted proxy vouches). */
+  async authenticate(socket: TLSSocket, authorization: string | undefined, clientAddress: string): Promise<AuthOutcome> {
+    // Certificates are never limited and their failures never counted: a certificate cannot be
+    // guessed (the TLS layer has already checked the signature chain and the key), a refusal
+    // costs no bcrypt, and a user's expired certificate retried by kubectl would otherwise lock
+    // the password users behind the same address out.
     if (this.options.certificates) {
-      const cert = authenticateCertificate(socket);
+      const cert = authenticateCertificate(socket, this.revocations);
       if (cert?.ok) return cert;
       if (cert) return { ok: false, method: 'x509', reason: cert.reason, claimedUser: cert.claimedUser, error: unauthorized(cert.message) };
     }
@@ -49,18 +68,31 @@ export class Authenticator {
     if (!basic) {
       return { ok: false, method: 'basic', reason: 'basic-auth-disabled', claimedUser: credentials.user, error: unauthorized(this.noCredentialsMessage()) };
     }
-    const result = await basic.verify(credentials.user, credentials.password);
+    // Only answered password checks count as failures (basic.verify): a missing or malformed
+    // header guesses nothing (browsers and some clients send none until asked), and an
+    // overloaded check has no verdict, so counting it would lock users out for our own load.
+    const result = await basic.verify(credentials.user, credentials.password, clientAddress, this.options.failures);
     if (result.ok) return result;
-    const error =
-      result.reason === 'overloaded'
-        ? new StatusError('ServiceUnavailable', 'too many logins are being checked; retry shortly', { 'retry-after': '1' })
-        : unauthorized(BAD_CREDENTIALS);
-    return { ok: false, method: 'basic', reason: result.reason, claimedUser: credentials.user, error };
+    return { ok: false, method: 'basic', reason: result.reason, claimedUser: credentials.user, error: failureStatus(result) };
   }
 
   private noCredentialsMessage(): string {
     const ways = [this.options.certificates && 'a client certificate', this.options.basic && 'a username and password'].filter(Boolean);
     return `authentication required: present ${ways.join(' or ')}`;
+  }
+}
+
+function failureStatus(result: Extract<BasicAuthResult, { ok: false }>): StatusError {
+  switch (result.reason) {
+    case 'overloaded':
+      return new StatusError('ServiceUnavailable', 'too many logins are being checked; retry shortly', { 'retry-after': '1' });
+    case 'rate-limited': {
+      const seconds = Math.max(1, Math.ceil(result.retryAfterMs / 1000));
+      // The same words whether the address or the name is locked: which one is nobody's business.
+      return new StatusError('TooManyRequests', `too many failed logins; try again in ${seconds} s`, { 'retry-after': String(seconds) });
+    }
+    default:
+      return unauthorized(BAD_CREDENTIALS);
   }
 }
 

@@ -1,9 +1,11 @@
 // Client-certificate auth, as kube-apiserver's x509 authenticator does it: the certificate must
 // chain to the client CA, be inside its validity period and allow client authentication; then
 // CN is the user name and each O is a group. Node's TLS layer has already verified all of that
-// (the listener requests a certificate without requiring one); here we read its verdict.
+// (the listener requests a certificate without requiring one); here we read its verdict, and
+// check it against --client-crl-file, which Node's TLS layer is not given (see crl.ts).
 
 import type { PeerCertificate, TLSSocket } from 'node:tls';
+import type { RevocationList } from './crl.js';
 import type { AuthFailureReason, Identity } from './identity.js';
 
 export type CertificateAuthResult =
@@ -36,16 +38,39 @@ function failureFor(code: string): { reason: Extract<AuthFailureReason, `cert-${
 }
 
 // The certificate cannot change during a TLS connection (renegotiation is refused), so the
-// verdict is worked out once per connection, not once per request.
-const verdicts = new WeakMap<TLSSocket, CertificateAuthResult | null>();
+// verdict is worked out once per connection, not once per request. Revocation is the exception:
+// a reloaded CRL must reach connections that are already open, so it is looked up again
+// whenever the list is a different one (once per connection per reload); per request that is
+// one identity comparison.
+interface ConnectionVerdict {
+  verdict: CertificateAuthResult | null;
+  /** The list `revoked` was worked out against. */
+  checkedAgainst?: RevocationList | undefined;
+  revoked?: CertificateAuthResult | undefined;
+}
+
+const verdicts = new WeakMap<TLSSocket, ConnectionVerdict>();
 
 /** null: no certificate was presented. */
-export function authenticateCertificate(socket: TLSSocket): CertificateAuthResult | null {
-  const known = verdicts.get(socket);
-  if (known !== undefined) return known;
-  const verdict = inspect(socket);
-  verdicts.set(socket, verdict);
-  return verdict;
+export function authenticateCertificate(socket: TLSSocket, revocations?: RevocationList): CertificateAuthResult | null {
+  let known = verdicts.get(socket);
+  if (known === undefined) {
+    known = { verdict: inspect(socket) };
+    verdicts.set(socket, known);
+  }
+  const verdict = known.verdict;
+  if (!verdict?.ok || revocations === undefined) return verdict;
+  if (known.checkedAgainst !== revocations) {
+    known.checkedAgainst = revocations;
+    known.revoked = revocationVerdict(socket, verdict.identity.user, revocations);
+  }
+  return known.revoked ?? verdict;
+}
+
+function revocationVerdict(socket: TLSSocket, user: string, revocations: RevocationList): CertificateAuthResult | undefined {
+  const cert = socket.getPeerX509Certificate();
+  if (cert === undefined || !revocations.isRevoked(cert)) return undefined;
+  return { ok: false, reason: 'cert-revoked', message: 'client certificate has been revoked', claimedUser: user };
 }
 
 function inspect(socket: TLSSocket): CertificateAuthResult | null {

@@ -1,13 +1,16 @@
 // `kube-front-proxy serve`: every setting as a flag, then start-up, reload and drain.
 
-import { Option, type Command } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import type { FastifyInstance } from 'fastify';
-import { pino, stdTimeFunctions } from 'pino';
-import { createAdminServer } from '../admin.js';
+import cluster from 'node:cluster';
+import { pino, stdTimeFunctions, type Logger } from 'pino';
+import { AggregatorRegistry } from 'prom-client';
+import { createAdminServer, poolReadiness } from '../admin.js';
 import { ConfigError, SETTINGS, envVarName, loadConfig, type Config, type ListenAddress, type RawSettings } from '../config.js';
 import { loadMaterial, type Material } from '../material.js';
-import { fileSignatures, materialFiles, startReloader } from '../reload.js';
+import { fileSignatures, materialFiles, startReloader, type FileSignatures } from '../reload.js';
 import { createProxyServer, type ProxyServer } from '../server.js';
+import { onPrimaryMessage, runSupervisor, tellPrimary } from '../supervisor.js';
 
 export function registerServe(program: Command): void {
   const serve = program
@@ -19,9 +22,9 @@ export function registerServe(program: Command): void {
     const help = `${spec.help} (default: ${spec.defaultText ?? 'none'}; env ${envVarName(spec)})`;
     const option =
       spec.kind === 'boolean'
-        ? new Option(`--${spec.flag} [bool]`, help).argParser((v: string | undefined) => v === undefined || /^(true|1|yes)$/i.test(v))
+        ? new Option(`--${spec.flag} [bool]`, help).argParser(parseBooleanFlag)
         : spec.kind === 'list'
-          ? new Option(`--${spec.flag} <value>`, help).argParser((v: string, previous: string[] | undefined) => [...(previous ?? []), v])
+          ? new Option(`--${spec.flag} <value>`, help).argParser((v: string, previous: string[] | undefined) => [...(previous ?? []), ...splitList(v)])
           : new Option(`--${spec.flag} <value>`, help);
     serve.addOption(option);
   }
@@ -36,6 +39,18 @@ export function registerServe(program: Command): void {
   });
 }
 
+/** List flags repeat or take commas, as kube-apiserver's do (--tls-cipher-suites a,b). */
+function splitList(value: string): string[] {
+  return value.split(',').map((v) => v.trim()).filter(Boolean);
+}
+
+/** `--flag` alone means true; `--flag=false` turns a default-on setting off; anything else is an error. */
+function parseBooleanFlag(value: string | undefined): boolean {
+  if (value === undefined || /^(true|1|yes)$/i.test(value)) return true;
+  if (/^(false|0|no)$/i.test(value)) return false;
+  throw new InvalidArgumentError(`"${value}" is not true or false`);
+}
+
 function camelCase(flag: string): string {
   return flag.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase());
 }
@@ -43,30 +58,69 @@ function camelCase(flag: string): string {
 async function serveCommand(config: Config): Promise<void> {
   // Taken before the files are read, so that a change made during start-up is still seen.
   const baseline = fileSignatures(materialFiles(config));
+  // Read and checked here in the primary too: a bad file stops start-up with one line, once.
   const material = loadMaterial(config);
   // Asynchronous writes: a line per request must not cost a blocking write each (the buffer is
   // flushed before the process exits).
   const destination = pino.destination({ dest: 1, sync: false });
   const logger = pino({ level: config.logLevel, base: { pid: process.pid }, timestamp: stdTimeFunctions.isoTime }, destination);
   process.once('exit', () => destination.flushSync());
+  if (config.workers > 1 && cluster.isPrimary) {
+    await runSupervisor(config, withStartupLevel(logger, config), { listenAdmin: (admin) => listenOrFail(admin, config.adminListen as ListenAddress, '--admin-listen', async () => {}) });
+    return;
+  }
+  await serveProxy(config, material, baseline, logger);
+}
+
+/** The start-up line is printed whatever the log level: it says where and how the proxy runs. */
+function withStartupLevel(logger: Logger, config: Config): Logger {
+  logger.level = 'info';
+  const restore = logger.info.bind(logger);
+  logger.info = ((...args: Parameters<Logger['info']>) => {
+    restore(...args);
+    logger.info = restore;
+    logger.level = config.logLevel;
+  }) as Logger['info'];
+  return logger;
+}
+
+/** One proxy process: the only one (--workers 1) or a worker of the supervisor. */
+async function serveProxy(config: Config, material: Material, baseline: FileSignatures, logger: Logger): Promise<void> {
+  const worker = cluster.isWorker;
   const proxy = await createProxyServer(config, material, logger);
   let draining = false;
-  const admin = config.adminListen ? createAdminServer({ pool: proxy.pool, metrics: proxy.metrics, draining: () => draining }, logger) : undefined;
+  // Workers serve no admin listener: the primary answers for all of them.
+  const admin = config.adminListen && !worker ? createAdminServer({ readiness: () => poolReadiness(proxy.pool), metrics: registryMetrics(proxy), draining: () => draining }, logger) : undefined;
+  if (worker) {
+    // Answer the primary's /metrics requests with this worker's registry (the constructor is
+    // what installs prom-client's worker-side message listener).
+    AggregatorRegistry.setRegistries([proxy.metrics.registry]);
+    new AggregatorRegistry();
+  }
   // fastify logs one "Server listening at" line per interface; ours below says it all once.
   logger.level = 'warn';
-  await listenOrFail(proxy.app, config.listen, '--listen', () => proxy.close(0));
-  if (admin && config.adminListen) await listenOrFail(admin, config.adminListen, '--admin-listen', () => proxy.close(0));
-  // The start-up line is printed whatever the log level: it says where and how the proxy runs.
-  logger.level = 'info';
-  logger.info(startupSummary(config, material, proxy, admin), startupLine(config, material, proxy));
-  logger.level = config.logLevel;
+  try {
+    await listenOrFail(proxy.app, config.listen, '--listen', () => proxy.close(0));
+    if (admin && config.adminListen) await listenOrFail(admin, config.adminListen, '--admin-listen', () => proxy.close(0));
+  } catch (err) {
+    if (!worker || !(err instanceof ConfigError)) throw err;
+    // The primary prints the line, once for all workers.
+    tellPrimary({ kfp: 'listen-error', message: err.message });
+    process.exit(2);
+  }
+  if (worker) {
+    logger.level = config.logLevel;
+    tellPrimary({ kfp: 'listening', line: startupLine(config, material, proxy), summary: startupSummary(config, material, proxy, undefined) });
+  } else {
+    logger.level = 'info';
+    logger.info(startupSummary(config, material, proxy, admin), startupLine(config, material, proxy));
+    logger.level = config.logLevel;
+  }
 
   const reloader = startReloader(config, baseline, (next) => proxy.applyMaterial(next), logger);
-  process.on('SIGHUP', () => reloader.reload('SIGHUP'));
-  // logrotate moved the traffic log: continue in a new file at the configured path.
-  process.on('SIGUSR1', () => proxy.accessLog.reopen());
   const stop = async (signal: string) => {
     if (draining) {
+      if (signal === 'primary') return;
       logger.warn({ signal }, 'second signal: exiting now');
       process.exit(1);
     }
@@ -85,8 +139,25 @@ async function serveCommand(config: Config): Promise<void> {
       process.exit(1);
     }
   };
+  process.on('SIGHUP', () => reloader.reload('SIGHUP'));
+  // logrotate moved the traffic log: continue in a new file at the configured path.
+  process.on('SIGUSR1', () => proxy.accessLog.reopen());
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
+  if (worker) {
+    onPrimaryMessage((message) => {
+      if (message.kfp === 'shutdown') void stop('primary');
+      else if (message.kfp === 'reload') reloader.reload('SIGHUP');
+      else if (message.kfp === 'reopen') proxy.accessLog.reopen();
+      else if (message.kfp === 'readiness') tellPrimary({ kfp: 'readiness', id: message.id, ...poolReadiness(proxy.pool) });
+    });
+    // The primary is gone (killed): nobody hands us connections any more.
+    process.once('disconnect', () => void stop('primary'));
+  }
+}
+
+function registryMetrics(proxy: ProxyServer): () => Promise<{ contentType: string; text: string }> {
+  return async () => ({ contentType: proxy.metrics.registry.contentType, text: await proxy.metrics.registry.metrics() });
 }
 
 async function listenOrFail(app: FastifyInstance, address: ListenAddress, flag: string, cleanup: () => Promise<void>): Promise<void> {

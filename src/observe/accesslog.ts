@@ -14,6 +14,8 @@ export interface AccessRecord {
   user: string;
   groups: string[];
   method: string;
+  /** HTTP/1.1 or HTTP/2.0, as the client spoke it. */
+  protocol: string;
   path: string;
   verb: string;
   apiGroup: string;
@@ -37,6 +39,8 @@ export interface RequestFacts {
   client: string;
   identity: Identity;
   method: string;
+  /** HTTP/1.1 or HTTP/2.0. */
+  protocol: string;
   info: RequestInfo;
   userAgent: string | undefined;
 }
@@ -59,6 +63,7 @@ export function accessRecord(facts: RequestFacts, outcome: Outcome): AccessRecor
     user: identity.user,
     groups: identity.groups,
     method: facts.method,
+    protocol: facts.protocol,
     path: info.path,
     verb: info.verb,
     apiGroup: info.apiGroup,
@@ -130,7 +135,7 @@ export function auditEvent(record: AccessRecord | AuthFailureRecord, now = Date.
 export class AccessLog {
   private constructor(
     /** JSON format: pino, for its level, time and pid fields. */
-    private readonly logger: Pick<Logger, 'info'> | undefined,
+    private readonly logger: Pick<Logger, 'info' | 'debug'> | undefined,
     /** Audit format: bare Events, one per line, straight to the destination. */
     private readonly destination: SonicBoom | undefined,
   ) {}
@@ -139,7 +144,7 @@ export class AccessLog {
    * Lines go to `file` (appended; reopened by reopen() for logrotate) or, without one, to stdout:
    * the JSON format through `fallback` (with the other logs), the audit format on its own.
    */
-  static open(file: string | undefined, format: AccessLogFormat, fallback: Pick<Logger, 'info'>): AccessLog {
+  static open(file: string | undefined, format: AccessLogFormat, fallback: Pick<Logger, 'info' | 'debug'>): AccessLog {
     if (!file && format === 'json') return new AccessLog(fallback, undefined);
     const destination = pino.destination({ dest: file ?? 1, append: true, mkdir: false, sync: false }) as SonicBoom;
     if (format === 'audit') return new AccessLog(undefined, destination);
@@ -152,6 +157,12 @@ export class AccessLog {
   }
 
   authFailure(record: AuthFailureRecord): void {
+    // The failed logins that led to a lockout are logged; the refusals during it (thousands a
+    // second under a flood) only at debug: the authentications_total metric counts them all.
+    if (record.reason === 'rate-limited') {
+      this.logger?.debug(record, 'authentication failed');
+      return;
+    }
     if (this.logger) this.logger.info(record, 'authentication failed');
     else this.destination?.write(`${JSON.stringify(auditEvent(record))}\n`);
   }

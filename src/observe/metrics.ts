@@ -16,6 +16,7 @@ export class ProxyMetrics {
   private readonly duration: Histogram<'verb' | 'resource' | 'code' | 'upstream'>;
   private readonly authentications: Counter<'method' | 'outcome'>;
   private readonly streams: Gauge<'kind'>;
+  private readonly refusedConnections: Counter;
   private readonly resources = new Set<string>();
 
   constructor(pool: UpstreamPool) {
@@ -29,6 +30,7 @@ export class ProxyMetrics {
       registers: [this.registry],
     });
     this.authentications = new Counter({ name: `${PREFIX}authentications_total`, help: 'Authentication results, by method (basic, x509, none) and outcome (success or the failure reason).', labelNames: ['method', 'outcome'], registers: [this.registry] });
+    this.refusedConnections = new Counter({ name: `${PREFIX}connections_refused_total`, help: 'Client connections reset at accept because their address already held --max-connections-per-client.', registers: [this.registry] });
     this.streams = new Gauge({ name: `${PREFIX}open_streams`, help: 'Long-lived requests open now, by kind.', labelNames: ['kind'], registers: [this.registry] });
     new Gauge({
       name: `${PREFIX}upstream_healthy`,
@@ -59,6 +61,10 @@ export class ProxyMetrics {
     const values = { verb: labels.verb || 'none', resource: this.boundedResource(labels.resource), code: String(labels.code), upstream: labels.upstream || 'none' };
     this.requests.inc(values);
     if (seconds !== undefined) this.duration.observe(values, seconds);
+  }
+
+  connectionRefused(): void {
+    this.refusedConnections.inc();
   }
 
   streamOpened(kind: StreamKind): void {

@@ -10,7 +10,7 @@ type AnyRequest = FastifyRequest<RequestGenericInterface, RawServerBase>;
 
 function factsOf(request: AnyRequest): RequestFacts | undefined {
   if (!request.identity || !request.info) return undefined;
-  return { reqId: request.id, client: request.clientAddress, identity: request.identity, method: request.method, info: request.info, userAgent: request.headers['user-agent'] };
+  return { reqId: request.id, client: request.clientAddress, identity: request.identity, method: request.method, protocol: `HTTP/${request.raw.httpVersion}`, info: request.info, userAgent: request.headers['user-agent'] };
 }
 
 /**
@@ -23,9 +23,10 @@ export function observeTraffic(app: FastifyInstance, accessLog: AccessLog, metri
     const facts = factsOf(request);
     if (!facts) return;
     const durationMs = reply.elapsedTime;
-    // One response at a time per HTTP/1.1 connection: the socket's counter moved by exactly this one.
+    // One response at a time per HTTP/1.1 connection: the socket's counter moved by exactly this
+    // one. HTTP/2 multiplexes: forwarding counted the body bytes of this stream.
     const socket = request.raw.socket as Socket | null;
-    const bytesOut = socket ? socket.bytesWritten - request.bytesWrittenBefore : 0;
+    const bytesOut = request.raw.httpVersionMajor === 2 ? request.bytesOut : socket ? socket.bytesWritten - request.bytesWrittenBefore : 0;
     const bytesIn = Number(request.headers['content-length'] ?? 0) || 0;
     if (request.streamKind) metrics.streamClosed(request.streamKind);
     accessLog.request(accessRecord(facts, { status: reply.statusCode, bytesIn, bytesOut, durationMs, upstream: request.upstream, ...(request.streamKind ? { phase: 'end' as const } : {}) }));

@@ -36,6 +36,8 @@ export interface CertificateOptions {
   validityDays?: number;
   /** Default 'ecdsa-p256'. */
   algorithm?: KeyAlgorithm;
+  /** Hex; default 16 random bytes. Set only to reproduce a serial (tests of revocation). */
+  serialNumber?: string;
 }
 
 export interface CertificateAuthorityOptions {
@@ -125,7 +127,7 @@ export async function issueCertificate(
   if (sans.length > 0) extensions.push(new x509.SubjectAlternativeNameExtension(sans));
 
   const cert = await x509.X509CertificateGenerator.create({
-    serialNumber: randomSerial(),
+    serialNumber: opts.serialNumber ?? randomSerial(),
     subject,
     // The issuer must be the CA's subject byte for byte, so reuse its encoded name.
     issuer: caCert.subjectName,
@@ -136,6 +138,93 @@ export async function issueCertificate(
     extensions,
   });
   return { cert: pem(cert), key: await exportKey(keys.privateKey) };
+}
+
+/** OID of the CRL number extension (RFC 5280 5.2.3). */
+export const CRL_NUMBER_OID = '2.5.29.20';
+
+/** One revoked certificate: its serial (hex) and when it was revoked. */
+export interface RevokedEntry {
+  serialNumber: string;
+  revocationDate: Date;
+}
+
+export interface CrlOptions {
+  entries: readonly RevokedEntry[];
+  /** Monotonic: a relying party keeps the CRL with the highest number. */
+  crlNumber: bigint;
+  /** Default now. */
+  thisUpdate?: Date;
+  /** After this the CRL is stale and relying parties (the proxy among them) refuse it. */
+  nextUpdate: Date;
+}
+
+/**
+ * A v2 CRL signed by `ca`, PEM ("X509 CRL"), with the two extensions RFC 5280 requires of a
+ * conforming CRL: the CRL number and the authority key identifier.
+ */
+export async function signCrl(ca: CertificateAndKey, opts: CrlOptions): Promise<string> {
+  const caCert = new x509.X509Certificate(ca.cert);
+  const caKey = await importSigningKey(ca.key);
+  const thisUpdate = opts.thisUpdate ?? new Date();
+  if (opts.nextUpdate.getTime() <= thisUpdate.getTime()) throw new Error('CRL nextUpdate must be later than thisUpdate');
+  const crl = await x509.X509CrlGenerator.create({
+    issuer: caCert.subjectName,
+    thisUpdate,
+    nextUpdate: opts.nextUpdate,
+    signingKey: caKey,
+    signingAlgorithm: signingAlgorithm(caKey),
+    extensions: [new x509.Extension(CRL_NUMBER_OID, false, derInteger(opts.crlNumber)), await authorityKeyIdentifier(caCert)],
+    entries: opts.entries.map((e) => ({ serialNumber: e.serialNumber, revocationDate: e.revocationDate })),
+  });
+  // The library labels it "CRL"; OpenSSL, and most tools, read and write "X509 CRL".
+  return `${x509.PemConverter.encode(crl.rawData, 'X509 CRL')}\n`;
+}
+
+export interface CrlContents {
+  /** "CN=..." */
+  issuer: string;
+  crlNumber: bigint | undefined;
+  thisUpdate: Date;
+  nextUpdate: Date | undefined;
+  /** Serials as hex, as the CRL encodes them. */
+  entries: RevokedEntry[];
+  /** The signature verifies with `caCertPem`'s key and the issuer is its subject. */
+  signedByCa: boolean;
+}
+
+/** Reads a CRL (PEM or DER) and checks it against the CA that should have signed it. */
+export async function readCrl(data: string | Buffer, caCertPem: string): Promise<CrlContents> {
+  const crl = new x509.X509Crl(typeof data === 'string' ? data : new Uint8Array(data));
+  const caCert = new x509.X509Certificate(caCertPem);
+  const numberExtension = crl.getExtension(CRL_NUMBER_OID);
+  const sameIssuer = Buffer.from(crl.issuerName.toArrayBuffer()).equals(Buffer.from(caCert.subjectName.toArrayBuffer()));
+  const signedByCa = sameIssuer && (await crl.verify({ publicKey: caCert }).catch(() => false));
+  return {
+    issuer: crl.issuer,
+    crlNumber: numberExtension ? parseDerInteger(Buffer.from(numberExtension.value)) : undefined,
+    thisUpdate: crl.thisUpdate,
+    nextUpdate: crl.nextUpdate,
+    entries: crl.entries.map((e) => ({ serialNumber: e.serialNumber, revocationDate: e.revocationDate })),
+    signedByCa,
+  };
+}
+
+// A DER INTEGER for a non-negative bigint: minimal big-endian octets, with a 0x00 in front
+// when the top bit is set so it stays positive.
+function derInteger(value: bigint): Uint8Array {
+  if (value < 0n) throw new Error('CRL number must not be negative');
+  let hex = value.toString(16);
+  if (hex.length % 2) hex = `0${hex}`;
+  let body = Buffer.from(hex, 'hex');
+  if ((body[0] ?? 0) & 0x80) body = Buffer.concat([Buffer.from([0]), body]);
+  if (body.length > 20) throw new Error('CRL number is longer than 20 octets');
+  return new Uint8Array(Buffer.concat([Buffer.from([0x02, body.length]), body]));
+}
+
+function parseDerInteger(der: Buffer): bigint | undefined {
+  if (der.length < 3 || der[0] !== 0x02 || der[1] !== der.length - 2 || der.length > 23) return undefined;
+  return BigInt(`0x${der.subarray(2).toString('hex')}`);
 }
 
 function requireName(commonName: string): string {

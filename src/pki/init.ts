@@ -2,11 +2,12 @@
 //
 // The cluster side uses kubeadm's file names (ca, apiserver, front-proxy-ca, front-proxy-client,
 // sa) so the directory can be mounted as /etc/kubernetes/pki; the proxy's own serving CA and
-// certificate and the CA for user client certificates sit next to them.
+// certificate, and the CA for user client certificates with its (empty) revocation list sit
+// next to them.
 //
 // Nothing is written until every key and certificate has been generated, an existing file is
 // never overwritten without `force`, and each file appears atomically (temp file + rename) with
-// its final mode already set: 0600 for keys, 0644 for certificates.
+// its final mode already set: 0600 for keys, 0644 for certificates and the CRL.
 import { generateKeyPair, randomBytes } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
 import { link, lstat, mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
@@ -16,6 +17,7 @@ import { promisify } from 'node:util';
 import {
   createCertificateAuthority,
   issueCertificate,
+  signCrl,
   type CertificateAndKey,
   type KeyAlgorithm,
 } from './certificates.js';
@@ -71,7 +73,10 @@ export const APISERVER_DEFAULT_SANS: readonly string[] = [
   '127.0.0.1',
 ];
 
-/** Base names of the pairs `pkiInit` writes (`.crt` + `.key`), then the service-account pair. */
+/**
+ * Base names of the pairs `pkiInit` writes (`.crt` + `.key`), the user CA's (empty) revocation
+ * list, then the service-account pair.
+ */
 export const PKI_INIT_FILES: readonly string[] = [
   'ca.crt',
   'ca.key',
@@ -87,17 +92,19 @@ export const PKI_INIT_FILES: readonly string[] = [
   'proxy.key',
   'user-ca.crt',
   'user-ca.key',
+  'user-ca.crl',
   'sa.key',
   'sa.pub',
 ];
 
 const DEFAULT_LEAF_DAYS = 365;
 const CA_DAYS = 3650;
-const CERT_MODE = 0o644;
+export const CERT_MODE = 0o644;
 const KEY_MODE = 0o600;
 const DIR_MODE = 0o755;
+const DAY_MS = 24 * 60 * 60 * 1000;
 
-interface PlannedFile {
+export interface PlannedFile {
   path: string;
   content: string;
   mode: number;
@@ -158,11 +165,16 @@ export async function pkiInit(options: PkiInitOptions): Promise<PkiInitResult> {
     ['proxy', proxy],
     ['user-ca', userCa],
   ];
+  // An empty list from day one, so --client-crl-file can point at it before anything is
+  // revoked; it is valid as long as the leaves, and `pki crl --renew` re-signs it.
+  const now = new Date();
+  const userCrl = await signCrl(userCa, { entries: [], crlNumber: 1n, thisUpdate: now, nextUpdate: new Date(now.getTime() + days * DAY_MS) });
   const files: PlannedFile[] = [
     ...pairs.flatMap(([name, pair]) => [
       { path: join(dir, `${name}.crt`), content: pair.cert, mode: CERT_MODE },
       { path: join(dir, `${name}.key`), content: pair.key, mode: KEY_MODE },
     ]),
+    { path: join(dir, 'user-ca.crl'), content: userCrl, mode: CERT_MODE },
     { path: join(dir, 'sa.key'), content: sa.privateKey, mode: KEY_MODE },
     { path: join(dir, 'sa.pub'), content: sa.publicKey, mode: CERT_MODE },
   ];
@@ -239,7 +251,7 @@ function checkGroup(group: string): string {
   return group;
 }
 
-function checkDays(days: number | undefined): number {
+export function checkDays(days: number | undefined): number {
   if (days === undefined) return DEFAULT_LEAF_DAYS;
   if (!Number.isInteger(days) || days < 1) {
     throw new PkiError(`validity days must be a positive integer, got ${String(days)}`);
@@ -300,7 +312,7 @@ async function ensureDir(dir: string): Promise<void> {
   }
 }
 
-async function readPki(path: string): Promise<string> {
+export async function readPki(path: string): Promise<string> {
   try {
     return await readFile(path, 'utf8');
   } catch (err) {
@@ -314,7 +326,7 @@ async function readPki(path: string): Promise<string> {
  * move is a hard link, which fails if the target appeared meanwhile, so nothing is clobbered
  * even by a concurrent run; with `force` it is a rename, replacing the old file atomically.
  */
-async function writeAll(files: readonly PlannedFile[], force: boolean): Promise<void> {
+export async function writeAll(files: readonly PlannedFile[], force: boolean): Promise<void> {
   const temps: string[] = [];
   try {
     for (const file of files) temps.push(await writeTemp(file));
@@ -374,11 +386,11 @@ async function writeTemp(file: PlannedFile): Promise<string> {
   return temp;
 }
 
-function isErrno(err: unknown, code: string): boolean {
+export function isErrno(err: unknown, code: string): boolean {
   return typeof err === 'object' && err !== null && (err as NodeJS.ErrnoException).code === code;
 }
 
-function oneLine(err: unknown): string {
+export function oneLine(err: unknown): string {
   const message = err instanceof Error ? err.message : String(err);
   return message.replace(/\s*\n\s*/g, ' ');
 }

@@ -69,13 +69,15 @@ export async function registerForwarding(app: FastifyInstance, options: ForwardO
         if (!identity) throw new StatusError('InternalError', 'request reached forwarding without an identity');
         // HTTP/2 requests have no joined headers to restore.
         const received = 'headersDistinct' in request.raw ? withRepeatedHeaders(headers, request.raw) : headers;
-        const outgoing: Record<string | symbol, unknown> = upstreamRequestHeaders(received, identity, request.clientAddress, options.headerPolicy);
+        const outgoing: Record<string | symbol, unknown> = upstreamRequestHeaders(received, identity, request.forwardedFor, options.headerPolicy);
         outgoing[kReportUpstream] = (origin: string) => (request.upstream = origin);
         return outgoing as IncomingHttpHeaders;
       },
       rewriteHeaders: (headers) => downstreamResponseHeaders(headers as HeaderRecord) as IncomingHttpHeaders,
       onResponse: (request, reply, upstreamResponse) => {
         const { headers, stream } = upstreamResponse as unknown as { headers: HeaderRecord; stream: Readable };
+        // On HTTP/2 the socket is shared by every stream: count this response's body instead.
+        if (request.raw.httpVersionMajor === 2) stream.on('data', (chunk: Buffer) => (request.bytesOut += chunk.length));
         if (headers['content-length'] !== undefined) {
           void reply.send(stream);
           return;
@@ -85,7 +87,10 @@ export async function registerForwarding(app: FastifyInstance, options: ForwardO
         // Watch() and kubectl wait for the headers before they report the watch as open.
         const raw = reply.raw;
         raw.once('pipe', () => {
-          if (!raw.headersSent && 'flushHeaders' in raw) raw.flushHeaders();
+          if (raw.headersSent) return;
+          // HTTP/2's compatibility response has no flushHeaders(); writeHead sends HEADERS at once.
+          if ('flushHeaders' in raw) raw.flushHeaders();
+          else (raw as { writeHead(status: number): void }).writeHead(raw.statusCode);
         });
         if (!request.info || !isLongRunning(request.info, request.url)) {
           void reply.send(stream);

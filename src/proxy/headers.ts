@@ -8,8 +8,8 @@ export type HeaderRecord = Record<string, string | string[] | undefined>;
 export type OutgoingHeaders = Record<string, string | string[]>;
 
 export interface HeaderPolicy {
-  /** Drop Impersonate-* instead of passing them on for the apiserver to authorize. */
-  stripImpersonation: boolean;
+  /** Pass Impersonate-* on for the apiserver to authorize; false drops them. */
+  allowImpersonation: boolean;
 }
 
 // Hop-by-hop (RFC 9110 §7.6.1) and framing headers: they describe one connection, not the
@@ -29,17 +29,20 @@ export function isIdentityOrCredentialHeader(lowerName: string): boolean {
 }
 
 /**
- * The request headers to send upstream. `incoming` has lower-case names (as Node gives them);
+ * The request headers to send upstream. `forwardedFor` replaces the client's X-Forwarded-For:
+ * the apiserver records it as the audit source IP, so only a trusted proxy's chain may extend it. `incoming` has lower-case names (as Node gives them);
  * repeated headers must already be arrays (see `withRepeatedHeaders`).
  */
-export function upstreamRequestHeaders(incoming: HeaderRecord, identity: Identity, clientAddress: string | undefined, policy: HeaderPolicy): OutgoingHeaders {
+export function upstreamRequestHeaders(incoming: HeaderRecord, identity: Identity, forwardedFor: string | undefined, policy: HeaderPolicy): OutgoingHeaders {
   const out: OutgoingHeaders = {};
   const named = connectionNamedHeaders(incoming.connection);
   for (const [rawName, value] of Object.entries(incoming)) {
     if (value === undefined) continue;
     const name = rawName.toLowerCase();
-    if (HOP_BY_HOP.has(name) || named.has(name) || isIdentityOrCredentialHeader(name)) continue;
-    if (policy.stripImpersonation && name.startsWith('impersonate-')) continue;
+    // HTTP/2 pseudo-headers (:method, :path, :authority, :scheme) describe this hop's request line.
+    if (name.charCodeAt(0) === 0x3a /* : */) continue;
+    if (HOP_BY_HOP.has(name) || named.has(name) || isIdentityOrCredentialHeader(name) || name === 'x-forwarded-for') continue;
+    if (!policy.allowImpersonation && name.startsWith('impersonate-')) continue;
     out[name] = value;
   }
   out['x-remote-user'] = identity.user;
@@ -47,11 +50,7 @@ export function upstreamRequestHeaders(incoming: HeaderRecord, identity: Identit
   for (const [key, values] of Object.entries(identity.extra)) {
     if (values.length > 0) out[`x-remote-extra-${escapeExtraKey(key)}`] = [...values];
   }
-  const forwarded = incoming['x-forwarded-for'];
-  if (clientAddress) {
-    const previous = Array.isArray(forwarded) ? forwarded.join(', ') : forwarded;
-    out['x-forwarded-for'] = previous ? `${previous}, ${clientAddress}` : clientAddress;
-  }
+  if (forwardedFor) out['x-forwarded-for'] = forwardedFor;
   return out;
 }
 
@@ -62,6 +61,8 @@ export function downstreamResponseHeaders(incoming: HeaderRecord): OutgoingHeade
   for (const [rawName, value] of Object.entries(incoming)) {
     if (value === undefined) continue;
     const name = rawName.toLowerCase();
+    // HTTP/2 pseudo-headers (:method, :path, :authority, :scheme) describe this hop's request line.
+    if (name.charCodeAt(0) === 0x3a /* : */) continue;
     if (HOP_BY_HOP.has(name) || named.has(name)) continue;
     out[name] = value;
   }
@@ -99,7 +100,8 @@ export function withRepeatedHeaders(headers: HeaderRecord, received: ReceivedHea
   let out: HeaderRecord | undefined;
   for (const [name, values] of Object.entries(received.headersDistinct)) {
     if (values === undefined) continue;
-    if (values.length < 2 || SINGLE_VALUED.has(name) || headers[name] === undefined) continue;
+    // hasOwn, not `headers[name]`: a header named "constructor" must not find Object.prototype's.
+    if (values.length < 2 || SINGLE_VALUED.has(name) || !Object.hasOwn(headers, name)) continue;
     out ??= { ...headers };
     out[name] = values;
   }

@@ -10,6 +10,7 @@ import { request as httpRequest, type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import type { FastifyBaseLogger } from 'fastify';
+import type { ClientAddressResolver } from '../auth/client-address.js';
 import type { Authenticator } from '../auth/index.js';
 import { accessRecord, type AccessLog, type RequestFacts } from '../observe/accesslog.js';
 import type { ProxyMetrics, StreamKind } from '../observe/metrics.js';
@@ -23,6 +24,7 @@ import { downstreamResponseHeaders, upstreamRequestHeaders, withRepeatedHeaders,
 
 export interface UpgradeOptions {
   authenticator: Authenticator;
+  clientAddresses: ClientAddressResolver;
   pool: UpstreamPool;
   /** The current connector: replaced when the front-proxy certificate or upstream CA is reloaded. */
   connector: () => UpstreamConnector;
@@ -79,11 +81,11 @@ export class UpgradeProxy {
   private async proxy(req: IncomingMessage, client: Duplex, head: Buffer, record: TunnelRecord): Promise<void> {
     const started = performance.now();
     const reqId = randomUUID();
-    const clientAddress = (client as TLSSocket).remoteAddress ?? '';
+    const { client: clientAddress, forwardedFor } = this.options.clientAddresses.resolve((client as TLSSocket).remoteAddress ?? '', req.headers['x-forwarded-for']);
     const method = req.method ?? 'GET';
     const url = req.url ?? '/';
     const { accessLog, metrics } = this.options;
-    const outcome = await this.options.authenticator.authenticate(client as TLSSocket, req.headers.authorization);
+    const outcome = await this.options.authenticator.authenticate(client as TLSSocket, req.headers.authorization, clientAddress);
     if (!outcome.ok) {
       metrics.authenticated(outcome.method ?? 'none', outcome.reason);
       accessLog.authFailure({ reqId, client: clientAddress, auth: outcome.method ?? 'none', reason: outcome.reason, claimedUser: outcome.claimedUser, method, path: pathOf(url), status: outcome.error.code, userAgent: req.headers['user-agent'] ?? '' });
@@ -94,10 +96,10 @@ export class UpgradeProxy {
     if (client.destroyed) return;
     const identity = outcome.identity;
     const { pool, connector, headerPolicy } = this.options;
-    const facts: RequestFacts = { reqId, client: clientAddress, identity, method, info: requestInfo(method, url), userAgent: req.headers['user-agent'] };
+    const facts: RequestFacts = { reqId, client: clientAddress, identity, method, protocol: `HTTP/${req.httpVersion}`, info: requestInfo(method, url), userAgent: req.headers['user-agent'] };
     const kind = streamKindOf(facts.info.subresource);
 
-    const headers = upstreamRequestHeaders(withRepeatedHeaders(req.headers, req), identity, clientAddress, headerPolicy);
+    const headers = upstreamRequestHeaders(withRepeatedHeaders(req.headers, req), identity, forwardedFor, headerPolicy);
     // The one hop-by-hop pair that must cross: it is the request.
     headers.connection = 'Upgrade';
     headers.upgrade = req.headers.upgrade ?? '';

@@ -20,7 +20,7 @@
 // followed by closing the connection.
 import { createHash, randomUUID, X509Certificate } from 'node:crypto';
 import { ServerResponse, type IncomingMessage } from 'node:http';
-import { createServer } from 'node:https';
+import { createSecureServer } from 'node:http2';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
@@ -83,6 +83,8 @@ export interface SeenRequest {
   user: UserInfo | null;
   /** CN of the TLS client certificate, whether or not it verified. */
   peerCN: string | null;
+  /** "1.1" or "2.0": what the client (the proxy) chose. */
+  httpVersion?: string;
   bodyBytes: number;
   bodySha256: string;
 }
@@ -723,7 +725,9 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     return pods;
   };
 
-  const server = createServer({
+  // ALPN offers h2 and http/1.1, as kube-apiserver does.
+  const server = createSecureServer({
+    allowHTTP1: true,
     cert: opts.cert,
     key: opts.key,
     ca: clientCA ? [opts.requestHeaderCA, opts.clientCA!] : [opts.requestHeaderCA],
@@ -738,7 +742,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   // A client that resets mid-handshake must not crash the test process.
   server.on('tlsClientError', () => {});
 
-  server.on('request', (req: IncomingMessage, res: ServerResponse) => handle(req, res, null));
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => handle(req as IncomingMessage, res as ServerResponse, null));
 
   // Upgrade requests go through the same authentication, recording and routing; `res` writes an
   // ordinary response (then closes the connection) unless a handler switches protocols.
@@ -780,6 +784,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
         authn: auth.authn,
         user: auth.user,
         peerCN: peer?.cn ?? null,
+        httpVersion: req.httpVersion,
         bodyBytes,
         bodySha256: hash.digest('hex'),
       });

@@ -67,6 +67,8 @@ export function proxySettings(pki: TestPki, options: ProxyFlagOptions): RawSetti
     upstreamCaFile: pki.path('cluster-ca', 'crt'),
     proxyClientCertFile: pki.path('front-proxy-client', 'crt'),
     proxyClientKeyFile: pki.path('front-proxy-client', 'key'),
+    // One process (no --workers supervisor): tests read its pid, memory and descriptors.
+    workers: 1,
     bcryptWorkers: 1,
     // Tests run many proxies at once: no fixed admin port.
     adminListen: '127.0.0.1:0',

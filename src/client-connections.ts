@@ -1,0 +1,55 @@
+// The client connections of the user-facing listener, for a graceful drain. The listener speaks
+// HTTP/2 and HTTP/1.1 (ALPN), and Node's closeIdleConnections() exists only on an HTTP/1 server,
+// so we keep the books: an HTTP/1.1 connection is idle between requests and is closed then; an
+// HTTP/2 session gets GOAWAY (its open streams finish, no new ones start).
+
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Http2SecureServer, Http2ServerRequest, ServerHttp2Session } from 'node:http2';
+import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+
+export class ClientConnections {
+  /** HTTP/1.1 connections and how many responses each has in flight. */
+  private readonly http1 = new Map<Socket, number>();
+  private readonly sessions = new Set<ServerHttp2Session>();
+
+  attach(server: Http2SecureServer): void {
+    server.on('secureConnection', (socket: TLSSocket) => {
+      if (socket.alpnProtocol === 'h2') return; // counted as a session
+      this.http1.set(socket, 0);
+      socket.once('close', () => this.http1.delete(socket));
+    });
+    server.on('session', (session: ServerHttp2Session) => {
+      this.sessions.add(session);
+      session.once('close', () => this.sessions.delete(session));
+    });
+    server.on('request', (req: IncomingMessage | Http2ServerRequest, res: ServerResponse) => {
+      if (req.httpVersionMajor !== 1) return;
+      const socket = req.socket as Socket;
+      const inFlight = this.http1.get(socket);
+      if (inFlight === undefined) return;
+      this.http1.set(socket, inFlight + 1);
+      res.once('close', () => {
+        const now = this.http1.get(socket);
+        if (now !== undefined) this.http1.set(socket, Math.max(0, now - 1));
+      });
+    });
+    // An upgraded connection belongs to its tunnel from now on (the upgrade proxy ends those).
+    server.on('upgrade', (_req: IncomingMessage, socket: Socket) => this.http1.delete(socket));
+  }
+
+  get open(): number {
+    return this.http1.size + this.sessions.size;
+  }
+
+  /** HTTP/1.1 connections between requests are closed; HTTP/2 sessions get GOAWAY. */
+  closeIdle(): void {
+    for (const [socket, inFlight] of this.http1) if (inFlight === 0) socket.destroy();
+    for (const session of this.sessions) if (!session.closed) session.close();
+  }
+
+  closeAll(): void {
+    for (const socket of this.http1.keys()) socket.destroy();
+    for (const session of this.sessions) session.destroy();
+  }
+}
