@@ -108,18 +108,7 @@ export async function createProxyServer(config: Config, material: Material, logg
       requestCert: material.clientCa !== undefined,
       rejectUnauthorized: false,
     },
-    clientErrorHandler: (err: Error & { code?: string }, socket: Socket) => {
-      // Malformed HTTP from a client: answer a Status if the socket can still take it, never throw.
-      if (socket.writable && err.code !== 'ECONNRESET') {
-        const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
-        const status = tooLarge
-          ? new StatusError('RequestHeaderFieldsTooLarge', 'request headers too large')
-          : new StatusError('BadRequest', `malformed HTTP request (${err.code ?? 'parse error'})`);
-        socket.end(statusResponseBytes(status));
-      } else {
-        socket.destroy();
-      }
-    },
+    clientErrorHandler: (err: Error & { code?: string }, socket: Socket) => answerClientError(err, socket),
   });
   // One server object, two protocols: handlers see Http2ServerRequest or IncomingMessage, both
   // with the fields used here (headers, method, url, socket.remoteAddress, httpVersionMajor).
@@ -260,6 +249,28 @@ export async function createProxyServer(config: Config, material: Material, logg
       }
     },
   };
+}
+
+/**
+ * Bytes a client sent that never made a request: malformed HTTP, headers too large or too slow,
+ * a TLS handshake that failed or never finished. Answered with a Status where an HTTP answer can
+ * still be written, and the connection always released: end() alone would wait for a client
+ * that may never read, and a write behind a stalled handshake never leaves.
+ */
+function answerClientError(err: Error & { code?: string }, socket: Socket): void {
+  const code = err.code ?? '';
+  if (!socket.writable || code === 'ECONNRESET' || code.startsWith('ERR_TLS_') || code.startsWith('ERR_SSL_')) {
+    socket.destroy();
+    return;
+  }
+  const status =
+    code === 'HPE_HEADER_OVERFLOW'
+      ? new StatusError('RequestHeaderFieldsTooLarge', 'request headers too large')
+      : code === 'ERR_HTTP_REQUEST_TIMEOUT' || code === 'HPE_HEADER_TIMEOUT'
+        ? new StatusError('RequestTimeout', 'request headers not received in time (--request-header-timeout)')
+        : new StatusError('BadRequest', `malformed HTTP request (${code || 'parse error'})`);
+  socket.write(statusResponseBytes(status));
+  socket.destroySoon();
 }
 
 /**

@@ -10,6 +10,7 @@ export type StatusReason =
   | 'Forbidden'
   | 'NotFound'
   | 'MethodNotAllowed'
+  | 'RequestTimeout'
   | 'RequestEntityTooLarge'
   | 'RequestHeaderFieldsTooLarge'
   | 'TooManyRequests'
@@ -24,6 +25,8 @@ const codeForReason: Record<StatusReason, number> = {
   Forbidden: 403,
   NotFound: 404,
   MethodNotAllowed: 405,
+  // Not one of Kubernetes' reasons (nor is 431's): said for a client too slow to send its headers.
+  RequestTimeout: 408,
   RequestEntityTooLarge: 413,
   RequestHeaderFieldsTooLarge: 431,
   TooManyRequests: 429,

@@ -116,6 +116,12 @@ export async function registerForwarding(app: FastifyInstance, options: ForwardO
         void reply.send(body);
       },
       onError: (reply, { error }) => {
+        if ((reply.request.raw as { aborted?: boolean }).aborted === true) {
+          // The client hung up (or sent a body its parser refused): nobody to answer, no apiserver to blame.
+          reply.request.log.debug({ err: error.cause ?? error }, 'client went away before the response');
+          reply.raw.destroy();
+          return;
+        }
         const failure = upstreamFailure(error);
         reply.request.log.warn({ err: error.cause ?? error }, failure.message);
         void sendStatus(reply, failure);

@@ -31,6 +31,15 @@ interface Handler {
   onBodySent?: (chunk: unknown) => void;
 }
 
+/**
+ * The request body failed because its client went away or sent bytes the parser refused: Node
+ * marks such a request `aborted` (HTTP/1.1 and HTTP/2 alike) before the body errors, while a body
+ * undici destroys over an upstream failure is not. Not the apiserver's fault.
+ */
+function clientAborted(body: unknown): boolean {
+  return (body as { aborted?: unknown } | null | undefined)?.aborted === true;
+}
+
 function hasNoBody(body: unknown): boolean {
   return body === undefined || body === null || body === '' || (Buffer.isBuffer(body) && body.length === 0);
 }
@@ -89,7 +98,7 @@ export class PoolDispatcher extends Dispatcher {
         // Which apiserver failed, for the Status message and the log.
         Object.defineProperty(err, 'upstream', { value: target.origin, configurable: true });
         const code = errorCode(err);
-        if (!responded && isConnectionFailure(code)) {
+        if (!responded && isConnectionFailure(code) && !clientAborted(options.body)) {
           this.pool.eject(target, `${code}: ${err.message}`);
           // Nothing the apiserver answered reached the client yet, and a bodiless GET, HEAD or
           // OPTIONS changes nothing when sent twice (a stale keep-alive reset included).
