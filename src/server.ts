@@ -100,6 +100,9 @@ export async function createProxyServer(config: Config, material: Material, logg
     https: {
       ...servingContext(config, material),
       allowHTTP1: true,
+      // Node's HTTP/1 server turns Nagle off; a TLS server (which the HTTP/2 one is) does not,
+      // and a response written in several pieces then waits out the client's delayed ACK (~40 ms).
+      noDelay: true,
       // A slow client (slowloris) gets this long for its TLS handshake; see below for headers.
       handshakeTimeout: config.requestHeaderTimeoutMs,
       settings: { maxConcurrentStreams: config.http2MaxStreamsPerConnection, maxHeaderListSize: config.maxRequestHeaderBytes },
