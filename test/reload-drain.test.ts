@@ -110,7 +110,8 @@ async function standIn(t: Tap, allowedNames?: string[]): Promise<ApiServer> {
 }
 
 async function proxyOn(t: Tap, files: MaterialFiles, upstream: string, extra: string[] = []): Promise<ProxyProcess> {
-  const proxy = await startProxy(flagsFor(files, upstream, extra));
+  // These tests poll for a user the next reload adds: the failed-login limit would lock them out.
+  const proxy = await startProxy(flagsFor(files, upstream, ['--auth-failure-limit', '0', ...extra]));
   t.teardown(() => proxy.stop('SIGKILL'));
   return proxy;
 }

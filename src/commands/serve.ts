@@ -6,6 +6,7 @@ import cluster from 'node:cluster';
 import { pino, stdTimeFunctions, type Logger } from 'pino';
 import { AggregatorRegistry } from 'prom-client';
 import { createAdminServer, poolReadiness } from '../admin.js';
+import { batchedDestination } from '../observe/destination.js';
 import { ConfigError, SETTINGS, envVarName, loadConfig, type Config, type ListenAddress, type RawSettings } from '../config.js';
 import { loadMaterial, type Material } from '../material.js';
 import { fileSignatures, materialFiles, startReloader, type FileSignatures } from '../reload.js';
@@ -60,9 +61,9 @@ async function serveCommand(config: Config): Promise<void> {
   const baseline = fileSignatures(materialFiles(config));
   // Read and checked here in the primary too: a bad file stops start-up with one line, once.
   const material = loadMaterial(config);
-  // Asynchronous writes: a line per request must not cost a blocking write each (the buffer is
-  // flushed before the process exits).
-  const destination = pino.destination({ dest: 1, sync: false });
+  // Asynchronous, batched writes: a line per request must not cost a blocking write each (the
+  // buffer is flushed before the process exits).
+  const destination = batchedDestination({ dest: 1 });
   const logger = pino({ level: config.logLevel, base: { pid: process.pid }, timestamp: stdTimeFunctions.isoTime }, destination);
   process.once('exit', () => destination.flushSync());
   if (config.workers > 1 && cluster.isPrimary) {

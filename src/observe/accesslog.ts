@@ -5,6 +5,7 @@
 
 import { pino, stdTimeFunctions, type Logger } from 'pino';
 import type { AuthFailureReason, AuthMethod, Identity } from '../auth/identity.js';
+import { batchedDestination } from './destination.js';
 import type { RequestInfo } from './requestinfo.js';
 
 export interface AccessRecord {
@@ -132,28 +133,54 @@ export function auditEvent(record: AccessRecord | AuthFailureRecord, now = Date.
   };
 }
 
+/**
+ * One request line, exactly as pino would write `logger.info(record, 'request')` (level, time,
+ * pid, the record's fields in order, msg), built by hand: pino's generic serializer walks the
+ * object and cost about 18 µs of the ~75 µs the proxy spends on a small request.
+ */
+export function requestLine(record: AccessRecord, pid: number, time = new Date()): string {
+  const q = JSON.stringify;
+  return (
+    `{"level":30,"time":"${time.toISOString()}","pid":${pid},"reqId":${q(record.reqId)},"client":${q(record.client)},"auth":${q(record.auth)},` +
+    `"user":${q(record.user)},"groups":${q(record.groups)},"method":${q(record.method)},"protocol":${q(record.protocol)},"path":${q(record.path)},` +
+    `"verb":${q(record.verb)},"apiGroup":${q(record.apiGroup)},"apiVersion":${q(record.apiVersion)},"resource":${q(record.resource)},` +
+    `"subresource":${q(record.subresource)},"namespace":${q(record.namespace)},"name":${q(record.name)},"status":${record.status},` +
+    `"bytesIn":${record.bytesIn},"bytesOut":${record.bytesOut},"durationMs":${record.durationMs},"upstream":${q(record.upstream)},` +
+    `"userAgent":${q(record.userAgent)}${record.phase ? `,"phase":${q(record.phase)}` : ''},"msg":"request"}\n`
+  );
+}
+
+const INFO = pino.levels.values.info as number;
+
+type JsonLogger = Pick<Logger, 'info' | 'debug' | 'level'>;
+
 export class AccessLog {
   private constructor(
-    /** JSON format: pino, for its level, time and pid fields. */
-    private readonly logger: Pick<Logger, 'info' | 'debug'> | undefined,
-    /** Audit format: bare Events, one per line, straight to the destination. */
+    /** JSON format: pino, for authentication failures and the level that turns request lines off. */
+    private readonly logger: JsonLogger | undefined,
+    /** Where lines go: the file's, or the stdout destination shared with the other logs. */
     private readonly destination: SonicBoom | undefined,
+    private readonly format: AccessLogFormat,
+    /** False for stdout shared with the other logs: its owner reopens nothing and flushes at exit. */
+    private readonly ownsDestination: boolean,
   ) {}
 
   /**
    * Lines go to `file` (appended; reopened by reopen() for logrotate) or, without one, to stdout:
-   * the JSON format through `fallback` (with the other logs), the audit format on its own.
+   * the JSON format through `fallback`'s destination (with the other logs), the audit format on
+   * its own.
    */
-  static open(file: string | undefined, format: AccessLogFormat, fallback: Pick<Logger, 'info' | 'debug'>): AccessLog {
-    if (!file && format === 'json') return new AccessLog(fallback, undefined);
-    const destination = pino.destination({ dest: file ?? 1, append: true, mkdir: false, sync: false }) as SonicBoom;
-    if (format === 'audit') return new AccessLog(undefined, destination);
-    return new AccessLog(pino({ base: { pid: process.pid }, timestamp: stdTimeFunctions.isoTime }, destination), destination);
+  static open(file: string | undefined, format: AccessLogFormat, fallback: JsonLogger): AccessLog {
+    if (!file && format === 'json') return new AccessLog(fallback, (fallback as unknown as Record<symbol, SonicBoom>)[pino.symbols.streamSym], format, false);
+    const destination = batchedDestination({ dest: file ?? 1, append: true, mkdir: false }) as SonicBoom;
+    if (format === 'audit') return new AccessLog(undefined, destination, format, true);
+    return new AccessLog(pino({ base: { pid: process.pid }, timestamp: stdTimeFunctions.isoTime }, destination), destination, format, true);
   }
 
   request(record: AccessRecord): void {
-    if (this.logger) this.logger.info(record, 'request');
-    else this.destination?.write(`${JSON.stringify(auditEvent(record))}\n`);
+    if (this.format === 'audit') this.destination?.write(`${JSON.stringify(auditEvent(record))}\n`);
+    // --log-level warn (or above) turns request lines off, as it did when pino wrote them.
+    else if (this.logger && (pino.levels.values[this.logger.level] ?? 0) <= INFO) this.destination?.write(requestLine(record, process.pid));
   }
 
   authFailure(record: AuthFailureRecord): void {
@@ -163,16 +190,18 @@ export class AccessLog {
       this.logger?.debug(record, 'authentication failed');
       return;
     }
-    if (this.logger) this.logger.info(record, 'authentication failed');
+    if (this.format === 'json') this.logger?.info(record, 'authentication failed');
     else this.destination?.write(`${JSON.stringify(auditEvent(record))}\n`);
   }
 
   /** After logrotate moved the file (SIGUSR1): continue in a new file at the same path. */
   reopen(): void {
-    this.destination?.reopen();
+    if (this.ownsDestination) this.destination?.reopen();
   }
 
   close(): void {
+    // The shared stdout destination is flushed by its owner when the process exits.
+    if (!this.ownsDestination) return;
     try {
       this.destination?.flushSync();
     } catch {
