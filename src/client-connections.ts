@@ -1,7 +1,9 @@
-// The client connections of the user-facing listener, for a graceful drain. The listener speaks
-// HTTP/2 and HTTP/1.1 (ALPN), and Node's closeIdleConnections() exists only on an HTTP/1 server,
-// so we keep the books: an HTTP/1.1 connection is idle between requests and is closed then; an
-// HTTP/2 session gets GOAWAY (its open streams finish, no new ones start).
+// The client connections of the user-facing listener, for a graceful drain and idle timeouts.
+// The listener speaks HTTP/2 and HTTP/1.1 (ALPN), and Node's closeIdleConnections() exists only
+// on an HTTP/1 server, so we keep the books: an HTTP/1.1 connection is idle between requests and
+// is closed then; an HTTP/2 session gets GOAWAY (its open streams finish, no new ones start).
+// An HTTP/2 session is idle only when no stream is open: a quiet watch (client-go keeps dozens
+// on one connection) is not idleness, whatever the traffic on the wire.
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2SecureServer, Http2ServerRequest, ServerHttp2Session } from 'node:http2';
@@ -9,6 +11,9 @@ import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 
 export class ClientConnections {
+  /** `idleTimeoutMs`: an HTTP/2 session with no open stream gets GOAWAY after this (--keep-alive-timeout). */
+  constructor(private readonly idleTimeoutMs: number) {}
+
   /** HTTP/1.1 connections and how many responses each has in flight. */
   private readonly http1 = new Map<Socket, number>();
   private readonly sessions = new Set<ServerHttp2Session>();
@@ -21,7 +26,26 @@ export class ClientConnections {
     });
     server.on('session', (session: ServerHttp2Session) => {
       this.sessions.add(session);
-      session.once('close', () => this.sessions.delete(session));
+      let open = 0;
+      let idle: NodeJS.Timeout | undefined;
+      const arm = () => {
+        idle = setTimeout(() => {
+          if (open === 0 && !session.closed) session.close();
+        }, this.idleTimeoutMs);
+        idle.unref();
+      };
+      session.on('stream', (stream) => {
+        open++;
+        clearTimeout(idle);
+        stream.once('close', () => {
+          if (--open === 0 && !session.closed) arm();
+        });
+      });
+      session.once('close', () => {
+        clearTimeout(idle);
+        this.sessions.delete(session);
+      });
+      arm();
     });
     server.on('request', (req: IncomingMessage | Http2ServerRequest, res: ServerResponse) => {
       if (req.httpVersionMajor !== 1) return;

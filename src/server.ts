@@ -97,7 +97,9 @@ export async function createProxyServer(config: Config, material: Material, logg
     // HTTP/2 and HTTP/1.1 on one port, by ALPN: kubectl and client-go multiplex over HTTP/2;
     // upgrades (exec, attach, port-forward) arrive over HTTP/1.1, which kubectl then picks.
     http2: true,
-    http2SessionTimeout: config.keepAliveTimeoutMs,
+    // Off: fastify's would GOAWAY a session whose only streams are quiet watches. ClientConnections
+    // closes sessions that have no open stream instead.
+    http2SessionTimeout: 0,
     // While draining we answer ourselves, with a Status (fastify's own 503 is not one).
     return503OnClosing: false,
     https: {
@@ -122,7 +124,7 @@ export async function createProxyServer(config: Config, material: Material, logg
   const listener = http2App.server;
 
   limitHttp1(listener, config);
-  const connections = new ClientConnections();
+  const connections = new ClientConnections(config.keepAliveTimeoutMs);
   connections.attach(listener);
 
   const bcrypt = new BcryptPool(config.bcryptWorkers, config.bcryptQueueLimit);

@@ -142,3 +142,35 @@ t.test('drain: an HTTP/2 client gets GOAWAY and the proxy exits without waiting 
   t.pass('the session got GOAWAY');
   session.destroy();
 });
+
+t.test('an idle HTTP/2 session is closed after --keep-alive-timeout; one holding a quiet watch is not', async (t) => {
+  const own = await startStack(t, { pki, flags: ['--keep-alive-timeout', '1s'] });
+  const connectTo = () =>
+    new Promise<ClientHttp2Session>((resolve, reject) => {
+      const s = connect(own.proxy.url, { ca: pki.pem['proxy-ca'].cert, servername: 'localhost', cert: pki.pem['user-alice'].cert, key: pki.pem['user-alice'].key });
+      s.once('connect', () => resolve(s));
+      s.once('error', reject);
+    });
+  const idle = await connectTo();
+  const watching = await connectTo();
+  t.teardown(() => {
+    idle.destroy();
+    watching.destroy();
+  });
+  let idleGoaway = 0;
+  let watchingGoaway = 0;
+  idle.on('goaway', () => (idleGoaway = Date.now()));
+  watching.on('goaway', () => (watchingGoaway = Date.now()));
+  const opened = Date.now();
+  t.equal((await get(idle, '/test/identity')).status, 200);
+  const watch = watching.request({ ':method': 'GET', ':path': '/api/v1/namespaces/default/pods?watch=1' });
+  await new Promise((resolve) => watch.once('response', resolve));
+  watch.resume();
+  await new Promise((r) => setTimeout(r, 2500));
+  t.ok(idleGoaway > 0 && idleGoaway - opened < 2500, `the idle session got GOAWAY (${idleGoaway - opened} ms after opening)`);
+  t.equal(watchingGoaway, 0, 'the session with a quiet watch open did not, 2.5 s later');
+  const ended = Date.now();
+  watch.close(constants.NGHTTP2_CANCEL);
+  await new Promise((r) => setTimeout(r, 1800));
+  t.ok(watchingGoaway > 0, `once its last stream ended it did too (${watchingGoaway - ended} ms later)`);
+});
