@@ -33,7 +33,7 @@ import { runNginxScenarios } from './nginx.js';
 import { PAYLOAD_PATH } from './payload.js';
 import { runWatchScenarios, watchMarkdown, watchSetupLines, watchTextTable, watchVerdicts, type WatchRow } from './watches.js';
 import { tunnelThroughput } from './tunnel.js';
-import { cpuSeconds, installCleanup, machineBusySeconds, spawnNode, waitForJsonLine, type Child } from './processes.js';
+import { cpuSeconds, installCleanup, treeCpuSeconds, machineBusySeconds, spawnNode, waitForJsonLine, type Child } from './processes.js';
 import { markdown, textTable, times, type Ratio, type Row } from './report.js';
 
 /** A small authorized JSON GET (one Pod, ~700 bytes): the proxy's overhead, not the payload, dominates. */
@@ -183,7 +183,7 @@ interface Measurement {
 
 /** Cumulative CPU seconds of our three processes and of the whole machine. */
 function cpuCounters(proxy: Server, standin: Server) {
-  return { proxy: cpuSeconds(proxy.pid), standin: cpuSeconds(standin.pid), loadgen: cpuSeconds(process.pid), machine: machineBusySeconds() };
+  return { proxy: treeCpuSeconds(proxy.pid), standin: cpuSeconds(standin.pid), loadgen: cpuSeconds(process.pid), machine: machineBusySeconds() };
 }
 
 /** Runs one scenario and the CPU each process used inside its measured window. */

@@ -4,7 +4,7 @@
 
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -103,6 +103,39 @@ export function cpuSeconds(pid: number): number {
   // utime field 14, stime field 15 (proc(5)).
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
+}
+
+/** `pid` and its descendants (the proxy's workers with --workers N > 1; bcrypt workers are threads). */
+export function processTree(pid: number): number[] {
+  const parents = new Map<number, number[]>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      parents.set(ppid, [...(parents.get(ppid) ?? []), Number(entry)]);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  const out: number[] = [];
+  const visit = (p: number): void => {
+    out.push(p);
+    for (const c of parents.get(p) ?? []) visit(c);
+  };
+  visit(pid);
+  return out;
+}
+
+/** CPU seconds of a process and its live descendants (a --workers proxy's CPU is in its workers). */
+export function treeCpuSeconds(pid: number): number {
+  return processTree(pid).reduce((sum, p) => {
+    try {
+      return sum + cpuSeconds(p);
+    } catch {
+      return sum; // exited meanwhile
+    }
+  }, 0);
 }
 
 /** CPU seconds all processes on the machine have used since boot (user, nice, system, irq). */

@@ -24,7 +24,7 @@
 // profile each proxy with --cpu-prof). Writes bench/results/watches.md.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -32,7 +32,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createTestPki, type PkiName, type TestPki } from '../test/helpers/pki.js';
 import { PROJECT_ROOT } from '../test/helpers/proxy.js';
 import { proxyFlags } from '../test/helpers/setup.js';
-import { cpuSeconds, installCleanup, spawnNode, waitForJsonLine, type Child } from './processes.js';
+import { installCleanup, processTree, spawnNode, treeCpuSeconds, waitForJsonLine, type Child } from './processes.js';
 import { buildProxy } from './payload.js';
 import { WATCH_PATH, type LatencyStats, type WatchProtocol } from './watch-clients.js';
 
@@ -208,27 +208,6 @@ export function memoryMiB(pid: number, field: 'VmRSS' | 'VmHWM' = 'VmRSS'): numb
   }
 }
 
-/** `pid` and its descendants (the proxy's workers with --workers N > 1; bcrypt workers are threads). */
-export function processTree(pid: number): number[] {
-  const parents = new Map<number, number[]>();
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      parents.set(ppid, [...(parents.get(ppid) ?? []), Number(entry)]);
-    } catch {
-      // gone meanwhile
-    }
-  }
-  const out: number[] = [];
-  const visit = (p: number): void => {
-    out.push(p);
-    for (const c of parents.get(p) ?? []) visit(c);
-  };
-  visit(pid);
-  return out;
-}
 
 /** memoryMiB summed over a process tree (undefined when the root is gone). */
 export function treeMemoryMiB(pid: number, field: 'VmRSS' | 'VmHWM' = 'VmRSS'): number | undefined {
@@ -237,15 +216,6 @@ export function treeMemoryMiB(pid: number, field: 'VmRSS' | 'VmHWM' = 'VmRSS'): 
   return processTree(pid).slice(1).reduce((sum, p) => sum + (memoryMiB(p, field) ?? 0), root);
 }
 
-function treeCpuSeconds(pid: number): number {
-  return processTree(pid).reduce((sum, p) => {
-    try {
-      return sum + cpuSeconds(p);
-    } catch {
-      return sum;
-    }
-  }, 0);
-}
 
 /** This process's soft limit on open files (children inherit it; the proxy needs 2 per HTTP/1.1 watch). */
 export function openFilesLimit(): number | undefined {
