@@ -35,6 +35,7 @@ import { runWatchScenarios, watchMarkdown, watchSetupLines, watchTextTable, watc
 import { tunnelThroughput } from './tunnel.js';
 import { cpuSeconds, installCleanup, treeCpuSeconds, machineBusySeconds, spawnNode, waitForJsonLine, type Child } from './processes.js';
 import { markdown, textTable, times, type Ratio, type Row } from './report.js';
+import { envNumber } from './env.js';
 
 /** A small authorized JSON GET (one Pod, ~700 bytes): the proxy's overhead, not the payload, dominates. */
 const PATH = '/api/v1/namespaces/default/pods/pod-0';
@@ -48,14 +49,6 @@ interface Settings {
   durationMs: number;
   connections: number;
   attackers: number;
-}
-
-function envNumber(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const value = Number(raw);
-  if (!Number.isFinite(value) || value <= 0) throw new Error(`${name}=${raw}: expected a positive number`);
-  return value;
 }
 
 function readSettings(): Settings {

@@ -36,6 +36,7 @@ import { runLoad, type LoadGroup } from './load.js';
 import { PAYLOAD_PATH } from './payload.js';
 import { cpuSeconds, installCleanup, machineBusySeconds, spawnNode, waitForJsonLine } from './processes.js';
 import { markdown, textTable, type Ratio, type Row } from './report.js';
+import { envNumber } from './env.js';
 
 /** The small GET of bench.ts: one Pod, ~600 bytes. */
 export const SMALL_PATH = '/api/v1/namespaces/default/pods/pod-0';
@@ -436,14 +437,6 @@ function safeCpu(pid: number): number {
 
 // ---------------------------------------------------------------------------------------------
 // Standalone
-
-function envNumber(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const value = Number(raw);
-  if (!Number.isFinite(value) || value <= 0) throw new Error(`${name}=${raw}: expected a positive number`);
-  return value;
-}
 
 async function main(): Promise<number> {
   installCleanup();
