@@ -524,7 +524,7 @@ export function watchSetupLines(o: { watches: number; events: number; h2Connecti
   return [
     `kube-front-proxy watch bench, ${new Date().toISOString()}: Node ${process.version}, ${cpu.length} × ${cpu[0]?.model.trim() ?? 'unknown CPU'}; open files limit ${openFilesLimit()}.`,
     `${o.watches} idle watches (GET ${WATCH_PATH}) per scenario from a separate clients process; HTTP/2: ${o.h2Connections} connections × ${Math.ceil(o.watches / o.h2Connections)} streams; HTTP/1.1: one TLS connection per watch, 200 per source address.`,
-    `Proxy: dist/, --workers 1, --log-level warn (no access-log line per watch), otherwise defaults${process.env.BENCH_PROXY_FLAGS?.trim() ? ` + ${process.env.BENCH_PROXY_FLAGS.trim()}` : ''}; upstream HTTP/1.1, one TLS connection per watch.`,
+    `Proxy: dist/, --workers 1, --log-level warn (no access-log line per watch), otherwise defaults${process.env.BENCH_PROXY_FLAGS?.trim() ? ` + ${process.env.BENCH_PROXY_FLAGS.trim()}` : ''}; watches reach the stand-in over HTTP/2 (--upstream-http2, the default) unless the flags say otherwise.`,
     `${o.events} events of ~710 bytes (a MODIFIED Pod), one at a time; latency = receive time at the client − send time stamped by the stand-in (same machine clock), over every delivery.`,
   ];
 }

@@ -51,6 +51,7 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'unhealthyThreshold', flag: 'unhealthy-threshold', kind: 'integer', help: 'consecutive failed checks that take an upstream out', defaultText: '2' },
   { key: 'healthyThreshold', flag: 'healthy-threshold', kind: 'integer', help: 'consecutive passed checks that bring it back', defaultText: '2' },
   { key: 'upstreamHeaderTimeout', flag: 'upstream-header-timeout', kind: 'duration', help: "longest wait for the apiserver's response headers (0 = none); never limits a response body, so watches and logs -f are not cut", defaultText: '0' },
+  { key: 'upstreamHttp2', flag: 'upstream-http2', kind: 'boolean', help: 'carry watches and log follows to the apiserver over HTTP/2 (multiplexed); false: one HTTP/1.1 connection each', defaultText: 'true' },
   { key: 'allowImpersonation', flag: 'allow-impersonation', kind: 'boolean', help: 'pass Impersonate-* headers on for the apiserver to authorize against the user; false drops them', defaultText: 'true' },
   { key: 'authCacheTtl', flag: 'auth-cache-ttl', kind: 'duration', help: 'how long a verified password is trusted before bcrypt runs again', defaultText: '60s' },
   { key: 'authCacheSize', flag: 'auth-cache-size', kind: 'integer', help: 'most verified credentials kept', defaultText: '10000' },
@@ -95,6 +96,7 @@ const rawSettingsSchema = z
     unhealthyThreshold: z.number().int().min(1),
     healthyThreshold: z.number().int().min(1),
     upstreamHeaderTimeout: z.union([z.string(), z.number()]),
+    upstreamHttp2: z.boolean(),
     allowImpersonation: z.boolean(),
     authCacheTtl: z.union([z.string(), z.number()]),
     authCacheSize: z.number().int().min(0),
@@ -150,6 +152,8 @@ export interface Config {
   healthyThreshold: number;
   /** Milliseconds; 0 = no limit. */
   upstreamHeaderTimeoutMs: number;
+  /** Watches and log follows multiplexed over HTTP/2 sessions to the apiserver (else one HTTP/1.1 connection each). */
+  upstreamHttp2: boolean;
   allowImpersonation: boolean;
   authCacheTtlMs: number;
   authCacheSize: number;
@@ -194,6 +198,7 @@ const DEFAULTS = {
   unhealthyThreshold: 2,
   healthyThreshold: 2,
   upstreamHeaderTimeout: 0,
+  upstreamHttp2: true,
   allowImpersonation: true,
   bcryptQueueLimit: 1024,
   authFailureLimit: 10,
@@ -342,6 +347,7 @@ function resolve(raw: RawSettings): Config {
     unhealthyThreshold: s.unhealthyThreshold ?? DEFAULTS.unhealthyThreshold,
     healthyThreshold: s.healthyThreshold ?? DEFAULTS.healthyThreshold,
     upstreamHeaderTimeoutMs: parseDuration('upstreamHeaderTimeout', s.upstreamHeaderTimeout ?? 0),
+    upstreamHttp2: s.upstreamHttp2 ?? DEFAULTS.upstreamHttp2,
     allowImpersonation: s.allowImpersonation ?? DEFAULTS.allowImpersonation,
     authCacheTtlMs: parseDuration('authCacheTtl', s.authCacheTtl ?? DEFAULTS.authCacheTtl),
     authCacheSize: s.authCacheSize ?? DEFAULTS.authCacheSize,

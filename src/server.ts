@@ -25,6 +25,7 @@ import { registerForwarding, StreamRegistry } from './proxy/forward.js';
 import { UpgradeProxy } from './proxy/upgrade.js';
 import { StatusError, pathOf, sendStatus, statusResponseBytes } from './status.js';
 import { PoolDispatcher } from './upstream/dispatcher.js';
+import { Http2Upstreams } from './upstream/h2.js';
 import { readyzCheck } from './upstream/health.js';
 import { UpstreamPool } from './upstream/pool.js';
 import { UpstreamConnector } from './upstream/tls.js';
@@ -144,6 +145,8 @@ export async function createProxyServer(config: Config, material: Material, logg
     logger,
   );
   const dispatcher = new PoolDispatcher(pool, () => agent);
+  // Watches and log follows share a few HTTP/2 sessions per apiserver instead of a connection each.
+  const http2 = config.upstreamHttp2 ? new Http2Upstreams(connector, logger) : undefined;
   const streams = new StreamRegistry();
   const metrics = new ProxyMetrics(pool);
   const accessLog = AccessLog.open(config.accessLog, config.accessLogFormat, logger);
@@ -204,7 +207,7 @@ export async function createProxyServer(config: Config, material: Material, logg
   });
 
   const headerPolicy = { allowImpersonation: config.allowImpersonation };
-  await registerForwarding(app, { upstream: config.upstreams[0] as URL, dispatcher, headerPolicy, streams, onStreamStart });
+  await registerForwarding(app, { upstream: config.upstreams[0] as URL, dispatcher, headerPolicy, streams, onStreamStart, http2, pool, upstreamHeaderTimeoutMs: config.upstreamHeaderTimeoutMs });
 
   // exec, attach, cp, port-forward: Node hands HTTP/1.1 upgrade requests to this event instead
   // of the request handler.
@@ -235,6 +238,8 @@ export async function createProxyServer(config: Config, material: Material, logg
       agent = connector.createAgent({ headersTimeoutMs: config.upstreamHeaderTimeoutMs });
       // close() lets requests and watches on the old connections finish; it drops none.
       void previous.close();
+      // New watches open new HTTP/2 sessions; the old ones close when their last stream ends.
+      http2?.setConnector(connector);
     },
     async close(graceMs = config.shutdownGraceMs) {
       draining = true;
@@ -253,6 +258,7 @@ export async function createProxyServer(config: Config, material: Material, logg
         clearInterval(sweep);
         clearTimeout(force);
         accessLog.close();
+        http2?.destroy();
         await Promise.allSettled([agent.destroy(), bcrypt.close()]);
       }
     },

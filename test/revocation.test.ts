@@ -46,6 +46,8 @@ const serveFlags = [
   '--proxy-client-key-file', join(pkiDir, 'front-proxy-client.key'),
   '--admin-listen', '127.0.0.1:0',
   '--reload-interval', '200ms',
+  // One process: the test waits for the reload line, and each worker reloads on its own poll.
+  '--workers', '1',
 ];
 const proxy = await startProxy([...serveFlags, '--client-crl-file', crlFile]);
 t.teardown(() => proxy.stop());

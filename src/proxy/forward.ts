@@ -1,15 +1,20 @@
 // Plain (non-upgrade) requests: forwarded with @fastify/http-proxy over our own undici Agent,
 // bodies streamed both ways, identity headers rewritten, errors answered as Kubernetes Status.
+// Long-running GETs (watches, `logs -f`) go over multiplexed HTTP/2 sessions instead
+// (../upstream/h2.ts), when enabled and the apiserver speaks h2.
 
 import { fastifyHttpProxy, type FastifyHttpProxyOptions } from '@fastify/http-proxy';
 import type { IncomingHttpHeaders } from 'node:http';
+import { constants as http2, type ClientHttp2Stream, type OutgoingHttpHeaders } from 'node:http2';
 import { PassThrough, type Readable } from 'node:stream';
-import type { FastifyInstance, FastifyRequest, RawServerBase, RequestGenericInterface } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest, RawServerBase, RequestGenericInterface, RouteGenericInterface } from 'fastify';
 import type { RequestInfo } from '../observe/requestinfo.js';
 import { kReportUpstream } from '../upstream/dispatcher.js';
 import type { Dispatcher } from 'undici';
 import { StatusError, sendStatus } from '../status.js';
-import { NoHealthyUpstreamError, isTlsFailure, isUnreachable } from '../upstream/failures.js';
+import { NoHealthyUpstreamError, errorCode, isConnectionFailure, isTlsFailure, isUnreachable } from '../upstream/failures.js';
+import { HTTP1_ONLY, REFUSED_STREAM, responseHeaders, type Http2Upstreams } from '../upstream/h2.js';
+import type { UpstreamPool, UpstreamTarget } from '../upstream/pool.js';
 import { downstreamResponseHeaders, upstreamRequestHeaders, withRepeatedHeaders, type HeaderPolicy, type HeaderRecord } from './headers.js';
 
 export interface ForwardOptions {
@@ -20,7 +25,16 @@ export interface ForwardOptions {
   streams: StreamRegistry;
   /** A watch or log follow got its response headers: the stream is open. */
   onStreamStart: (request: FastifyRequest<RequestGenericInterface, RawServerBase>, statusCode: number, elapsedMs: number) => void;
+  /** HTTP/2 sessions for watches and log follows; undefined sends them over HTTP/1.1 like everything else. */
+  http2?: Http2Upstreams | undefined;
+  /** Where the HTTP/2 path picks its apiserver (the HTTP/1.1 path's dispatcher has its own). */
+  pool?: UpstreamPool | undefined;
+  /** Longest wait for response headers on the HTTP/2 path; 0 = none. */
+  upstreamHeaderTimeoutMs?: number | undefined;
 }
+
+type AnyRequest = FastifyRequest<RequestGenericInterface, RawServerBase>;
+type AnyReply = FastifyReply<RouteGenericInterface, RawServerBase>;
 
 /** Long-lived responses (watches, log follows) in flight, so a drain can end them cleanly. */
 export class StreamRegistry {
@@ -49,6 +63,9 @@ export function isLongRunning(info: RequestInfo, url: string): boolean {
   return follow !== null && follow !== '0' && follow.toLowerCase() !== 'false';
 }
 
+/** Bodies up to this size (by Content-Length) are sent in one piece. */
+const SMALL_BODY_BYTES = 64 * 1024;
+
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
 
 export async function registerForwarding(app: FastifyInstance, options: ForwardOptions): Promise<void> {
@@ -57,6 +74,19 @@ export async function registerForwarding(app: FastifyInstance, options: ForwardO
     undici: options.dispatcher,
     httpMethods: [...METHODS],
     disableRequestLogging: true,
+    // http-proxy has checked the path (no traversal) by the time it calls this.
+    handler: (request, reply, dest, replyOptions) => {
+      const h2 = options.http2;
+      if (h2 && options.pool && request.method === 'GET' && request.info && isLongRunning(request.info, request.url) && !hasBody(request)) {
+        forwardOverHttp2(request, reply, dest, h2, options.pool, options, () => reply.from(dest, replyOptions)).catch((err: unknown) => {
+          if (!reply.sent && !reply.raw.headersSent) fail(request, reply, err as Error);
+          else reply.raw.destroy();
+        });
+        // A reply is a thenable that settles when the response has been sent.
+        return reply;
+      }
+      return reply.from(dest, replyOptions);
+    },
     // The apiserver's Location headers are its own; leave them alone.
     internalRewriteLocationHeader: false,
     replyOptions: {
@@ -76,44 +106,7 @@ export async function registerForwarding(app: FastifyInstance, options: ForwardO
       rewriteHeaders: (headers) => downstreamResponseHeaders(headers as HeaderRecord) as IncomingHttpHeaders,
       onResponse: (request, reply, upstreamResponse) => {
         const { headers, stream } = upstreamResponse as unknown as { headers: HeaderRecord; stream: Readable };
-        // On HTTP/2 the socket is shared by every stream: count this response's body instead.
-        if (request.raw.httpVersionMajor === 2) stream.on('data', (chunk: Buffer) => (request.bytesOut += chunk.length));
-        if (headers['content-length'] !== undefined) {
-          void reply.send(stream);
-          return;
-        }
-        // A response of unknown length (a watch, logs -f, a chunked list) gets its headers now,
-        // not with its first body byte: a watch may be silent for minutes, and client-go's
-        // Watch() and kubectl wait for the headers before they report the watch as open.
-        const raw = reply.raw;
-        raw.once('pipe', () => {
-          if (raw.headersSent) return;
-          // HTTP/2's compatibility response has no flushHeaders(); writeHead sends HEADERS at once.
-          if ('flushHeaders' in raw) raw.flushHeaders();
-          else (raw as { writeHead(status: number): void }).writeHead(raw.statusCode);
-        });
-        if (!request.info || !isLongRunning(request.info, request.url)) {
-          void reply.send(stream);
-          return;
-        }
-        options.onStreamStart(request, reply.statusCode, reply.elapsedTime);
-        // A watch ends cleanly (last chunk, not a torn connection) when its apiserver goes away or
-        // the proxy drains: kubectl and informers then re-establish it, on a healthy upstream.
-        const body = new PassThrough();
-        const end = () => {
-          stream.unpipe(body);
-          body.end();
-          stream.destroy();
-        };
-        stream.on('error', end);
-        stream.pipe(body);
-        const forget = options.streams.add(end);
-        // The client went away (or the response is done): let go of the apiserver's stream.
-        raw.once('close', () => {
-          forget();
-          stream.destroy();
-        });
-        void reply.send(body);
+        relayResponse(request, reply, stream, headers, options, () => stream.destroy());
       },
       onError: (reply, { error }) => {
         if ((reply.request.raw as { aborted?: boolean }).aborted === true) {
@@ -132,6 +125,199 @@ export async function registerForwarding(app: FastifyInstance, options: ForwardO
     },
   };
   await app.register(fastifyHttpProxy, proxyOptions);
+}
+
+/**
+ * Sends an upstream response body to the client. A response of unknown length gets its headers
+ * at once; a long-running one (watch, log follow) is registered for the drain, ends cleanly
+ * whatever happens upstream, and `cancel`s the upstream stream when the client goes away.
+ */
+function relayResponse(request: AnyRequest, reply: AnyReply, stream: Readable, headers: HeaderRecord, options: ForwardOptions, cancel: () => void): void {
+  // On HTTP/2 the socket is shared by every stream: count this response's body instead.
+  if (request.raw.httpVersionMajor === 2) stream.on('data', (chunk: Buffer) => (request.bytesOut += chunk.length));
+  const length = headers['content-length'];
+  if (length !== undefined) {
+    // A small answer (most are: a get, a short list) is gathered and sent in one write; piping
+    // it costs stream and event bookkeeping per chunk. HEAD, 204 and 304 carry no body to gather.
+    if (Number(length) <= SMALL_BODY_BYTES && request.method !== 'HEAD' && reply.statusCode !== 204 && reply.statusCode !== 304) {
+      const chunks: Buffer[] = [];
+      stream.on('data', (chunk: Buffer) => chunks.push(chunk));
+      stream.once('end', () => void reply.send(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks)));
+      stream.once('error', (err) => void reply.send(err));
+      return;
+    }
+    void reply.send(stream);
+    return;
+  }
+  // A response of unknown length (a watch, logs -f, a chunked list) gets its headers now,
+  // not with its first body byte: a watch may be silent for minutes, and client-go's
+  // Watch() and kubectl wait for the headers before they report the watch as open.
+  const raw = reply.raw;
+  raw.once('pipe', () => {
+    if (raw.headersSent) return;
+    // HTTP/2's compatibility response has no flushHeaders(); writeHead sends HEADERS at once.
+    const status = raw.statusCode;
+    if ('flushHeaders' in raw) raw.flushHeaders();
+    else (raw as { writeHead(status: number): void }).writeHead(status);
+  });
+  if (!request.info || !isLongRunning(request.info, request.url)) {
+    void reply.send(stream);
+    return;
+  }
+  options.onStreamStart(request, reply.statusCode, reply.elapsedTime);
+  // A watch ends cleanly (last chunk, not a torn connection) when its apiserver goes away or
+  // the proxy drains: kubectl and informers then re-establish it, on a healthy upstream.
+  const body = new PassThrough();
+  const end = () => {
+    stream.unpipe(body);
+    if (!body.writableEnded) body.end();
+    cancel();
+  };
+  stream.on('error', end);
+  // An HTTP/2 stream whose session died or that the apiserver reset closes without 'end'.
+  stream.once('close', end);
+  stream.pipe(body);
+  const forget = options.streams.add(end);
+  let finished = false;
+  raw.once('finish', () => (finished = true));
+  // The client went away (or the response is done): let go of the apiserver's stream.
+  raw.once('close', () => {
+    forget();
+    cancel();
+    // An HTTP/1.1 client that left mid-stream: its response never finishes, and fastify runs the
+    // onResponse hooks (the traffic log's end line, the open-streams gauge) only on 'finish' or
+    // 'error', so report the hang-up as the error it is. (HTTP/2's compatibility response emits
+    // 'finish' when its stream closes.) After fastify's own close handling, which ignores it.
+    if (!finished) setImmediate(() => raw.listenerCount('error') > 0 && raw.emit('error', Object.assign(new Error('the client closed the connection mid-stream'), { code: 'ECONNRESET' })));
+  });
+  void reply.send(body);
+}
+
+function hasBody(request: AnyRequest): boolean {
+  const length = request.headers['content-length'];
+  return request.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+}
+
+// Connection-specific fields an HTTP/2 request must not carry (RFC 9113 §8.2.2); Node's client
+// refuses them. upstreamRequestHeaders already drops the hop-by-hop ones; these remain.
+const NOT_OVER_HTTP2 = ['host', 'http2-settings'];
+
+/**
+ * A watch or log follow over an HTTP/2 session: the same upstream choice, header contract, retry
+ * and Status answers as the HTTP/1.1 path, with one stream instead of one connection. Falls back
+ * to `http1` (reply-from) for an apiserver that does not speak h2.
+ */
+async function forwardOverHttp2(request: AnyRequest, reply: AnyReply, dest: string, h2: Http2Upstreams, pool: UpstreamPool, options: ForwardOptions, http1: () => void): Promise<void> {
+  const identity = request.identity;
+  if (!identity) throw new StatusError('InternalError', 'request reached forwarding without an identity');
+  // HTTP/1.1 requests may have joined repeated headers; restore the separate lines.
+  const received = 'headersDistinct' in request.raw ? withRepeatedHeaders(request.headers as HeaderRecord, request.raw) : (request.headers as HeaderRecord);
+  const outgoing: OutgoingHttpHeaders = upstreamRequestHeaders(received, identity, request.forwardedFor, options.headerPolicy);
+  for (const name of NOT_OVER_HTTP2) delete outgoing[name];
+  const query = rawQuery(request.url);
+  const path = query ? `${dest}?${query}` : dest;
+
+  let clientGone = reply.raw.destroyed;
+  let current: ClientHttp2Stream | undefined;
+  reply.raw.once('close', () => {
+    clientGone = true;
+    // Still waiting for the response headers: nobody is left to read them.
+    if (current && !reply.sent) current.close(http2.NGHTTP2_CANCEL);
+  });
+
+  const tried = new Set<UpstreamTarget>();
+  let refusals = 0;
+  let previous: Error | undefined;
+  for (;;) {
+    if (clientGone) return;
+    const target = pool.pick(tried);
+    if (!target) {
+      // One apiserver tried: its own failure says most (a TLS error stays a 502). Several, or
+      // none healthy to begin with: say what is wrong with each.
+      fail(request, reply, previous && tried.size === 1 ? previous : new NoHealthyUpstreamError(pool.describeOutage()));
+      return;
+    }
+    tried.add(target);
+    pool.acquire(target);
+    request.upstream = target.origin;
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      pool.release(target);
+    };
+    try {
+      const stream = await h2.request(target.url, { ...outgoing, ':method': 'GET', ':path': path, ':authority': target.url.host, ':scheme': 'https' });
+      if (stream === HTTP1_ONLY) {
+        release();
+        if (!clientGone) http1();
+        return;
+      }
+      current = stream;
+      stream.once('close', release);
+      if (clientGone) {
+        stream.close(http2.NGHTTP2_CANCEL);
+        return;
+      }
+      const headers = await responseHeaders(stream, target.origin, options.upstreamHeaderTimeoutMs ?? 0);
+      if (clientGone) {
+        stream.close(http2.NGHTTP2_CANCEL);
+        return;
+      }
+      void reply.code(Number(headers[':status']));
+      void reply.headers(downstreamResponseHeaders(headers as HeaderRecord));
+      relayResponse(request, reply, stream, headers as HeaderRecord, options, () => {
+        if (!stream.closed) stream.close(http2.NGHTTP2_CANCEL);
+      });
+      return;
+    } catch (err) {
+      release();
+      if (clientGone) {
+        request.log.debug({ reqId: request.id, err }, 'client went away before the response');
+        return;
+      }
+      const error = err as Error;
+      // Which apiserver failed, for the Status message and the log.
+      Object.defineProperty(error, 'upstream', { value: target.origin, configurable: true });
+      const code = errorCode(error);
+      if (cannotCarry(code)) {
+        // Headers HTTP/2 forbids (a repeated single-value field, a connection-specific one): this
+        // request goes the HTTP/1.1 way, where they are legal.
+        http1();
+        return;
+      }
+      if (wasNotProcessed(code) && refusals++ < 2) {
+        // Not processed (the apiserver is closing that connection): the same one may take it again.
+        tried.delete(target);
+        previous = error;
+        continue;
+      }
+      if (isConnectionFailure(code)) {
+        // Nothing reached the client, and a watch changes nothing when sent twice.
+        pool.eject(target, `${code}: ${error.message}`);
+        previous = error;
+        continue;
+      }
+      fail(request, reply, error);
+      return;
+    }
+  }
+}
+
+/** Node's HTTP/2 client refused the headers themselves. */
+function cannotCarry(code: string | undefined): boolean {
+  return code === 'ERR_HTTP2_HEADER_SINGLE_VALUE' || code === 'ERR_HTTP2_INVALID_CONNECTION_HEADERS' || code === 'ERR_INVALID_HTTP_TOKEN' || code === 'ERR_INVALID_CHAR' || code === 'ERR_HTTP2_INVALID_HEADER_VALUE';
+}
+
+/** The stream never reached the apiserver's handlers: refused, or its session was going away. */
+function wasNotProcessed(code: string | undefined): boolean {
+  return code === REFUSED_STREAM || code === 'ERR_HTTP2_GOAWAY_SESSION' || code === 'ERR_HTTP2_INVALID_SESSION' || code === 'ERR_HTTP2_OUT_OF_STREAMS';
+}
+
+function fail(request: AnyRequest, reply: AnyReply, error: Error): void {
+  const failure = upstreamFailure(error);
+  request.log.warn({ reqId: request.id, err: error }, failure.message);
+  void sendStatus(reply, failure);
 }
 
 function rawQuery(url: string): string {

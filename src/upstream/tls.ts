@@ -1,5 +1,6 @@
-// The mutual-TLS identity the proxy presents to the apiserver, and the two ways it is used:
-// an undici Agent for plain requests and raw TLS sockets for upgrade tunnels. Built by hand
+// The mutual-TLS identity the proxy presents to the apiserver, and the ways it is used: an
+// undici Agent for plain requests, raw TLS sockets for upgrade tunnels, and TLS connections
+// offering h2 for the HTTP/2 sessions that carry watches (./h2.ts). Built by hand
 // rather than from plain undici options: given options, @fastify/reply-from turns certificate
 // verification off, and undici's 300 s body timeout would cut quiet watches (../shared/STACK.md).
 
@@ -57,15 +58,28 @@ export class UpstreamConnector {
    * belongs to the tunnel). Half-open is allowed so each direction can end on its own.
    */
   connect(upstream: URL): TLSSocket {
+    return this.open(upstream, ['http/1.1'], { allowHalfOpen: true });
+  }
+
+  /**
+   * A verified TLS connection for an HTTP/2 session (./h2.ts). HTTP/1.1 is offered too: an
+   * apiserver without h2 then answers with it instead of failing the handshake (Go refuses a
+   * client whose ALPN list it shares nothing with), and the caller uses its HTTP/1.1 path.
+   */
+  connectHttp2(upstream: URL): TLSSocket {
+    return this.open(upstream, ['h2', 'http/1.1'], {});
+  }
+
+  private open(upstream: URL, protocols: string[], extra: object): TLSSocket {
     const socket = connect({
       host: upstream.hostname.replace(/^\[|\]$/g, ''),
       port: Number(upstream.port || 443),
       servername: this.serverName,
       secureContext: this.secureContext,
       rejectUnauthorized: true,
-      ALPNProtocols: ['http/1.1'],
-      // tls.connect passes this to its TLSSocket; @types/node leaves it out of ConnectionOptions.
-      ...({ allowHalfOpen: true } as object),
+      ALPNProtocols: protocols,
+      // e.g. allowHalfOpen, which tls.connect passes to its TLSSocket; @types/node leaves it out of ConnectionOptions.
+      ...extra,
     });
     socket.setKeepAlive(true, TCP_KEEPALIVE_MS);
     socket.setNoDelay(true);
