@@ -31,7 +31,7 @@ import { ALICE, bcryptLine, proxyFlags, writeUsersFile } from '../test/helpers/s
 import { dispatchersOf, expectedStatuses, runLoad, type LoadGroup, type Window } from './load.js';
 import { runNginxScenarios } from './nginx.js';
 import { PAYLOAD_PATH } from './payload.js';
-import { runWatchScenarios, watchMarkdown, watchSetupLines, watchTextTable, watchVerdicts, type WatchRow } from './watches.js';
+import { runWatchScenarios, watchMarkdown, watchSetupLines, watchTextTable, type WatchRow } from './watches.js';
 import { tunnelThroughput } from './tunnel.js';
 import { cpuSeconds, installCleanup, treeCpuSeconds, machineBusySeconds, spawnNode, waitForJsonLine, type Child } from './processes.js';
 import { markdown, textTable, times, type Ratio, type Row } from './report.js';
@@ -374,8 +374,9 @@ async function main(): Promise<number> {
   let watchSection = '';
   if (watchRows.length > 0) {
     const setup = watchSetupLines(watchSettings());
-    process.stdout.write(`\n${setup.join('\n')}\n\n${watchTextTable(watchRows)}\n${watchVerdicts(watchRows).join('\n')}\n`);
-    watchSection = `\n## ${watchSettings().watches} concurrent watches\n\n${setup.join('\n')}\n\n${watchMarkdown(watchRows)}\n${watchVerdicts(watchRows).map((v) => `- ${v}`).join('\n')}\n`;
+    // Both tables end with their verdict lines.
+    process.stdout.write(`\n${setup.join('\n')}\n\n${watchTextTable(watchRows)}\n`);
+    watchSection = `\n## ${watchSettings().watches} concurrent watches\n\n${setup.join('\n')}\n\n${watchMarkdown(watchRows)}\n`;
   }
   mkdirSync(dirname(RESULTS), { recursive: true });
   writeFileSync(RESULTS, markdown(rows, notes, setupLines(settings)) + watchSection);

@@ -60,6 +60,7 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'bcryptQueueLimit', flag: 'bcrypt-queue-limit', kind: 'integer', help: 'password checks that may wait for a bcrypt worker; beyond that, new logins get 503 (cached logins and certificates are unaffected)', defaultText: '1024' },
   { key: 'authFailureLimit', flag: 'auth-failure-limit', kind: 'integer', help: 'failed logins allowed per client address, and per user name, within --auth-failure-window; then 429 until the window passes (0 = no limit)', defaultText: '10' },
   { key: 'authFailureWindow', flag: 'auth-failure-window', kind: 'duration', help: 'the period failed logins are counted over', defaultText: '1m' },
+  { key: 'authFailureDelay', flag: 'auth-failure-delay', kind: 'duration', help: 'how long a login refused by the limits waits for its 429: a guessing client gets one answer per connection per delay, not thousands a second', defaultText: '1s' },
   { key: 'trustedProxies', flag: 'trusted-proxies', kind: 'list', help: 'addresses or CIDRs of load balancers in front of the proxy: only from these peers is X-Forwarded-For believed', defaultText: 'none' },
   { key: 'requestHeaderTimeout', flag: 'request-header-timeout', kind: 'duration', help: "longest a client may take for the TLS handshake and for each request's headers", defaultText: '10s' },
   { key: 'keepAliveTimeout', flag: 'keep-alive-timeout', kind: 'duration', help: 'an idle keep-alive client connection is closed after this', defaultText: '90s' },
@@ -105,6 +106,7 @@ const rawSettingsSchema = z
     bcryptQueueLimit: z.number().int().min(1),
     authFailureLimit: z.number().int().min(0),
     authFailureWindow: z.union([z.string(), z.number()]),
+    authFailureDelay: z.union([z.string(), z.number()]),
     trustedProxies: z.array(z.string()),
     requestHeaderTimeout: z.union([z.string(), z.number()]),
     keepAliveTimeout: z.union([z.string(), z.number()]),
@@ -164,6 +166,7 @@ export interface Config {
   /** 0 = no limit. */
   authFailureLimit: number;
   authFailureWindowMs: number;
+  authFailureDelayMs: number;
   /** Addresses and CIDRs, as given (validated). */
   trustedProxies: string[];
   requestHeaderTimeoutMs: number;
@@ -203,6 +206,7 @@ const DEFAULTS = {
   bcryptQueueLimit: 1024,
   authFailureLimit: 10,
   authFailureWindow: '1m',
+  authFailureDelay: '1s',
   trustedProxies: [],
   requestHeaderTimeout: '10s',
   keepAliveTimeout: '90s',
@@ -357,6 +361,7 @@ function resolve(raw: RawSettings): Config {
     bcryptQueueLimit: s.bcryptQueueLimit ?? DEFAULTS.bcryptQueueLimit,
     authFailureLimit: s.authFailureLimit ?? DEFAULTS.authFailureLimit,
     authFailureWindowMs: parsePositiveDuration('authFailureWindow', s.authFailureWindow ?? DEFAULTS.authFailureWindow),
+    authFailureDelayMs: parseDuration('authFailureDelay', s.authFailureDelay ?? DEFAULTS.authFailureDelay),
     trustedProxies: (s.trustedProxies ?? DEFAULTS.trustedProxies).map(parseAddressRange),
     requestHeaderTimeoutMs: parsePositiveDuration('requestHeaderTimeout', s.requestHeaderTimeout ?? DEFAULTS.requestHeaderTimeout),
     keepAliveTimeoutMs: parsePositiveDuration('keepAliveTimeout', s.keepAliveTimeout ?? DEFAULTS.keepAliveTimeout),

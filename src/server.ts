@@ -131,7 +131,7 @@ export async function createProxyServer(config: Config, material: Material, logg
   const bcrypt = new BcryptPool(config.bcryptWorkers, config.bcryptQueueLimit);
   const basic = material.users ? new BasicAuthenticator(material.users, bcrypt, { cacheTtlMs: config.authCacheTtlMs, cacheSize: config.authCacheSize }) : undefined;
   const failures = config.authFailureLimit > 0 ? new FailureLimiter({ limit: config.authFailureLimit, windowMs: config.authFailureWindowMs }) : undefined;
-  const authenticator = new Authenticator({ certificates: material.clientCa !== undefined, basic, revocations: material.clientCrl, failures });
+  const authenticator = new Authenticator({ certificates: material.clientCa !== undefined, basic, revocations: material.clientCrl, failures, refusalDelayMs: config.authFailureDelayMs });
   const clientAddresses = new ClientAddressResolver(config.trustedProxies);
 
   // The upstream identity can be reloaded: requests read the current connector and agent.

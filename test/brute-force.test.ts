@@ -10,7 +10,8 @@ import { ALICE, CAROL, startStack } from './helpers/setup.js';
 
 const WINDOW_S = 3;
 const LB = '127.0.0.5';
-const { apiserver, pki, proxy } = await startStack(t, { flags: ['--auth-failure-window', `${WINDOW_S}s`, '--trusted-proxies', LB] });
+// Refusals are answered at once here (the delay has its own test at the end).
+const { apiserver, pki, proxy } = await startStack(t, { flags: ['--auth-failure-window', `${WINDOW_S}s`, '--trusted-proxies', LB, '--auth-failure-delay', '0'] });
 
 const agents = new Map<string, Agent>();
 /** A client whose connections come from `localAddress` (and present `cert`, if given). */
@@ -122,4 +123,22 @@ t.test('after 10 wrong passwords alice is refused without bcrypt or upstream; no
   const later = await get(attacker, { authorization: basicAuth(ALICE) });
   t.equal(later.status, 200, 'after the window alice logs in from the same address');
   t.match(later.body, { user: { username: 'alice' } });
+});
+
+t.test('a refused login waits --auth-failure-delay for its 429; other users do not wait', async (t) => {
+  const slow = await startStack(t, { pki, flags: ['--auth-failure-delay', '800ms'] });
+  const client = new Agent({ localAddress: '127.0.0.9', connect: { ca: pki.pem['proxy-ca'].cert, servername: 'localhost' } });
+  t.teardown(() => client.close());
+  const at = (auth: string) => call(client, `${slow.proxy.url}/test/identity`, { method: 'GET', headers: { authorization: auth } });
+  for (let i = 0; i < 10; i++) t.equal((await at(basicAuth({ name: `nobody-${i}`, password: 'x' }))).status, 401);
+  const started = performance.now();
+  const refused = await at(basicAuth(CAROL));
+  const waited = performance.now() - started;
+  t.equal(refused.status, 429);
+  t.ok(waited >= 750, `the 429 came after the delay (${waited.toFixed(0)} ms)`);
+  const other = new Agent({ localAddress: '127.0.0.10', connect: { ca: pki.pem['proxy-ca'].cert, servername: 'localhost' } });
+  t.teardown(() => other.close());
+  const s2 = performance.now();
+  t.equal((await call(other, `${slow.proxy.url}/test/identity`, { method: 'GET', headers: { authorization: basicAuth(CAROL) } })).status, 200);
+  t.ok(performance.now() - s2 < 500, 'a login from another address is not delayed');
 });

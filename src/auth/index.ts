@@ -1,6 +1,7 @@
 // The authentication chain for one request: a client certificate if one was presented (a bad
 // one is refused even when a password is also sent), otherwise HTTP basic auth.
 
+import { setTimeout as delay } from 'node:timers/promises';
 import type { TLSSocket } from 'node:tls';
 import { StatusError, unauthorized } from '../status.js';
 import type { BasicAuthenticator, BasicAuthResult } from './basic.js';
@@ -30,6 +31,8 @@ export interface AuthenticatorOptions {
   revocations: RevocationList | undefined;
   /** Failed-login limits (--auth-failure-limit), or undefined when off. */
   failures: FailureLimiter | undefined;
+  /** How long a login refused by the limits waits for its 429 (--auth-failure-delay). */
+  refusalDelayMs?: number;
 }
 
 const BAD_CREDENTIALS = 'invalid username or password';
@@ -73,6 +76,10 @@ export class Authenticator {
     // overloaded check has no verdict, so counting it would lock users out for our own load.
     const result = await basic.verify(credentials.user, credentials.password, clientAddress, this.options.failures);
     if (result.ok) return result;
+    // A refusal costs no bcrypt, so a guessing client would get thousands a second and take the
+    // CPU from everyone else: it waits instead (a timer, not work; the cap on connections per
+    // client bounds how many wait at once).
+    if (result.reason === 'rate-limited' && this.options.refusalDelayMs) await delay(this.options.refusalDelayMs);
     return { ok: false, method: 'basic', reason: result.reason, claimedUser: credentials.user, error: failureStatus(result) };
   }
 
