@@ -13,6 +13,7 @@ import type { Identity } from './auth/identity.js';
 import { ClientConnections } from './client-connections.js';
 import { ConnectionLimit } from './connection-limit.js';
 import { ClientAddressResolver } from './auth/client-address.js';
+import type { RevocationList } from './auth/crl.js';
 import { FailureLimiter } from './auth/failure-limiter.js';
 import { Authenticator } from './auth/index.js';
 import type { Config } from './config.js';
@@ -133,6 +134,8 @@ export async function createProxyServer(config: Config, material: Material, logg
   const failures = config.authFailureLimit > 0 ? new FailureLimiter({ limit: config.authFailureLimit, windowMs: config.authFailureWindowMs }) : undefined;
   const authenticator = new Authenticator({ certificates: material.clientCa !== undefined, basic, revocations: material.clientCrl, failures, refusalDelayMs: config.authFailureDelayMs });
   const clientAddresses = new ClientAddressResolver(config.trustedProxies);
+  const crlExpiry = new CrlExpiryWarning(config.clientCrlFile, logger);
+  crlExpiry.watch(material.clientCrl);
 
   // The upstream identity can be reloaded: requests read the current connector and agent.
   let connector = new UpstreamConnector(material.upstream);
@@ -232,6 +235,7 @@ export async function createProxyServer(config: Config, material: Material, logg
       // New handshakes get the new serving certificate and client CA; open connections keep theirs.
       listener.setSecureContext(servingContext(config, next));
       authenticator.setRevocations(next.clientCrl);
+      crlExpiry.watch(next.clientCrl);
       if (next.users) basic?.setUsers(next.users);
       const previous = agent;
       connector = new UpstreamConnector(next.upstream);
@@ -263,6 +267,32 @@ export async function createProxyServer(config: Config, material: Material, logg
       }
     },
   };
+}
+
+/**
+ * A CRL past its nextUpdate is still enforced (what it revokes stays revoked), but a restart or
+ * reload would now refuse the file: say so once, when it happens, so someone publishes a new one.
+ */
+class CrlExpiryWarning {
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly file: string | undefined,
+    private readonly logger: FastifyBaseLogger,
+  ) {}
+
+  watch(list: RevocationList | undefined): void {
+    clearTimeout(this.timer);
+    const at = list?.nextUpdate?.getTime();
+    if (at === undefined) return;
+    // setTimeout holds at most ~24.8 days: re-arm until the moment comes.
+    const wait = Math.min(at - Date.now(), 2 ** 31 - 1);
+    this.timer = setTimeout(() => {
+      if (Date.now() < at) return this.watch(list);
+      this.logger.warn({ file: this.file, nextUpdate: new Date(at).toISOString() }, '--client-crl-file: the CRL has passed its nextUpdate; it is still enforced, but a restart or reload will refuse it until a new one is published (pki crl --renew)');
+    }, Math.max(0, wait));
+    this.timer.unref();
+  }
 }
 
 /**

@@ -308,3 +308,25 @@ t.test('every way a CRL file is refused: one ConfigError line', async (t) => {
   const missing = join(dir, 'missing.crl');
   refusal(t, () => loadRevocationList(missing, bundle), /: no such file$/, 'missing file', missing);
 });
+
+t.test('a CRL that passes its nextUpdate while the proxy runs: still enforced, and one warning says so', async (t) => {
+  const soon = join(dir, 'soon.crl');
+  const nextUpdate = new Date(Math.ceil((Date.now() + 2500) / 1000) * 1000);
+  writeFileSync(soon, await signCrl(userCa, { entries: [{ serialNumber: serialOf('bob'), revocationDate: new Date() }], crlNumber: 200n, nextUpdate }));
+  const own = await startProxy([...serveFlags, '--client-crl-file', soon, '--reload-interval', '1h']);
+  t.teardown(() => own.stop());
+  const deadline = nextUpdate.getTime() + 3000;
+  let warning: LogLine | undefined;
+  while (!warning && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 100));
+    warning = own.logs.find((l) => l.msg.includes('passed its nextUpdate'));
+  }
+  t.ok(warning, 'a warning when nextUpdate passed');
+  t.equal(warning?.nextUpdate, nextUpdate.toISOString(), 'naming the moment');
+  t.ok(Date.now() >= nextUpdate.getTime(), 'not before it');
+  t.equal(own.logs.filter((l) => l.msg.includes('passed its nextUpdate')).length, 1, 'once');
+  const bob = new Client(own.url, { connect: { ca: read('proxy-ca.crt'), servername: 'localhost', cert: readFileSync(users.bob.cert), key: readFileSync(users.bob.key) } });
+  t.teardown(() => bob.close());
+  const res = await identity(bob);
+  t.equal(res.status, 401, 'bob, listed in the expired CRL, is still refused');
+});

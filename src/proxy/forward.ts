@@ -337,6 +337,10 @@ export function upstreamFailure(error: Error): StatusError {
   if (code === 'UND_ERR_HEADERS_TIMEOUT' || error.name === 'GatewayTimeoutError') {
     return new StatusError('Timeout', `the apiserver ${upstream} did not answer in time`);
   }
+  if (code === 'EMFILE' || code === 'ENFILE') {
+    // Our own shortage, not the apiserver's: say so, and do not blame (or eject) the upstream.
+    return new StatusError('ServiceUnavailable', `kube-front-proxy is out of file descriptors (${code}); raise its open-files limit`, { 'retry-after': '1' });
+  }
   if (isTlsFailure(code)) {
     return new StatusError('BadGateway', `TLS connection to the apiserver ${upstream} failed: ${detail}`);
   }
