@@ -151,7 +151,7 @@ export async function createProxyServer(config: Config, material: Material, logg
   // Watches and log follows share a few HTTP/2 sessions per apiserver instead of a connection each.
   const http2 = config.upstreamHttp2 ? new Http2Upstreams(connector, logger) : undefined;
   const streams = new StreamRegistry();
-  const metrics = new ProxyMetrics(pool);
+  const metrics = new ProxyMetrics(pool, http2 ? () => http2.stats() : undefined);
   const accessLog = AccessLog.open(config.accessLog, config.accessLogFormat, logger);
   new ConnectionLimit({
     perClient: config.maxConnectionsPerClient,

@@ -158,6 +158,9 @@ t.test('50 watches share few upstream connections; a client leaving closes its s
   apiserver.sendWatchEvent('MODIFIED', pod('fan-out'));
   await Promise.all(watches.map((w) => w.next(1)));
   t.pass('every watch got the event');
+  const during = await (await fetch(`${proxy.adminUrl}/metrics`)).text();
+  t.match(during, /^kube_front_proxy_upstream_http2_streams 50$/m, 'the metrics count 50 upstream HTTP/2 streams');
+  t.match(during, /^kube_front_proxy_upstream_http2_sessions [12]$/m, 'on one or two sessions');
 
   for (const w of watches.slice(0, 20)) w.close();
   const ms = await waitFor('the apiserver sees 20 fewer watches', () => apiserver.openWatches() === 30);

@@ -19,7 +19,8 @@ export class ProxyMetrics {
   private readonly refusedConnections: Counter;
   private readonly resources = new Set<string>();
 
-  constructor(pool: UpstreamPool) {
+  /** `http2`: the upstream HTTP/2 sessions' counts, when watches go over HTTP/2. */
+  constructor(pool: UpstreamPool, http2?: () => { sessions: number; streams: number }) {
     collectDefaultMetrics({ register: this.registry, prefix: PREFIX });
     this.requests = new Counter({ name: `${PREFIX}requests_total`, help: 'Requests answered, by Kubernetes verb, resource, HTTP code and upstream.', labelNames: ['verb', 'resource', 'code', 'upstream'], registers: [this.registry] });
     this.duration = new Histogram({
@@ -50,6 +51,10 @@ export class ProxyMetrics {
         for (const target of pool.targets) this.set({ upstream: target.origin }, target.outstanding);
       },
     });
+    if (http2) {
+      new Gauge({ name: `${PREFIX}upstream_http2_sessions`, help: 'HTTP/2 connections to the apiservers carrying watches and log follows.', registers: [this.registry], collect() { this.set(http2().sessions); } });
+      new Gauge({ name: `${PREFIX}upstream_http2_streams`, help: 'Watches and log follows open on those connections.', registers: [this.registry], collect() { this.set(http2().streams); } });
+    }
     for (const kind of ['watch', 'follow', 'exec', 'attach', 'portforward', 'upgrade'] satisfies StreamKind[]) this.streams.set({ kind }, 0);
   }
 
