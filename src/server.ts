@@ -2,7 +2,6 @@
 // TLS accept -> authenticate -> rewrite identity headers -> pick upstream -> forward or tunnel -> log.
 
 import { constants as cryptoConstants, randomUUID } from 'node:crypto';
-import type { Http2SecureServer } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { SecureContextOptions, TLSSocket } from 'node:tls';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
@@ -10,13 +9,14 @@ import type { Agent } from 'undici';
 import { BasicAuthenticator } from './auth/basic.js';
 import { BcryptPool } from './auth/bcrypt-pool.js';
 import type { Identity } from './auth/identity.js';
-import { ClientConnections } from './client-connections.js';
-import { ConnectionLimit } from './connection-limit.js';
 import { ClientAddressResolver } from './auth/client-address.js';
-import type { RevocationList } from './auth/crl.js';
+import { CrlExpiryWarning } from './auth/crl.js';
 import { FailureLimiter } from './auth/failure-limiter.js';
 import { Authenticator } from './auth/index.js';
+import { ClientConnections } from './client-connections.js';
 import type { Config } from './config.js';
+import { ConnectionLimit } from './connection-limit.js';
+import { answerClientError, limitHttp1 } from './http1-limits.js';
 import type { Material } from './material.js';
 import { AccessLog } from './observe/accesslog.js';
 import { ProxyMetrics, type StreamKind } from './observe/metrics.js';
@@ -24,7 +24,7 @@ import { requestInfo, type RequestInfo } from './observe/requestinfo.js';
 import { observeTraffic } from './observe/traffic.js';
 import { registerForwarding, StreamRegistry } from './proxy/forward.js';
 import { UpgradeProxy } from './proxy/upgrade.js';
-import { StatusError, pathOf, sendStatus, statusResponseBytes } from './status.js';
+import { StatusError, pathOf, sendStatus } from './status.js';
 import { PoolDispatcher } from './upstream/dispatcher.js';
 import { Http2Upstreams } from './upstream/h2.js';
 import { readyzCheck } from './upstream/health.js';
@@ -269,69 +269,6 @@ export async function createProxyServer(config: Config, material: Material, logg
   };
 }
 
-/**
- * A CRL past its nextUpdate is still enforced (what it revokes stays revoked), but a restart or
- * reload would now refuse the file: say so once, when it happens, so someone publishes a new one.
- */
-class CrlExpiryWarning {
-  private timer: NodeJS.Timeout | undefined;
-
-  constructor(
-    private readonly file: string | undefined,
-    private readonly logger: FastifyBaseLogger,
-  ) {}
-
-  watch(list: RevocationList | undefined): void {
-    clearTimeout(this.timer);
-    const at = list?.nextUpdate?.getTime();
-    if (at === undefined) return;
-    // setTimeout holds at most ~24.8 days: re-arm until the moment comes.
-    const wait = Math.min(at - Date.now(), 2 ** 31 - 1);
-    this.timer = setTimeout(() => {
-      if (Date.now() < at) return this.watch(list);
-      this.logger.warn({ file: this.file, nextUpdate: new Date(at).toISOString() }, '--client-crl-file: the CRL has passed its nextUpdate; it is still enforced, but a restart or reload will refuse it until a new one is published (pki crl --renew)');
-    }, Math.max(0, wait));
-    this.timer.unref();
-  }
-}
-
-/**
- * Bytes a client sent that never made a request: malformed HTTP, headers too large or too slow,
- * a TLS handshake that failed or never finished. Answered with a Status where an HTTP answer can
- * still be written, and the connection always released: end() alone would wait for a client
- * that may never read, and a write behind a stalled handshake never leaves.
- */
-function answerClientError(err: Error & { code?: string }, socket: Socket): void {
-  const code = err.code ?? '';
-  if (!socket.writable || code === 'ECONNRESET' || code.startsWith('ERR_TLS_') || code.startsWith('ERR_SSL_')) {
-    socket.destroy();
-    return;
-  }
-  const status =
-    code === 'HPE_HEADER_OVERFLOW'
-      ? new StatusError('RequestHeaderFieldsTooLarge', 'request headers too large')
-      : code === 'ERR_HTTP_REQUEST_TIMEOUT' || code === 'HPE_HEADER_TIMEOUT'
-        ? new StatusError('RequestTimeout', 'request headers not received in time (--request-header-timeout)')
-        : new StatusError('BadRequest', `malformed HTTP request (${code || 'parse error'})`);
-  socket.write(statusResponseBytes(status));
-  socket.destroySoon();
-}
-
-/**
- * The HTTP/1.1 side of the listener takes its limits from properties of the server, not from
- * the options an HTTP/2 server is built with: a request's headers must arrive within the header
- * timeout (checked every connectionsCheckingInterval, 30 s by default, hence the shorter one),
- * an idle keep-alive connection is closed, and the header block is capped (431).
- */
-function limitHttp1(server: Http2SecureServer, config: Config): void {
-  const http1 = server as Http2SecureServer & { headersTimeout: number; requestTimeout: number; connectionsCheckingInterval: number; keepAliveTimeout: number; maxHeaderSize: number };
-  http1.headersTimeout = config.requestHeaderTimeoutMs;
-  // Bodies are streamed to the apiserver, which bounds its own requests.
-  http1.requestTimeout = 0;
-  http1.connectionsCheckingInterval = Math.min(1000, Math.max(50, Math.floor(config.requestHeaderTimeoutMs / 4)));
-  http1.keepAliveTimeout = config.keepAliveTimeoutMs;
-  http1.maxHeaderSize = config.maxRequestHeaderBytes;
-}
 
 function statusForFastifyError(error: FastifyError): StatusError {
   const code = error.statusCode ?? 500;

@@ -21,6 +21,7 @@ import 'reflect-metadata';
 import { verify as verifySignature, X509Certificate, constants as cryptoConstants, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import * as x509 from '@peculiar/x509';
+import type { FastifyBaseLogger } from 'fastify';
 import { ConfigError, fileErrorText } from '../config.js';
 
 const FLAG = '--client-crl-file';
@@ -279,4 +280,30 @@ function children(der: Buffer, parent: Tlv): Tlv[] {
 
 function slice(der: Buffer, tlv: Tlv): Buffer {
   return der.subarray(tlv.start, tlv.end);
+}
+
+/**
+ * A CRL past its nextUpdate is still enforced (what it revokes stays revoked), but a restart or
+ * reload would now refuse the file: say so once, when it happens, so someone publishes a new one.
+ */
+export class CrlExpiryWarning {
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly file: string | undefined,
+    private readonly logger: FastifyBaseLogger,
+  ) {}
+
+  watch(list: RevocationList | undefined): void {
+    clearTimeout(this.timer);
+    const at = list?.nextUpdate?.getTime();
+    if (at === undefined) return;
+    // setTimeout holds at most ~24.8 days: re-arm until the moment comes.
+    const wait = Math.min(at - Date.now(), 2 ** 31 - 1);
+    this.timer = setTimeout(() => {
+      if (Date.now() < at) return this.watch(list);
+      this.logger.warn({ file: this.file, nextUpdate: new Date(at).toISOString() }, '--client-crl-file: the CRL has passed its nextUpdate; it is still enforced, but a restart or reload will refuse it until a new one is published (pki crl --renew)');
+    }, Math.max(0, wait));
+    this.timer.unref();
+  }
 }
