@@ -174,3 +174,22 @@ t.test('an idle HTTP/2 session is closed after --keep-alive-timeout; one holding
   await new Promise((r) => setTimeout(r, 1800));
   t.ok(watchingGoaway > 0, `once its last stream ended it did too (${watchingGoaway - ended} ms later)`);
 });
+
+t.test('over HTTP/2 too, a header block over --max-request-header-bytes gets 431 and nothing is forwarded', async (t) => {
+  const big = connect(proxy.url, { ca: pki.pem['proxy-ca'].cert, servername: 'localhost', maxSendHeaderBlockLength: 1 << 20 } as never);
+  t.teardown(() => big.destroy());
+  await new Promise((resolve) => big.once('connect', resolve));
+  big.on('error', () => {});
+  const before = apiserver.requests.length;
+  const answer = await new Promise<string>((resolve) => {
+    const stream = big.request({ ':path': '/test/identity', authorization: basicAuth(ALICE), 'x-big': 'a'.repeat(64 * 1024) });
+    stream.on('response', (h) => resolve(String(h[':status'])));
+    stream.on('error', (e: NodeJS.ErrnoException) => resolve(`stream error ${e.code}`));
+    stream.end();
+  });
+  t.equal(answer, '431');
+  t.equal(apiserver.requests.length, before, 'nothing reached the apiserver');
+  const session = await openSession();
+  t.teardown(() => session.close());
+  t.equal((await get(session, '/test/identity', { authorization: basicAuth(ALICE) })).status, 200, 'the proxy serves the next client');
+});
