@@ -95,10 +95,10 @@ interface Endpoint {
 }
 
 /** One keep-alive connection per loop, HTTP/1.1 without pipelining, as one kubectl per loop. */
-function pool(pki: TestPki, endpoint: Endpoint, connections: number, cert?: PkiName, localAddress?: string): Pool {
+function pool(pki: TestPki, endpoint: Endpoint, connections: number, cert?: PkiName, localAddress?: string, http2 = false): Pool {
   return new Pool(endpoint.url, {
-    connections,
-    pipelining: 1,
+    // HTTP/2 as kubectl speaks it: a few connections, many concurrent streams on each.
+    ...(http2 ? { connections: Math.max(1, Math.ceil(connections / 10)), allowH2: true, pipelining: 10 } : { connections, pipelining: 1 }),
     ...(localAddress ? { localAddress } : {}),
     connect: {
       ca: pki.pem[endpoint.ca].cert,
@@ -157,6 +157,7 @@ function scenarios(pki: TestPki, standin: Server, proxy: Server, s: Settings): S
     },
     { viaProxy: false, groups: [ok('e. direct, 50 KB GET (PodList)', pool(pki, direct, s.connections, 'cluster-admin'), get({}, PAYLOAD_PATH))] },
     { viaProxy: true, groups: [ok('f. proxy, client cert, 50 KB GET', pool(pki, front, s.connections, 'user-alice'), get({}, PAYLOAD_PATH))] },
+    { viaProxy: true, groups: [ok(`g. proxy, client cert, HTTP/2 (${Math.ceil(s.connections / 10)} connections × 10 streams)`, pool(pki, front, s.connections, 'user-alice', undefined, true), get())] },
   ];
 }
 

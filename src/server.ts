@@ -2,6 +2,8 @@
 // TLS accept -> authenticate -> rewrite identity headers -> pick upstream -> forward or tunnel -> log.
 
 import { constants as cryptoConstants, randomUUID } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import type { Http2ServerRequest } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { SecureContextOptions, TLSSocket } from 'node:tls';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
@@ -173,7 +175,7 @@ export async function createProxyServer(config: Config, material: Material, logg
 
   let draining = false;
   app.addHook('onRequest', async (request, reply) => {
-    const socket = request.raw.socket;
+    const socket = connectionOf(request.raw);
     const address = clientAddresses.resolve(socket.remoteAddress ?? '', request.headers['x-forwarded-for']);
     request.clientAddress = address.client;
     request.forwardedFor = address.forwardedFor;
@@ -269,6 +271,15 @@ export async function createProxyServer(config: Config, material: Material, logg
   };
 }
 
+
+/**
+ * The client's TLS connection as one stable object. Over HTTP/2, `req.socket` is a new proxy per
+ * stream, so the certificate verdict cached per connection (x509.ts) was worked out again for
+ * every request; the session's proxy socket is one per connection.
+ */
+function connectionOf(raw: IncomingMessage | Http2ServerRequest): Socket {
+  return (raw.httpVersionMajor === 2 ? (raw as Http2ServerRequest).stream.session?.socket ?? raw.socket : raw.socket) as Socket;
+}
 
 function statusForFastifyError(error: FastifyError): StatusError {
   const code = error.statusCode ?? 500;
