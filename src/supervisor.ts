@@ -22,6 +22,8 @@ const READINESS_TIMEOUT_MS = 1000;
 export interface SupervisorHooks {
   /** Binds the admin listener (throws ConfigError when it cannot). */
   listenAdmin: (admin: FastifyInstance) => Promise<void>;
+  /** Prints the start-up line (at any log level). */
+  announce: (fields: object, line: string) => void;
 }
 
 export async function runSupervisor(config: Config, logger: FastifyBaseLogger, hooks: SupervisorHooks): Promise<void> {
@@ -104,7 +106,7 @@ export async function runSupervisor(config: Config, logger: FastifyBaseLogger, h
   if (admin) await hooks.listenAdmin(admin);
 
   const adminAddress = admin?.server.address();
-  logger.info(
+  hooks.announce(
     { ...line.summary, admin: adminAddress && typeof adminAddress === 'object' ? `http://${adminAddress.address}:${adminAddress.port}` : undefined, workers: config.workers },
     `${line.line}; ${config.workers} workers`,
   );

@@ -67,22 +67,20 @@ async function serveCommand(config: Config): Promise<void> {
   const logger = pino({ level: config.logLevel, base: { pid: process.pid }, timestamp: stdTimeFunctions.isoTime }, destination);
   process.once('exit', () => destination.flushSync());
   if (config.workers > 1 && cluster.isPrimary) {
-    await runSupervisor(config, withStartupLevel(logger, config), { listenAdmin: (admin) => listenOrFail(admin, config.adminListen as ListenAddress, '--admin-listen', async () => {}) });
+    await runSupervisor(config, logger, {
+      listenAdmin: (admin) => listenOrFail(admin, config.adminListen as ListenAddress, '--admin-listen', async () => {}),
+      announce: (fields, line) => announce(logger, config, fields, line),
+    });
     return;
   }
   await serveProxy(config, material, baseline, logger);
 }
 
 /** The start-up line is printed whatever the log level: it says where and how the proxy runs. */
-function withStartupLevel(logger: Logger, config: Config): Logger {
+function announce(logger: Logger, config: Config, fields: object, line: string): void {
   logger.level = 'info';
-  const restore = logger.info.bind(logger);
-  logger.info = ((...args: Parameters<Logger['info']>) => {
-    restore(...args);
-    logger.info = restore;
-    logger.level = config.logLevel;
-  }) as Logger['info'];
-  return logger;
+  logger.info(fields, line);
+  logger.level = config.logLevel;
 }
 
 /** One proxy process: the only one (--workers 1) or a worker of the supervisor. */
@@ -113,9 +111,7 @@ async function serveProxy(config: Config, material: Material, baseline: FileSign
     logger.level = config.logLevel;
     tellPrimary({ kfp: 'listening', line: startupLine(config, material, proxy), summary: startupSummary(config, material, proxy, undefined) });
   } else {
-    logger.level = 'info';
-    logger.info(startupSummary(config, material, proxy, admin), startupLine(config, material, proxy));
-    logger.level = config.logLevel;
+    announce(logger, config, startupSummary(config, material, proxy, admin), startupLine(config, material, proxy));
   }
 
   const reloader = startReloader(config, baseline, (next) => proxy.applyMaterial(next), logger);

@@ -12,10 +12,10 @@ import type { RequestInfo } from '../observe/requestinfo.js';
 import { kReportUpstream } from '../upstream/dispatcher.js';
 import type { Dispatcher } from 'undici';
 import { StatusError, sendStatus } from '../status.js';
-import { NoHealthyUpstreamError, errorCode, isConnectionFailure, isTlsFailure, isUnreachable } from '../upstream/failures.js';
+import { NoHealthyUpstreamError, errorCode, isConnectionFailure, isTlsFailure, isUnreachable, tagUpstream, type UpstreamError } from '../upstream/failures.js';
 import { HTTP1_ONLY, REFUSED_STREAM, responseHeaders, type Http2Upstreams } from '../upstream/h2.js';
 import type { UpstreamPool, UpstreamTarget } from '../upstream/pool.js';
-import { downstreamResponseHeaders, upstreamRequestHeaders, withRepeatedHeaders, type HeaderPolicy, type HeaderRecord } from './headers.js';
+import { downstreamResponseHeaders, upstreamRequestHeaders, withRepeatedHeaders, type HeaderPolicy, type HeaderRecord, type OutgoingHeaders } from './headers.js';
 
 export interface ForwardOptions {
   /** Where http-proxy builds URLs against; the dispatcher picks the real upstream per request. */
@@ -94,12 +94,7 @@ export async function registerForwarding(app: FastifyInstance, options: ForwardO
       // selectors such as labelSelector=app%3Dweb,tier!=db reach the apiserver unchanged.
       queryString: (_search, url) => rawQuery(url),
       rewriteRequestHeaders: (request, headers) => {
-        const identity = request.identity;
-        // The onRequest auth hook guarantees an identity; fail closed if that ever changes.
-        if (!identity) throw new StatusError('InternalError', 'request reached forwarding without an identity');
-        // HTTP/2 requests have no joined headers to restore.
-        const received = 'headersDistinct' in request.raw ? withRepeatedHeaders(headers, request.raw) : headers;
-        const outgoing: Record<string | symbol, unknown> = upstreamRequestHeaders(received, identity, request.forwardedFor, options.headerPolicy);
+        const outgoing: Record<string | symbol, unknown> = headersFor(request, headers, options.headerPolicy);
         outgoing[kReportUpstream] = (origin: string) => (request.upstream = origin);
         return outgoing as IncomingHttpHeaders;
       },
@@ -134,18 +129,23 @@ export async function registerForwarding(app: FastifyInstance, options: ForwardO
  */
 function relayResponse(request: AnyRequest, reply: AnyReply, stream: Readable, headers: HeaderRecord, options: ForwardOptions, cancel: () => void): void {
   // On HTTP/2 the socket is shared by every stream: count this response's body instead.
-  if (request.raw.httpVersionMajor === 2) stream.on('data', (chunk: Buffer) => (request.bytesOut += chunk.length));
+  const http2Client = request.raw.httpVersionMajor === 2;
   const length = headers['content-length'];
+  // A small answer (most are: a get, a short list) is gathered and sent in one write; piping it
+  // costs stream and event bookkeeping per chunk. HEAD, 204 and 304 carry no body to gather.
+  if (length !== undefined && Number(length) <= SMALL_BODY_BYTES && request.method !== 'HEAD' && reply.statusCode !== 204 && reply.statusCode !== 304) {
+    const chunks: Buffer[] = [];
+    stream.on('data', (chunk: Buffer) => chunks.push(chunk));
+    stream.once('end', () => {
+      const body = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks);
+      if (http2Client) request.bytesOut += body.length;
+      void reply.send(body);
+    });
+    stream.once('error', (err) => void reply.send(err));
+    return;
+  }
+  if (http2Client) stream.on('data', (chunk: Buffer) => (request.bytesOut += chunk.length));
   if (length !== undefined) {
-    // A small answer (most are: a get, a short list) is gathered and sent in one write; piping
-    // it costs stream and event bookkeeping per chunk. HEAD, 204 and 304 carry no body to gather.
-    if (Number(length) <= SMALL_BODY_BYTES && request.method !== 'HEAD' && reply.statusCode !== 204 && reply.statusCode !== 304) {
-      const chunks: Buffer[] = [];
-      stream.on('data', (chunk: Buffer) => chunks.push(chunk));
-      stream.once('end', () => void reply.send(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks)));
-      stream.once('error', (err) => void reply.send(err));
-      return;
-    }
     void reply.send(stream);
     return;
   }
@@ -193,6 +193,15 @@ function relayResponse(request: AnyRequest, reply: AnyReply, stream: Readable, h
   void reply.send(body);
 }
 
+/** The headers the apiserver gets for `request`: `headers` as received, with the proxy's identity. */
+function headersFor(request: AnyRequest, headers: HeaderRecord, policy: HeaderPolicy): OutgoingHeaders {
+  // The onRequest auth hook guarantees an identity; fail closed if that ever changes.
+  if (!request.identity) throw new StatusError('InternalError', 'request reached forwarding without an identity');
+  // Node joins repeated HTTP/1.1 header lines; HTTP/2 requests have none to restore.
+  const received = 'headersDistinct' in request.raw ? withRepeatedHeaders(headers, request.raw) : headers;
+  return upstreamRequestHeaders(received, request.identity, request.forwardedFor, policy);
+}
+
 function hasBody(request: AnyRequest): boolean {
   const length = request.headers['content-length'];
   return request.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
@@ -208,11 +217,7 @@ const NOT_OVER_HTTP2 = ['host', 'http2-settings'];
  * to `http1` (reply-from) for an apiserver that does not speak h2.
  */
 async function forwardOverHttp2(request: AnyRequest, reply: AnyReply, dest: string, h2: Http2Upstreams, pool: UpstreamPool, options: ForwardOptions, http1: () => void): Promise<void> {
-  const identity = request.identity;
-  if (!identity) throw new StatusError('InternalError', 'request reached forwarding without an identity');
-  // HTTP/1.1 requests may have joined repeated headers; restore the separate lines.
-  const received = 'headersDistinct' in request.raw ? withRepeatedHeaders(request.headers as HeaderRecord, request.raw) : (request.headers as HeaderRecord);
-  const outgoing: OutgoingHttpHeaders = upstreamRequestHeaders(received, identity, request.forwardedFor, options.headerPolicy);
+  const outgoing: OutgoingHttpHeaders = headersFor(request, request.headers as HeaderRecord, options.headerPolicy);
   for (const name of NOT_OVER_HTTP2) delete outgoing[name];
   const query = rawQuery(request.url);
   const path = query ? `${dest}?${query}` : dest;
@@ -232,9 +237,7 @@ async function forwardOverHttp2(request: AnyRequest, reply: AnyReply, dest: stri
     if (clientGone) return;
     const target = pool.pick(tried);
     if (!target) {
-      // One apiserver tried: its own failure says most (a TLS error stays a 502). Several, or
-      // none healthy to begin with: say what is wrong with each.
-      fail(request, reply, previous && tried.size === 1 ? previous : new NoHealthyUpstreamError(pool.describeOutage()));
+      fail(request, reply, pool.exhausted(tried, previous));
       return;
     }
     tried.add(target);
@@ -276,9 +279,7 @@ async function forwardOverHttp2(request: AnyRequest, reply: AnyReply, dest: stri
         request.log.debug({ reqId: request.id, err }, 'client went away before the response');
         return;
       }
-      const error = err as Error;
-      // Which apiserver failed, for the Status message and the log.
-      Object.defineProperty(error, 'upstream', { value: target.origin, configurable: true });
+      const error = tagUpstream(err as Error, target.origin);
       const code = errorCode(error);
       if (cannotCarry(code)) {
         // Headers HTTP/2 forbids (a repeated single-value field, a connection-specific one): this
@@ -327,7 +328,7 @@ function rawQuery(url: string): string {
 
 /** What a forwarding failure means for the client, as a Status. */
 export function upstreamFailure(error: Error): StatusError {
-  const cause = (error.cause ?? error) as NodeJS.ErrnoException & { upstream?: string };
+  const cause = (error.cause ?? error) as NodeJS.ErrnoException & UpstreamError;
   if (cause instanceof NoHealthyUpstreamError) {
     return new StatusError('ServiceUnavailable', cause.message, { 'retry-after': '1' });
   }

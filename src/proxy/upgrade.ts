@@ -16,7 +16,7 @@ import { accessRecord, type AccessLog, type RequestFacts } from '../observe/acce
 import type { ProxyMetrics, StreamKind } from '../observe/metrics.js';
 import { requestInfo } from '../observe/requestinfo.js';
 import { StatusError, pathOf, statusResponseBytes } from '../status.js';
-import { NoHealthyUpstreamError, errorCode, isConnectionFailure } from '../upstream/failures.js';
+import { errorCode, isConnectionFailure, tagUpstream, type UpstreamError } from '../upstream/failures.js';
 import type { UpstreamPool, UpstreamTarget } from '../upstream/pool.js';
 import type { UpstreamConnector } from '../upstream/tls.js';
 import { upstreamFailure } from './forward.js';
@@ -120,8 +120,8 @@ export class UpgradeProxy {
     const send = (previous?: Error): void => {
       const target = pool.pick(tried);
       if (!target) {
-        const only = previous && tried.size === 1 ? previous : undefined;
-        fail(only ?? new NoHealthyUpstreamError(pool.describeOutage()), (only as { upstream?: string } | undefined)?.upstream);
+        const failure: UpstreamError = pool.exhausted(tried, previous);
+        fail(failure, failure.upstream);
         return;
       }
       tried.add(target);
@@ -185,7 +185,7 @@ export class UpgradeProxy {
         release();
         if (client.destroyed) return;
         const code = errorCode(err);
-        const failed = Object.assign(err, { upstream: target.origin });
+        const failed = tagUpstream(err, target.origin);
         if (!connected && isConnectionFailure(code)) {
           // Nothing reached this apiserver: take it out and try another.
           pool.eject(target, `${code}: ${err.message}`);

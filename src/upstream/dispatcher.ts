@@ -3,7 +3,7 @@
 // apiserver answered is tried on another upstream when sending it again is harmless.
 
 import { Dispatcher, type Agent } from 'undici';
-import { NoHealthyUpstreamError, errorCode, isConnectionFailure } from './failures.js';
+import { errorCode, isConnectionFailure, tagUpstream } from './failures.js';
 import type { UpstreamPool, UpstreamTarget } from './pool.js';
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS']);
@@ -61,9 +61,7 @@ export class PoolDispatcher extends Dispatcher {
   private attempt(options: Dispatcher.DispatchOptions, handler: Handler, tried: Set<UpstreamTarget>, previous?: Error): void {
     const target = this.pool.pick(tried);
     if (!target) {
-      // One apiserver tried: its own failure says most (a TLS error stays a 502). Several, or
-      // none healthy to begin with: say what is wrong with each.
-      handler.onError?.(previous && tried.size === 1 ? previous : new NoHealthyUpstreamError(this.pool.describeOutage()));
+      handler.onError?.(this.pool.exhausted(tried, previous));
       return;
     }
     tried.add(target);
@@ -95,8 +93,7 @@ export class PoolDispatcher extends Dispatcher {
       onBodySent: (chunk) => handler.onBodySent?.(chunk),
       onError: (err) => {
         release();
-        // Which apiserver failed, for the Status message and the log.
-        Object.defineProperty(err, 'upstream', { value: target.origin, configurable: true });
+        tagUpstream(err, target.origin);
         const code = errorCode(err);
         if (!responded && isConnectionFailure(code) && !clientAborted(options.body)) {
           this.pool.eject(target, `${code}: ${err.message}`);

@@ -36,6 +36,15 @@ export class NoHealthyUpstreamError extends Error {
   }
 }
 
+/** An error that says which apiserver failed, for the Status message and the log. */
+export type UpstreamError = Error & { upstream?: string };
+
+/** Marks `err` as the failure of `origin` (read back by upstreamFailure). */
+export function tagUpstream<E extends Error>(err: E, origin: string): E & { upstream: string } {
+  Object.defineProperty(err, 'upstream', { value: origin, configurable: true, enumerable: false });
+  return err as E & { upstream: string };
+}
+
 export function errorCode(err: unknown): string | undefined {
   const error = err as { code?: unknown; cause?: { code?: unknown } } | undefined;
   const code = error?.code ?? error?.cause?.code;

@@ -2,6 +2,7 @@
 // pick() and the acquire/release/eject reports; health checking and balancing live here.
 
 import type { FastifyBaseLogger } from 'fastify';
+import { NoHealthyUpstreamError } from './failures.js';
 
 export type BalancingStrategy = 'least-outstanding' | 'round-robin';
 
@@ -100,6 +101,15 @@ export class UpstreamPool {
   /** Why no upstream can take a request: for the 503 message. */
   describeOutage(): string {
     return this.targets.map((t) => `${t.origin} (${t.lastError ?? 'unhealthy'})`).join(', ');
+  }
+
+  /**
+   * The error for a request no upstream is left for: with one apiserver tried, its own failure
+   * says most (a TLS error stays a 502); with several, or none healthy to begin with, what is
+   * wrong with each.
+   */
+  exhausted(tried: ReadonlySet<UpstreamTarget>, previous: Error | undefined): Error {
+    return previous && tried.size === 1 ? previous : new NoHealthyUpstreamError(this.describeOutage());
   }
 
   start(): void {
