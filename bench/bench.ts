@@ -18,9 +18,7 @@
 // (skip nginx), BENCH_WATCHES (10000; 0 skips), BENCH_WATCH_HTTP1=1, BENCH_ONLY=b,c (just those
 // request scenarios). Writes bench/results.md.
 
-import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Pool, type Dispatcher } from 'undici';
@@ -33,7 +31,7 @@ import { runNginxScenarios } from './nginx.js';
 import { PAYLOAD_PATH } from './payload.js';
 import { runWatchScenarios, watchMarkdown, watchSetupLines, watchTextTable, type WatchRow } from './watches.js';
 import { tunnelThroughput } from './tunnel.js';
-import { cpuSeconds, installCleanup, treeCpuSeconds, machineBusySeconds, spawnNode, waitForJsonLine, type Child } from './processes.js';
+import { buildProxy, cpuSeconds, installCleanup, treeCpuSeconds, machineBusySeconds, spawnNode, waitForJsonLine, type Child } from './processes.js';
 import { markdown, textTable, times, type Ratio, type Row } from './report.js';
 import { envNumber } from './env.js';
 
@@ -58,12 +56,6 @@ function readSettings(): Settings {
     connections: Math.round(envNumber('BENCH_CONNECTIONS', 50)),
     attackers: Math.round(envNumber('BENCH_ATTACKERS', 50)),
   };
-}
-
-/** The proxy runs from dist/, as operators run it: compile the current sources first. */
-function buildProxy(): void {
-  const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
-  execFileSync(process.execPath, [tsc, '-p', 'tsconfig.build.json'], { cwd: PROJECT_ROOT, stdio: 'inherit' });
 }
 
 type Server = Child & { url: string };

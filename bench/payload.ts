@@ -6,9 +6,7 @@
 // Standalone check, through a freshly started stand-in and proxy (builds dist/ first):
 //   node --import tsx bench/payload.ts
 
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -16,7 +14,7 @@ import { request, Agent } from 'undici';
 import { createTestPki, type TestPki } from '../test/helpers/pki.js';
 import { PROJECT_ROOT } from '../test/helpers/proxy.js';
 import { proxyFlags } from '../test/helpers/setup.js';
-import { installCleanup, spawnNode, waitForJsonLine } from './processes.js';
+import { buildProxy, installCleanup, spawnNode, waitForJsonLine } from './processes.js';
 
 /** Pods per namespace in the bench stand-in's lists: 84 × ~607 bytes = 50,970 bytes of JSON. */
 export const PAYLOAD_PODS = 84;
@@ -49,20 +47,6 @@ export async function checkPayload(pki: TestPki, url: string, path = PAYLOAD_PAT
     return { path, status: response.statusCode, contentType, bytes: body.length, items: list.items.length };
   } finally {
     await dispatcher.close();
-  }
-}
-
-/**
- * Compiles src/ to dist/ (what the bench runs). A type error elsewhere in the tree is reported
- * but does not stop a standalone bench when tsc still wrote dist/cli.js.
- */
-export function buildProxy(): void {
-  const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
-  try {
-    execFileSync(process.execPath, [tsc, '-p', 'tsconfig.build.json'], { cwd: PROJECT_ROOT, stdio: 'inherit' });
-  } catch (err) {
-    if (!existsSync(join(PROJECT_ROOT, 'dist', 'cli.js'))) throw err;
-    process.stderr.write('bench: tsc reported errors (above); running the dist/ it emitted anyway\n');
   }
 }
 

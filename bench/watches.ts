@@ -32,9 +32,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createTestPki, type PkiName, type TestPki } from '../test/helpers/pki.js';
 import { PROJECT_ROOT } from '../test/helpers/proxy.js';
 import { proxyFlags } from '../test/helpers/setup.js';
-import { installCleanup, processTree, spawnNode, treeCpuSeconds, waitForJsonLine, type Child } from './processes.js';
-import { buildProxy } from './payload.js';
+import { buildProxy, installCleanup, processTree, spawnNode, treeCpuSeconds, waitForJsonLine, type Child } from './processes.js';
 import { WATCH_PATH, type LatencyStats, type WatchProtocol } from './watch-clients.js';
+import { envNumber } from './env.js';
 
 export interface WatchScenarioOptions {
   /** A PKI from createTestPki (the stand-in, the proxy and the clients all use it). */
@@ -532,14 +532,6 @@ export function watchSetupLines(o: { watches: number; events: number; h2Connecti
 // ---------------------------------------------------------------------------------------------
 // Standalone
 
-function envNumber(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const value = Number(raw);
-  if (!Number.isFinite(value) || value < 0) throw new Error(`${name}=${raw}: expected a number`);
-  return value;
-}
-
 async function main(): Promise<number> {
   installCleanup();
   buildProxy();
@@ -553,8 +545,8 @@ async function main(): Promise<number> {
       watches: envNumber('BENCH_WATCHES', 10_000),
       events: envNumber('BENCH_WATCH_EVENTS', 20),
       h2Connections: envNumber('BENCH_WATCH_CONNECTIONS', 20),
-      http1: envNumber('BENCH_WATCH_HTTP1', 1) !== 0,
-      eventGapMs: envNumber('BENCH_WATCH_GAP_MS', 250),
+      http1: envNumber('BENCH_WATCH_HTTP1', 1, true) !== 0,
+      eventGapMs: envNumber('BENCH_WATCH_GAP_MS', 250, true),
       proxyFlags: (process.env.BENCH_PROXY_FLAGS ?? '').split(' ').filter(Boolean),
     };
     const rows = await runWatchScenarios(o);
