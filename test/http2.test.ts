@@ -87,7 +87,9 @@ t.test('a watch over HTTP/2: headers at once, events as they happen, flow-contro
   t.equal(headers[':status'], 200, 'the watch is open before any event');
   const lines: string[] = [];
   let buffered = '';
+  let received = 0;
   stream.on('data', (c: Buffer) => {
+    received += c.length;
     buffered += c.toString('utf8');
     const parts = buffered.split('\n');
     buffered = parts.pop() ?? '';
@@ -99,6 +101,10 @@ t.test('a watch over HTTP/2: headers at once, events as they happen, flow-contro
   while (lines.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
   t.match(JSON.parse(lines[0] ?? '{}'), { type: 'ADDED', object: { metadata: { name: 'h2-pod' } } }, 'the event arrived');
   stream.close(constants.NGHTTP2_CANCEL);
+  const watchEnd = () => proxy.logs.find((l) => l.msg === 'request' && l.verb === 'watch' && l.protocol === 'HTTP/2.0' && l.phase === 'end');
+  const endDeadline = Date.now() + 3000;
+  while (!watchEnd() && Date.now() < endDeadline) await new Promise((r) => setTimeout(r, 10));
+  t.equal(watchEnd()?.bytesOut, received, 'the end line counts exactly the bytes the client got');
 
   // Flow control end to end: a stream the client stops reading holds the apiserver back
   // instead of filling the proxy's memory.
