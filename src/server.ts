@@ -62,7 +62,11 @@ export interface ProxyServer {
   upgrades: UpgradeProxy;
   /** Watches and log follows in flight. */
   streams: StreamRegistry;
-  /** Swaps in re-read certificates, keys and users; established connections keep theirs. */
+  /**
+   * Swaps in re-read certificates, keys and users; established connections keep theirs, except
+   * that watches, log follows and tunnels whose certificate is now revoked or whose user was
+   * removed or changed are ended.
+   */
   applyMaterial(next: Material): void;
   /**
    * Stops accepting, ends long-lived streams, lets short requests finish for up to `graceMs`,
@@ -152,7 +156,7 @@ export async function createProxyServer(config: Config, material: Material, logg
   const dispatcher = new PoolDispatcher(pool, () => agent);
   // Watches and log follows share a few HTTP/2 sessions per apiserver instead of a connection each.
   const http2 = config.upstreamHttp2 ? new Http2Upstreams(connector, logger) : undefined;
-  const streams = new StreamRegistry();
+  const streams = new StreamRegistry((identity) => authenticator.stillHolds(identity));
   const metrics = new ProxyMetrics(pool, http2 ? () => http2.stats() : undefined);
   const accessLog = AccessLog.open(config.accessLog, config.accessLogFormat, logger);
   new ConnectionLimit({
@@ -224,6 +228,17 @@ export async function createProxyServer(config: Config, material: Material, logg
     upgrades.closeAll();
   });
 
+  // New requests meet a revoked certificate or a removed user at the auth step; long-lived work
+  // already open never does, so a reload checks it against the new material once.
+  const closeWithdrawn = () => {
+    const streamUsers = streams.endWithdrawn();
+    const tunnelUsers = upgrades.closeWithdrawn();
+    if (streamUsers.length === 0 && tunnelUsers.length === 0) return;
+    metrics.withdrawnClosed(streamUsers.length, tunnelUsers.length);
+    const users = [...new Set([...streamUsers, ...tunnelUsers])].sort();
+    logger.warn({ streams: streamUsers.length, tunnels: tunnelUsers.length, users }, 'closed streams and tunnels of withdrawn credentials');
+  };
+
   pool.start();
 
   return {
@@ -246,6 +261,7 @@ export async function createProxyServer(config: Config, material: Material, logg
       void previous.close();
       // New watches open new HTTP/2 sessions; the old ones close when their last stream ends.
       http2?.setConnector(connector);
+      closeWithdrawn();
     },
     async close(graceMs = config.shutdownGraceMs) {
       draining = true;

@@ -6,7 +6,7 @@
 
 import { createHmac, randomBytes } from 'node:crypto';
 import { BcryptOverloadedError, type BcryptPool } from './bcrypt-pool.js';
-import type { UserTable } from './htpasswd.js';
+import type { UserEntry, UserTable } from './htpasswd.js';
 import type { AuthFailureReason, Identity } from './identity.js';
 
 export type BasicAuthResult =
@@ -100,6 +100,16 @@ export class BasicAuthenticator {
   }
 
   /**
+   * Whether the users file in force still lists `entry` (what a password was verified against)
+   * unchanged: a removed user, a new password hash or new groups withdraw what it let in.
+   */
+  stillHolds(entry: UserEntry): boolean {
+    const current = this.table.users.get(entry.name);
+    if (current === undefined) return false;
+    return current === entry || (current.hash === entry.hash && current.groups.length === entry.groups.length && current.groups.every((group, i) => group === entry.groups[i]));
+  }
+
+  /**
    * Checks a password. With `limiter`, failed logins are limited per `client` and user name,
    * except for a client that has presented this very credential since bcrypt verified it: that
    * is the user's own working kubectl, not a guess, and it keeps working while someone else's
@@ -173,7 +183,10 @@ export class BasicAuthenticator {
     }
     if (!entry) return { ok: false, reason: 'unknown-user' };
     if (!match) return { ok: false, reason: 'bad-password' };
-    const identity: Identity = { method: 'basic', user: entry.name, groups: entry.groups, extra: {} };
+    // The file was reloaded during the bcrypt: a login against an entry withdrawn meanwhile must
+    // not get in (nor open a watch or tunnel after the reload has swept them).
+    if (generation !== this.generation && !this.stillHolds(entry)) return { ok: false, reason: this.table.users.has(username) ? 'bad-password' : 'unknown-user' };
+    const identity: Identity = { method: 'basic', user: entry.name, groups: entry.groups, extra: {}, credential: { method: 'basic', entry } };
     if (generation === this.generation && this.options.cacheSize > 0 && this.options.cacheTtlMs > 0) {
       return this.remember(key, identity, client).result;
     }

@@ -83,6 +83,24 @@ export class Authenticator {
     return { ok: false, method: 'basic', reason: result.reason, claimedUser: credentials.user, error: failureStatus(result) };
   }
 
+  /**
+   * Whether `identity` would still be let in under the material in force now (after a reload):
+   * its certificate is not revoked, or its users-file entry is unchanged. Asked of the watches
+   * and tunnels already open, which no new request re-authenticates.
+   */
+  stillHolds(identity: Identity | null | undefined): boolean {
+    const credential = identity?.credential;
+    switch (credential?.method) {
+      case 'x509':
+        return authenticateCertificate(credential.connection, this.revocations)?.ok === true;
+      case 'basic':
+        return this.options.basic?.stillHolds(credential.entry) === true;
+      default:
+        // Nothing to re-check it against: fail closed (the auth chain always sets a credential).
+        return false;
+    }
+  }
+
   private noCredentialsMessage(): string {
     const ways = [this.options.certificates && 'a client certificate', this.options.basic && 'a username and password'].filter(Boolean);
     return `authentication required: present ${ways.join(' or ')}`;

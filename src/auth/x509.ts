@@ -6,7 +6,7 @@
 
 import type { PeerCertificate, TLSSocket } from 'node:tls';
 import type { RevocationList } from './crl.js';
-import type { AuthFailureReason, Identity } from './identity.js';
+import type { AuthFailureReason, Credential, Identity } from './identity.js';
 
 export type CertificateAuthResult =
   | { ok: true; identity: Identity }
@@ -87,5 +87,6 @@ function inspect(socket: TLSSocket): CertificateAuthResult | null {
   if (!commonName) {
     return { ok: false, reason: 'cert-invalid', message: 'client certificate has no common name (CN) to use as the user name', claimedUser: undefined };
   }
-  return { ok: true, identity: { method: 'x509', user: commonName, groups: asList(peer.subject.O), extra: {} } };
+  const credential: Credential = { method: 'x509', connection: socket };
+  return { ok: true, identity: { method: 'x509', user: commonName, groups: asList(peer.subject.O), extra: {}, credential } };
 }

@@ -17,6 +17,7 @@ export class ProxyMetrics {
   private readonly authentications: Counter<'method' | 'outcome'>;
   private readonly streams: Gauge<'kind'>;
   private readonly refusedConnections: Counter;
+  private readonly withdrawn: Counter<'kind'>;
   private readonly resources = new Set<string>();
 
   /** `http2`: the upstream HTTP/2 sessions' counts, when watches go over HTTP/2. */
@@ -32,6 +33,7 @@ export class ProxyMetrics {
     });
     this.authentications = new Counter({ name: `${PREFIX}authentications_total`, help: 'Authentication results, by method (basic, x509, none) and outcome (success or the failure reason).', labelNames: ['method', 'outcome'], registers: [this.registry] });
     this.refusedConnections = new Counter({ name: `${PREFIX}connections_refused_total`, help: 'Client connections reset at accept because their address already held --max-connections-per-client.', registers: [this.registry] });
+    this.withdrawn = new Counter({ name: `${PREFIX}withdrawn_credential_closes_total`, help: 'Watches and log follows (kind="stream") and tunnels (kind="tunnel") ended by a reload that revoked the certificate or removed or changed the user that opened them.', labelNames: ['kind'], registers: [this.registry] });
     this.streams = new Gauge({ name: `${PREFIX}open_streams`, help: 'Long-lived requests open now, by kind.', labelNames: ['kind'], registers: [this.registry] });
     new Gauge({
       name: `${PREFIX}upstream_healthy`,
@@ -70,6 +72,11 @@ export class ProxyMetrics {
 
   connectionRefused(): void {
     this.refusedConnections.inc();
+  }
+
+  withdrawnClosed(streams: number, tunnels: number): void {
+    this.withdrawn.inc({ kind: 'stream' }, streams);
+    this.withdrawn.inc({ kind: 'tunnel' }, tunnels);
   }
 
   streamOpened(kind: StreamKind): void {

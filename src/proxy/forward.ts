@@ -36,22 +36,47 @@ export interface ForwardOptions {
 type AnyRequest = FastifyRequest<RequestGenericInterface, RawServerBase>;
 type AnyReply = FastifyReply<RouteGenericInterface, RawServerBase>;
 
-/** Long-lived responses (watches, log follows) in flight, so a drain can end them cleanly. */
+/**
+ * Long-lived responses (watches, log follows) in flight, each with the identity that opened it
+ * (`AnyRequest['identity']`, set by the auth hook), so that a drain can end them cleanly, and so
+ * can a reload that withdrew the credential behind them.
+ */
 export class StreamRegistry {
-  private readonly open = new Set<() => void>();
+  private readonly open = new Map<() => void, AnyRequest['identity']>();
+
+  /** `stillHolds`: whether an identity would be let in under the material in force now (Authenticator.stillHolds). */
+  constructor(private readonly stillHolds: (identity: AnyRequest['identity']) => boolean) {}
 
   get size(): number {
     return this.open.size;
   }
 
-  add(end: () => void): () => void {
-    this.open.add(end);
+  add(end: () => void, identity: AnyRequest['identity']): () => void {
+    if (!this.stillHolds(identity)) {
+      // Authenticated before a reload withdrew it, answered after that reload's sweep: it ends
+      // as the sweep would have ended it, once the caller has finished wiring it up.
+      queueMicrotask(end);
+      return () => false;
+    }
+    this.open.set(end, identity);
     return () => this.open.delete(end);
   }
 
   endAll(): void {
-    for (const end of [...this.open]) end();
+    for (const end of [...this.open.keys()]) end();
     this.open.clear();
+  }
+
+  /** After a reload: ends the streams whose credential no longer holds, as a drain does; returns their users. */
+  endWithdrawn(): string[] {
+    const users: string[] = [];
+    for (const [end, identity] of this.open) {
+      if (this.stillHolds(identity)) continue;
+      this.open.delete(end);
+      users.push(identity?.user ?? '');
+      end();
+    }
+    return users;
   }
 }
 
@@ -201,7 +226,7 @@ function relayLongRunning(request: AnyRequest, reply: AnyReply, source: Readable
   source.on('error', end);
   // An HTTP/2 stream whose session died or that the apiserver reset closes without 'end'.
   source.once('close', end);
-  const forget = options.streams.add(end);
+  const forget = options.streams.add(end, request.identity);
   let finished = false;
   raw.once('finish', () => (finished = true));
   // The client went away (or the response is done): let go of the apiserver's stream.

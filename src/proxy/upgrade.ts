@@ -11,6 +11,7 @@ import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import type { FastifyBaseLogger } from 'fastify';
 import type { ClientAddressResolver } from '../auth/client-address.js';
+import type { Identity } from '../auth/identity.js';
 import type { Authenticator } from '../auth/index.js';
 import { accessRecord, type AccessLog, type RequestFacts } from '../observe/accesslog.js';
 import type { ProxyMetrics, StreamKind } from '../observe/metrics.js';
@@ -41,6 +42,8 @@ const CLOSE_GRACE_MS = 5_000;
 interface TunnelRecord {
   client: Duplex;
   upstream: Duplex | undefined;
+  /** Who opened it, once authenticated: re-checked when a reload may have withdrawn the credential. */
+  identity: Identity | undefined;
 }
 
 export class UpgradeProxy {
@@ -62,13 +65,30 @@ export class UpgradeProxy {
     this.tunnels.clear();
   }
 
+  /**
+   * After a reload: destroys, on both sides, the tunnels whose credential no longer holds (an
+   * exec or port-forward would otherwise outlive a revoked certificate or removed user by hours);
+   * returns their users. Requests still being authenticated are left to the auth step.
+   */
+  closeWithdrawn(): string[] {
+    const users: string[] = [];
+    for (const tunnel of this.tunnels) {
+      if (tunnel.identity === undefined || this.options.authenticator.stillHolds(tunnel.identity)) continue;
+      this.tunnels.delete(tunnel);
+      users.push(tunnel.identity.user);
+      tunnel.client.destroy();
+      tunnel.upstream?.destroy();
+    }
+    return users;
+  }
+
   /** The 'upgrade' listener of the HTTPS server. Never throws: a client's bytes cannot crash us. */
   readonly handle = (req: IncomingMessage, client: Duplex, head: Buffer): void => {
     // A tunnel must survive the client's half-close (kubectl ends stdin, then still reads
     // stdout); an https socket otherwise ends our side the moment the client's FIN arrives.
     // Set here, not on the server: plain requests keep Node's usual close-on-FIN.
     (client as Duplex & { allowHalfOpen: boolean }).allowHalfOpen = true;
-    const record: TunnelRecord = { client, upstream: undefined };
+    const record: TunnelRecord = { client, upstream: undefined, identity: undefined };
     this.tunnels.add(record);
     client.once('close', () => this.tunnels.delete(record));
     client.on('error', (err) => this.options.logger.debug({ err }, 'upgrade client socket error'));
@@ -95,6 +115,7 @@ export class UpgradeProxy {
     metrics.authenticated(outcome.identity.method, 'success');
     if (client.destroyed) return;
     const identity = outcome.identity;
+    record.identity = identity;
     const { pool, connector, headerPolicy } = this.options;
     const facts: RequestFacts = { reqId, client: clientAddress, identity, method, protocol: `HTTP/${req.httpVersion}`, info: requestInfo(method, url), userAgent: req.headers['user-agent'] };
     const kind = streamKindOf(facts.info.subresource);
