@@ -1,6 +1,11 @@
 // A closed-loop load generator: each of N loops sends one request, waits for the whole answer,
 // and sends the next, so the offered load adapts to the server (no coordinated-omission
 // questions, as there is no schedule to fall behind) and concurrency is exactly N.
+// A group with `ratePerSecond` is open-loop instead: requests start on a fixed schedule over N
+// keep-alive connections, whether or not earlier ones have been answered, and each latency is
+// counted from when its request was due (a server that falls behind is charged for the queue).
+// That is the added latency at a given load; a closed loop measures it at saturation, where it
+// is mostly queueing: 50 loops / throughput.
 
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -15,6 +20,8 @@ export interface LoadGroup {
   request: () => Dispatcher.RequestOptions;
   /** Any other status, or a transport error, is counted as an error. */
   expectStatus: number | readonly number[];
+  /** Open loop: this many requests a second on a fixed schedule (concurrency = connections of the dispatcher). */
+  ratePerSecond?: number;
 }
 
 export function expectedStatuses(group: LoadGroup): readonly number[] {
@@ -51,9 +58,13 @@ export interface LoadTiming {
   onMark?: (mark: 'start' | 'end') => void;
 }
 
-/** Raw samples of one group: completion time and latency, both in ms. */
+/** Raw samples of one group, in ms: when each counts (see `at`) and its latency. */
 interface Samples {
-  ends: number[];
+  /**
+   * What puts a sample in the window: its completion (closed loop) or when it was due (open
+   * loop, so the backlog of a slow start is not counted as steady state).
+   */
+  at: number[];
   latencies: number[];
   statuses: number[];
   errors: number;
@@ -63,9 +74,11 @@ interface Samples {
 /** Runs every group at once: warm-up, then the measured window; returns only the window's numbers. */
 export async function runLoad(groups: LoadGroup[], timing: LoadTiming): Promise<Window> {
   const state = { stopped: false };
-  const samples = groups.map((): Samples => ({ ends: [], latencies: [], statuses: [], errors: 0, firstError: undefined }));
+  const samples = groups.map((): Samples => ({ at: [], latencies: [], statuses: [], errors: 0, firstError: undefined }));
   const loops = groups.flatMap((group, g) =>
-    Array.from({ length: group.concurrency }, (_, i) => loop(group, dispatchersOf(group)[i % dispatchersOf(group).length]!, samples[g]!, state)),
+    group.ratePerSecond
+      ? [paced(group, group.ratePerSecond, samples[g]!, state)]
+      : Array.from({ length: group.concurrency }, (_, i) => loop(group, dispatchersOf(group)[i % dispatchersOf(group).length]!, samples[g]!, state)),
   );
 
   await sleep(timing.warmupMs);
@@ -98,17 +111,56 @@ async function loop(group: LoadGroup, dispatcher: Dispatcher, samples: Samples, 
       await sleep(10); // a refused connection must not turn this loop into a busy spin
     }
     const done = performance.now();
-    samples.ends.push(done);
+    samples.at.push(done);
     samples.latencies.push(done - sent);
     samples.statuses.push(status);
     if (!ok) samples.errors++;
   }
 }
 
+/** Open loop: request k is due at start + k / rate; every one is sent when due (or at once if late). */
+async function paced(group: LoadGroup, ratePerSecond: number, samples: Samples, state: { stopped: boolean }): Promise<void> {
+  const dispatcher = dispatchersOf(group)[0]!;
+  const expected = expectedStatuses(group);
+  // Every connection opened first (TLS handshakes on both of the proxy's legs): otherwise the
+  // schedule starts against a cold pool, and the backlog of the first second, drained only at
+  // the rate's margin, reaches into the measured window.
+  await Promise.all(Array.from({ length: group.concurrency }, () => dispatcher.request(group.request()).then((r) => r.body.arrayBuffer(), () => undefined)));
+  const start = performance.now();
+  const inFlight = new Set<Promise<void>>();
+  const one = async (due: number): Promise<void> => {
+    let status = 0;
+    try {
+      const response = await dispatcher.request(group.request());
+      await response.body.arrayBuffer();
+      status = response.statusCode;
+      if (!expected.includes(status)) samples.firstError ??= `HTTP ${status}`;
+    } catch (err) {
+      samples.firstError ??= String(err);
+    }
+    const done = performance.now();
+    samples.at.push(due);
+    samples.latencies.push(done - due);
+    samples.statuses.push(status);
+    if (!expected.includes(status)) samples.errors++;
+  };
+  for (let sent = 0; !state.stopped; ) {
+    const now = performance.now();
+    for (; start + (sent * 1000) / ratePerSecond <= now; sent++) {
+      const request = one(start + (sent * 1000) / ratePerSecond);
+      inFlight.add(request);
+      void request.finally(() => inFlight.delete(request));
+    }
+    // Timers fire about every millisecond at best: what fell due meanwhile goes out together.
+    await sleep(Math.max(0, start + (sent * 1000) / ratePerSecond - performance.now()));
+  }
+  await Promise.all(inFlight);
+}
+
 function summarize(label: string, samples: Samples, start: number, end: number): GroupResult {
   const inWindow: number[] = [];
   const statuses: Record<number, number> = {};
-  samples.ends.forEach((t, i) => {
+  samples.at.forEach((t, i) => {
     if (t < start || t > end) return;
     inWindow.push(samples.latencies[i]!);
     const status = samples.statuses[i]!;
