@@ -3,7 +3,7 @@
 // TLS handshake with the result.
 import { createHash, createPrivateKey, createPublicKey, sign, verify, X509Certificate } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, utimes, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +13,7 @@ import { loadRevocationList } from '../src/auth/crl.js';
 import { readCrl } from '../src/pki/certificates.js';
 import { renewCrl, revokeCertificate, showCrl } from '../src/pki/crl.js';
 import { issueUserCertificate, PKI_INIT_FILES, pkiInit, PkiError } from '../src/pki/init.js';
+import { runCli } from './helpers/proxy.js';
 
 type TapTest = Parameters<Parameters<typeof t.test>[0]>[0];
 
@@ -313,6 +314,35 @@ t.test('real TLS: proxy cert + user cert authenticate both ways', async (t) => {
   t.equal(client.data, 'hello');
   t.equal(serverSide?.authorized, true, `server accepts the user cert (${serverSide?.error ?? 'no error'})`);
   t.same(serverSide?.subject, { CN: 'alice', O: ['devs', 'ops'] }, 'groups arrive as the O attributes');
+});
+
+t.test('concurrent pki revoke runs all land: the CRL is changed under a lock file', async (t) => {
+  const dir = await tempDir(t);
+  await pkiInit({ dir, sans: ['localhost'] });
+  const names = ['u1', 'u2', 'u3', 'u4', 'u5', 'u6'];
+  const certs = await Promise.all(names.map((name) => issueUserCertificate({ dir, name, groups: [] })));
+  const serials = certs.map((c) => new X509Certificate(readFileSync(c.cert)).serialNumber);
+  const before = await showCrl(dir);
+  // Two admins at once: separate processes (the CLI), and concurrent calls in one process.
+  const runs = await Promise.all(certs.slice(0, 3).map((c) => runCli(['pki', 'revoke', '--cert', c.cert, '--dir', dir])));
+  for (const run of runs) t.equal(run.code, 0, run.stderr);
+  await Promise.all(certs.slice(3).map((c) => revokeCertificate({ dir, cert: c.cert })));
+  const after = await showCrl(dir);
+  t.same(after.entries.map((e) => e.serialNumber).sort(), [...serials].sort(), 'every revocation is on the list');
+  t.equal(after.crlNumber, (before.crlNumber ?? 0n) + 6n, 'one CRL number per change');
+  t.notOk(existsSync(join(dir, 'user-ca.crl.lock')), 'the lock is gone afterwards');
+
+  // A lock held by a running command: wait, then say which file, without touching the list.
+  const lock = join(dir, 'user-ca.crl.lock');
+  await writeFile(lock, '999999\n');
+  await t.rejects(revokeCertificate({ dir, cert: certs[0]!.cert, lockWaitMs: 300 }), { name: 'PkiError', message: /user-ca\.crl\.lock: another pki command is changing the CRL/ });
+  t.equal((await showCrl(dir)).crlNumber, after.crlNumber, 'the list was not re-signed');
+  // One left by a command that died (older than a minute) is taken over.
+  const old = new Date(Date.now() - 5 * 60_000);
+  await utimes(lock, old, old);
+  const renewed = await renewCrl({ dir, lockWaitMs: 300 });
+  t.equal(renewed.crlNumber, (after.crlNumber ?? 0n) + 1n);
+  t.notOk(existsSync(lock), 'the stale lock was replaced, then released');
 });
 
 t.test('pki revoke / pki crl: the users CA revocation list', async (t) => {

@@ -5,9 +5,14 @@
 // Every write re-signs the whole list: the CRL number goes up by one, thisUpdate is now and
 // nextUpdate is now + days. After nextUpdate the proxy refuses the file, so a list must be
 // re-signed before then (`pki crl --renew`, or any `pki revoke`).
+//
+// A change reads the list, adds to it and writes it back: two admins revoking at once would each
+// write a list without the other's serial. So a change holds <dir>/user-ca.crl.lock (created
+// exclusively) from read to write; the next one waits for it.
 import { X509Certificate } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { open, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { normalizeSerial } from '../auth/crl.js';
 import { readCrl, signCrl, type CertificateAndKey, type RevokedEntry } from './certificates.js';
 import { CERT_MODE, PkiError, checkDays, isErrno, oneLine, readPki, writeAll } from './init.js';
@@ -34,6 +39,8 @@ export interface RevokeOptions {
   /** How long the re-signed CRL is valid; default 365. */
   days?: number;
   now?: Date;
+  /** How long to wait for another command's lock on the CRL; default 10 s. */
+  lockWaitMs?: number;
 }
 
 export interface RevokeResult extends CrlSummary {
@@ -55,21 +62,56 @@ export async function revokeCertificate(options: RevokeOptions): Promise<RevokeR
   if (!leaf.checkIssued(caCert) || !leaf.verify(caCert.publicKey)) {
     throw new PkiError(`${options.cert}: not issued by the users CA ${caPath(options.dir)} (its issuer is ${oneLineName(leaf.issuer)}); only that CA's certificates can be revoked here`);
   }
-  const existing = await readExisting(options.dir, ca);
-  const serial = displaySerial(leaf.serialNumber);
-  const entries = existing?.entries ?? [];
-  const previous = entries.find((e) => e.serialNumber === serial);
-  if (!previous) entries.push({ serialNumber: serial, revocationDate: now });
-  const summary = await writeCrl(options.dir, ca, entries, (existing?.crlNumber ?? 0n) + 1n, now, days);
-  return { ...summary, serial, subject: oneLineName(leaf.subject), alreadyRevokedAt: previous?.revocationDate };
+  return withCrlLock(options.dir, options.lockWaitMs, async () => {
+    const existing = await readExisting(options.dir, ca);
+    const serial = displaySerial(leaf.serialNumber);
+    const entries = existing?.entries ?? [];
+    const previous = entries.find((e) => e.serialNumber === serial);
+    if (!previous) entries.push({ serialNumber: serial, revocationDate: now });
+    const summary = await writeCrl(options.dir, ca, entries, (existing?.crlNumber ?? 0n) + 1n, now, days);
+    return { ...summary, serial, subject: oneLineName(leaf.subject), alreadyRevokedAt: previous?.revocationDate };
+  });
 }
 
 /** Re-signs the CRL with fresh dates and the next number (an empty one if there is none yet). */
-export async function renewCrl(options: { dir: string; days?: number; now?: Date }): Promise<CrlSummary> {
+export async function renewCrl(options: { dir: string; days?: number; now?: Date; lockWaitMs?: number }): Promise<CrlSummary> {
   const days = checkDays(options.days);
   const ca = await readUsersCa(options.dir);
-  const existing = await readExisting(options.dir, ca);
-  return writeCrl(options.dir, ca, existing?.entries ?? [], (existing?.crlNumber ?? 0n) + 1n, options.now ?? new Date(), days);
+  return withCrlLock(options.dir, options.lockWaitMs, async () => {
+    const existing = await readExisting(options.dir, ca);
+    return writeCrl(options.dir, ca, existing?.entries ?? [], (existing?.crlNumber ?? 0n) + 1n, options.now ?? new Date(), days);
+  });
+}
+
+/** A lock older than this was left by a command that died (a change takes well under a second). */
+const STALE_LOCK_MS = 60_000;
+
+/** Runs `change` (read, modify, write the CRL) while holding <dir>/user-ca.crl.lock. */
+async function withCrlLock<T>(dir: string, waitMs = 10_000, change: () => Promise<T>): Promise<T> {
+  const lock = `${crlPath(dir)}.lock`;
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    try {
+      const handle = await open(lock, 'wx', 0o600);
+      await handle.writeFile(`${process.pid}\n`);
+      await handle.close();
+      break;
+    } catch (err) {
+      if (!isErrno(err, 'EEXIST')) throw new PkiError(`${lock}: cannot create the lock file: ${oneLine(err)}`);
+    }
+    const since = await stat(lock).then((s) => Date.now() - s.mtimeMs, () => 0);
+    if (since > STALE_LOCK_MS) {
+      await rm(lock, { force: true });
+      continue;
+    }
+    if (Date.now() >= deadline) throw new PkiError(`${lock}: another pki command is changing the CRL; if none is running, remove the file`);
+    await sleep(25);
+  }
+  try {
+    return await change();
+  } finally {
+    await rm(lock, { force: true });
+  }
 }
 
 /** The CRL as it is on disk, checked against the users CA. */
