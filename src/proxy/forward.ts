@@ -184,8 +184,8 @@ function relayResponse(request: AnyRequest, reply: AnyReply, stream: Readable, h
 
 /**
  * A watch or log follow: relayed chunk by chunk straight into the client's stream, outside
- * fastify's send (a PassThrough and two pipes cost ~40% of the proxy's CPU per event with 10,000
- * watches). It gets its headers at once, is registered for the drain, ends cleanly whatever
+ * fastify's send (a PassThrough and two pipes per watch cost 6 KiB each: 26 -> 20 KiB per watch
+ * at 10,000 watches). It gets its headers at once, is registered for the drain, ends cleanly whatever
  * happens upstream, and `cancel`s the upstream stream when the client goes away. fastify still
  * runs the onResponse hooks (traffic log, gauges) on the response's 'finish' or 'error'.
  */
