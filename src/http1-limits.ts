@@ -2,6 +2,7 @@
 // request: its limits (header deadline, keep-alive, header size) and the answer to what the
 // parser or the TLS layer refused.
 
+import type { IncomingHttpHeaders } from 'node:http';
 import type { Http2SecureServer } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { Config } from './config.js';
@@ -43,4 +44,26 @@ export function limitHttp1(server: Http2SecureServer, config: Config): void {
   http1.connectionsCheckingInterval = Math.min(1000, Math.max(50, Math.floor(config.requestHeaderTimeoutMs / 4)));
   http1.keepAliveTimeout = config.keepAliveTimeoutMs;
   http1.maxHeaderSize = config.maxRequestHeaderBytes;
+}
+
+/** Connections that sent a badly framed request: nothing after it on them is processed. */
+const badlyFramed = new WeakSet<object>();
+
+/**
+ * Framing Node's parser accepts and RFC 9112 does not: an HTTP/1.0 request with
+ * Transfer-Encoding (§6.1: treat the framing as faulty and close the connection; a 1.0 hop in
+ * front of us may have read the body by its length, not by chunks). Undefined when it is fine.
+ */
+export function framingError(request: { httpVersion: string; headers: IncomingHttpHeaders; socket: object }): StatusError | undefined {
+  if (request.httpVersion !== '1.0' || request.headers['transfer-encoding'] === undefined) return undefined;
+  badlyFramed.add(request.socket);
+  return new StatusError('BadRequest', 'malformed HTTP request: Transfer-Encoding in an HTTP/1.0 request', { connection: 'close' });
+}
+
+/**
+ * A request pipelined behind a badly framed one (Node's parser reads on): it may be a smuggled
+ * one, so it is neither forwarded nor answered; the connection closes after the 400.
+ */
+export function followsFramingError(request: { socket: object }): boolean {
+  return badlyFramed.has(request.socket);
 }

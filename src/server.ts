@@ -18,7 +18,7 @@ import { Authenticator } from './auth/index.js';
 import { ClientConnections } from './client-connections.js';
 import type { Config } from './config.js';
 import { ConnectionLimit } from './connection-limit.js';
-import { answerClientError, limitHttp1 } from './http1-limits.js';
+import { answerClientError, followsFramingError, framingError, limitHttp1 } from './http1-limits.js';
 import type { Material } from './material.js';
 import { AccessLog } from './observe/accesslog.js';
 import { ProxyMetrics, type StreamKind } from './observe/metrics.js';
@@ -184,6 +184,15 @@ export async function createProxyServer(config: Config, material: Material, logg
     request.clientAddress = address.client;
     request.forwardedFor = address.forwardedFor;
     request.bytesWrittenBefore = socket.bytesWritten;
+    if (followsFramingError(request.raw)) {
+      reply.hijack();
+      return;
+    }
+    const badFraming = framingError(request.raw);
+    if (badFraming) {
+      await sendStatus(reply, badFraming);
+      return;
+    }
     if (draining) {
       // A request on a connection that was open before the drain began: send it elsewhere.
       const status = new StatusError('ServiceUnavailable', 'kube-front-proxy is shutting down; retry', { 'retry-after': '1', connection: 'close' });

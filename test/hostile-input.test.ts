@@ -107,6 +107,9 @@ const FRAMING: FramingCase[] = [
   { name: 'chunked body with a chunk size over 64 bits', bytes: head(CREATE, 'Host: localhost', AUTH, 'Transfer-Encoding: chunked') + '10000000000000005\r\nhello\r\n0\r\n\r\n' },
   { name: 'a valid request pipelined after a CL+TE request', bytes: head(CREATE, 'Host: localhost', AUTH, 'Content-Length: 6', 'Transfer-Encoding: chunked') + '0\r\n\r\n' + SMUGGLED },
   { name: 'a valid request pipelined after a bare-LF request', bytes: `GET /api HTTP/1.1\r\nHost: localhost\n${AUTH}\n\n` + SMUGGLED },
+  // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding is badly framed, whatever else it says.
+  { name: 'HTTP/1.0 with Transfer-Encoding: chunked', bytes: head('POST /api/v1/namespaces/default/configmaps HTTP/1.0', 'Host: localhost', AUTH, 'Transfer-Encoding: chunked') + '5\r\nhello\r\n0\r\n\r\n' },
+  { name: 'HTTP/1.0 with Transfer-Encoding: chunked and a smuggled request', bytes: head('POST /api/v1/namespaces/default/configmaps HTTP/1.0', 'Host: localhost', AUTH, 'Connection: keep-alive', 'Transfer-Encoding: chunked') + '0\r\n\r\n' + SMUGGLED },
 ];
 
 t.test('smuggling and malformed framing: 400 BadRequest Status, connection closed, nothing forwarded', async (t) => {
