@@ -4,6 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { loadRevocationList, type RevocationList } from './auth/crl.js';
 import { HtpasswdError, parseHtpasswd, type UserTable } from './auth/htpasswd.js';
+import { TrustedCas } from './auth/trusted-cas.js';
 import { commonName, loadCaBundle, loadKeyPair, type KeyPair } from './certfiles.js';
 import { ConfigError, fileErrorText, type Config } from './config.js';
 import type { UpstreamTls } from './upstream/tls.js';
@@ -12,6 +13,8 @@ export interface Material {
   serving: KeyPair;
   /** CA bundle for user certificates, or undefined when certificate auth is off. */
   clientCa: Buffer | undefined;
+  /** The same CAs parsed, for checking connections opened before a reload; undefined with clientCa. */
+  clientCas: TrustedCas | undefined;
   /** Revoked client certificates, or undefined when no --client-crl-file is set. */
   clientCrl: RevocationList | undefined;
   /** Users for basic auth, or undefined when basic auth is off. */
@@ -39,6 +42,7 @@ export function loadUsers(path: string): UserTable {
 export function loadMaterial(config: Config): Material {
   const serving = loadKeyPair({ flag: '--tls-cert-file', path: config.tlsCertFile }, { flag: '--tls-private-key-file', path: config.tlsPrivateKeyFile }, 'server');
   const clientCa = config.clientCaFile ? loadCaBundle({ flag: '--client-ca-file', path: config.clientCaFile }) : undefined;
+  const clientCas = clientCa ? new TrustedCas(clientCa) : undefined;
   const clientCrl = config.clientCrlFile ? loadRevocationList(config.clientCrlFile, clientCa) : undefined;
   const users = config.htpasswdFile ? loadUsers(config.htpasswdFile) : undefined;
   const upstreamCa = loadCaBundle({ flag: '--upstream-ca-file', path: config.upstreamCaFile });
@@ -46,6 +50,7 @@ export function loadMaterial(config: Config): Material {
   return {
     serving,
     clientCa,
+    clientCas,
     clientCrl,
     users,
     upstream: { ca: upstreamCa, cert: proxyClient.cert, key: proxyClient.key, serverName: config.upstreamServerName },

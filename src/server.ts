@@ -64,8 +64,9 @@ export interface ProxyServer {
   streams: StreamRegistry;
   /**
    * Swaps in re-read certificates, keys and users; established connections keep theirs, except
-   * that watches, log follows and tunnels whose certificate is now revoked or whose user was
-   * removed or changed are ended.
+   * that a client certificate is checked again against re-read client CAs and CRL (its next
+   * request is refused if no longer trusted), and watches, log follows and tunnels whose
+   * certificate is now untrusted or revoked or whose user was removed or changed are ended.
    */
   applyMaterial(next: Material): void;
   /**
@@ -138,7 +139,7 @@ export async function createProxyServer(config: Config, material: Material, logg
   const bcrypt = new BcryptPool(config.bcryptWorkers, config.bcryptQueueLimit);
   const basic = material.users ? new BasicAuthenticator(material.users, bcrypt, { cacheTtlMs: config.authCacheTtlMs, cacheSize: config.authCacheSize }) : undefined;
   const failures = config.authFailureLimit > 0 ? new FailureLimiter({ limit: config.authFailureLimit, windowMs: config.authFailureWindowMs }) : undefined;
-  const authenticator = new Authenticator({ certificates: material.clientCa !== undefined, basic, revocations: material.clientCrl, failures, refusalDelayMs: config.authFailureDelayMs });
+  const authenticator = new Authenticator({ certificates: material.clientCa !== undefined, basic, revocations: material.clientCrl, clientCas: material.clientCas, failures, refusalDelayMs: config.authFailureDelayMs });
   const clientAddresses = new ClientAddressResolver(config.trustedProxies);
   const crlExpiry = new CrlExpiryWarning(config.clientCrlFile, logger);
   crlExpiry.watch(material.clientCrl);
@@ -237,8 +238,8 @@ export async function createProxyServer(config: Config, material: Material, logg
     upgrades.closeAll();
   });
 
-  // New requests meet a revoked certificate or a removed user at the auth step; long-lived work
-  // already open never does, so a reload checks it against the new material once.
+  // New requests meet an untrusted or revoked certificate or a removed user at the auth step;
+  // long-lived work already open never does, so a reload checks it against the new material once.
   const closeWithdrawn = () => {
     const streamUsers = streams.endWithdrawn();
     const tunnelUsers = upgrades.closeWithdrawn();
@@ -258,8 +259,10 @@ export async function createProxyServer(config: Config, material: Material, logg
     upgrades,
     streams,
     applyMaterial(next: Material) {
-      // New handshakes get the new serving certificate and client CA; open connections keep theirs.
+      // New handshakes get the new serving certificate and client CA; open connections keep
+      // theirs, and their certificates meet the new client CAs at the auth step (x509.ts).
       listener.setSecureContext(servingContext(config, next));
+      authenticator.setClientCas(next.clientCas);
       authenticator.setRevocations(next.clientCrl);
       crlExpiry.watch(next.clientCrl);
       if (next.users) basic?.setUsers(next.users);

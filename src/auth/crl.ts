@@ -18,14 +18,14 @@
 // @peculiar/x509 registers its algorithms through tsyringe, which needs the Reflect metadata
 // polyfill before the library module is evaluated.
 import 'reflect-metadata';
-import { verify as verifySignature, X509Certificate, constants as cryptoConstants, type KeyObject } from 'node:crypto';
+import { verify as verifySignature, constants as cryptoConstants, type KeyObject, type X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import * as x509 from '@peculiar/x509';
 import type { FastifyBaseLogger } from 'fastify';
 import { ConfigError, fileErrorText } from '../config.js';
+import { bundleCertificates, issuedBy, type Issuer } from './trusted-cas.js';
 
 const FLAG = '--client-crl-file';
-const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
 // OpenSSL writes "X509 CRL"; some tools (older @peculiar/x509 among them) write "CRL".
 const PEM_CRL = /-----BEGIN (X509 )?CRL-----([\s\S]+?)-----END \1CRL-----/g;
 
@@ -33,11 +33,6 @@ const PEM_CRL = /-----BEGIN (X509 )?CRL-----([\s\S]+?)-----END \1CRL-----/g;
 export function normalizeSerial(hex: string): string {
   const stripped = hex.toLowerCase().replace(/^0+/, '');
   return stripped === '' ? '0' : stripped;
-}
-
-interface Issuer {
-  cert: X509Certificate;
-  publicKey: KeyObject;
 }
 
 export class RevocationList {
@@ -63,13 +58,7 @@ export class RevocationList {
   isRevoked(cert: X509Certificate): boolean {
     const issuers = this.revoked.get(normalizeSerial(cert.serialNumber));
     if (issuers === undefined) return false;
-    return issuers.some((issuer) => {
-      try {
-        return cert.checkIssued(issuer.cert) && cert.verify(issuer.publicKey);
-      } catch {
-        return false;
-      }
-    });
+    return issuers.some((issuer) => issuedBy(cert, issuer.cert, issuer.publicKey));
   }
 }
 
@@ -130,9 +119,7 @@ export function loadRevocationList(path: string, clientCa: Buffer | undefined, n
 
 function caCandidates(bundle: Buffer): CaCandidate[] {
   // --client-ca-file was checked by loadCaBundle before this runs: every block parses.
-  const blocks = bundle.toString('latin1').match(PEM_CERTIFICATE) ?? [];
-  return blocks.map((block) => {
-    const cert = new X509Certificate(block);
+  return bundleCertificates(bundle).map((cert) => {
     const parsed = new x509.X509Certificate(new Uint8Array(cert.raw));
     const usage = parsed.getExtension(x509.KeyUsagesExtension);
     return {

@@ -8,6 +8,7 @@ import type { BasicAuthenticator, BasicAuthResult } from './basic.js';
 import type { RevocationList } from './crl.js';
 import type { FailureLimiter } from './failure-limiter.js';
 import type { AuthFailureReason, AuthMethod, Identity } from './identity.js';
+import type { TrustedCas } from './trusted-cas.js';
 import { authenticateCertificate } from './x509.js';
 
 export type AuthOutcome =
@@ -29,6 +30,8 @@ export interface AuthenticatorOptions {
   basic: BasicAuthenticator | undefined;
   /** Revoked client certificates (--client-crl-file), replaced on reload. */
   revocations: RevocationList | undefined;
+  /** The client CAs (--client-ca-file), replaced on reload; certificates are re-checked against them. */
+  clientCas?: TrustedCas | undefined;
   /** Failed-login limits (--auth-failure-limit), or undefined when off. */
   failures: FailureLimiter | undefined;
   /** How long a login refused by the limits waits for its 429 (--auth-failure-delay). */
@@ -39,13 +42,26 @@ const BAD_CREDENTIALS = 'invalid username or password';
 
 export class Authenticator {
   private revocations: RevocationList | undefined;
+  private clientCas: TrustedCas | undefined;
 
   constructor(private readonly options: AuthenticatorOptions) {
     this.revocations = options.revocations;
+    this.clientCas = options.clientCas;
   }
 
   setRevocations(list: RevocationList | undefined): void {
     this.revocations = list;
+  }
+
+  /**
+   * Puts re-read client CAs in force; returns whether they differ from those in force. An
+   * unchanged bundle keeps the set in force, so its connections are not checked again; so does
+   * none at all (a reload cannot turn certificate auth off: the listener still asks for them).
+   */
+  setClientCas(next: TrustedCas | undefined): boolean {
+    if (next === undefined || (this.clientCas !== undefined && this.clientCas.sameAs(next))) return false;
+    this.clientCas = next;
+    return true;
   }
 
   /** `clientAddress`: the client as limits see it (the TCP peer unless a trusted proxy vouches). */
@@ -55,7 +71,7 @@ export class Authenticator {
     // costs no bcrypt, and a user's expired certificate retried by kubectl would otherwise lock
     // the password users behind the same address out.
     if (this.options.certificates) {
-      const cert = authenticateCertificate(socket, this.revocations);
+      const cert = authenticateCertificate(socket, this.revocations, this.clientCas);
       if (cert?.ok) return cert;
       if (cert) return { ok: false, method: 'x509', reason: cert.reason, claimedUser: cert.claimedUser, error: unauthorized(cert.message) };
     }
@@ -85,14 +101,15 @@ export class Authenticator {
 
   /**
    * Whether `identity` would still be let in under the material in force now (after a reload):
-   * its certificate is not revoked, or its users-file entry is unchanged. Asked of the watches
-   * and tunnels already open, which no new request re-authenticates.
+   * its certificate still chains to a client CA and is not revoked, or its users-file entry is
+   * unchanged. Asked of the watches and tunnels already open, which no new request
+   * re-authenticates.
    */
   stillHolds(identity: Identity | null | undefined): boolean {
     const credential = identity?.credential;
     switch (credential?.method) {
       case 'x509':
-        return authenticateCertificate(credential.connection, this.revocations)?.ok === true;
+        return authenticateCertificate(credential.connection, this.revocations, this.clientCas)?.ok === true;
       case 'basic':
         return this.options.basic?.stillHolds(credential.entry) === true;
       default:

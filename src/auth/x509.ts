@@ -1,12 +1,15 @@
 // Client-certificate auth, as kube-apiserver's x509 authenticator does it: the certificate must
 // chain to the client CA, be inside its validity period and allow client authentication; then
 // CN is the user name and each O is a group. Node's TLS layer has already verified all of that
-// (the listener requests a certificate without requiring one); here we read its verdict, and
-// check it against --client-crl-file, which Node's TLS layer is not given (see crl.ts).
+// (the listener requests a certificate without requiring one); here we read its verdict, check
+// it against --client-crl-file, which Node's TLS layer is not given (see crl.ts), and against
+// the client CAs in force now, which may have been reloaded since the handshake.
 
+import type { X509Certificate } from 'node:crypto';
 import type { PeerCertificate, TLSSocket } from 'node:tls';
 import type { RevocationList } from './crl.js';
 import type { AuthFailureReason, Credential, Identity } from './identity.js';
+import type { TrustedCas } from './trusted-cas.js';
 
 export type CertificateAuthResult =
   | { ok: true; identity: Identity }
@@ -16,6 +19,8 @@ function asList(value: string | string[] | undefined): string[] {
   if (value === undefined) return [];
   return Array.isArray(value) ? value : [value];
 }
+
+const UNTRUSTED = { reason: 'cert-untrusted', message: 'client certificate is not signed by a trusted certificate authority' } as const;
 
 function failureFor(code: string): { reason: Extract<AuthFailureReason, `cert-${string}`>; message: string } {
   switch (code) {
@@ -31,62 +36,130 @@ function failureFor(code: string): { reason: Extract<AuthFailureReason, `cert-${
     case 'SELF_SIGNED_CERT_IN_CHAIN':
     case 'DEPTH_ZERO_SELF_SIGNED_CERT':
     case 'CERT_SIGNATURE_FAILURE':
-      return { reason: 'cert-untrusted', message: 'client certificate is not signed by a trusted certificate authority' };
+      return UNTRUSTED;
     default:
       return { reason: 'cert-invalid', message: `client certificate rejected (${code})` };
   }
 }
 
 // The certificate cannot change during a TLS connection (renegotiation is refused), so the
-// verdict is worked out once per connection, not once per request. Revocation is the exception:
-// a reloaded CRL must reach connections that are already open, so it is looked up again
-// whenever the list is a different one (once per connection per reload); per request that is
-// one identity comparison.
+// verdict is worked out once per connection, not once per request. What it is checked against
+// can change: a reloaded CRL or client CA bundle must reach connections that are already open,
+// so each is checked again whenever it is a different object (once per connection per reload);
+// per request that is an identity comparison each.
+//
+// The client CAs are checked on a connection's first request too, not only after a reload: a
+// handshake that began before a reload completes against the bundle of its start, and a resumed
+// TLS session carries the verdict of the handshake it resumes (Node gives each new secure
+// context fresh ticket keys, so none from before a reload resumes today; this does not rely on
+// it). A leaf already found to chain costs a set lookup (TrustedCas.vouchesFor), which is also
+// what lets in a resumed session whose leaf needs intermediates: it does not carry them.
 interface ConnectionVerdict {
   verdict: CertificateAuthResult | null;
+  /** PeerCertificate.fingerprint256 of an accepted certificate. */
+  fingerprint: string | undefined;
+  /** The certificates the client sent after its own, once read (see peerChain). */
+  sent: readonly X509Certificate[] | undefined;
+  /** The CAs `untrusted` was worked out against. */
+  trustedUnder: TrustedCas | undefined;
+  untrusted: CertificateAuthResult | undefined;
   /** The list `revoked` was worked out against. */
-  checkedAgainst?: RevocationList | undefined;
-  revoked?: CertificateAuthResult | undefined;
+  checkedAgainst: RevocationList | undefined;
+  revoked: CertificateAuthResult | undefined;
+}
+
+/** Every field set at once: one object shape for every connection on the request path. */
+function connectionVerdict(verdict: CertificateAuthResult | null, fingerprint?: string): ConnectionVerdict {
+  return { verdict, fingerprint, sent: undefined, trustedUnder: undefined, untrusted: undefined, checkedAgainst: undefined, revoked: undefined };
+}
+
+interface PeerChain {
+  leaf: X509Certificate;
+  /** The other certificates the client sent in its handshake (none on a resumed session). */
+  presented: readonly X509Certificate[];
 }
 
 const verdicts = new WeakMap<TLSSocket, ConnectionVerdict>();
+/** More certificates than a client sends in a chain (TrustedCas.chains uses fewer still). */
+const MAX_SENT = 16;
+const NONE_SENT: readonly X509Certificate[] = Object.freeze([]);
 
-/** null: no certificate was presented. */
-export function authenticateCertificate(socket: TLSSocket, revocations?: RevocationList): CertificateAuthResult | null {
+/**
+ * null: no certificate was presented. `cas`: the client CAs in force now (undefined only if
+ * certificate auth was turned off, which a reload cannot do: then nothing is re-checked).
+ */
+export function authenticateCertificate(socket: TLSSocket, revocations?: RevocationList, cas?: TrustedCas): CertificateAuthResult | null {
   let known = verdicts.get(socket);
   if (known === undefined) {
-    known = { verdict: inspect(socket) };
+    known = inspect(socket);
     verdicts.set(socket, known);
   }
   const verdict = known.verdict;
-  if (!verdict?.ok || revocations === undefined) return verdict;
+  if (!verdict?.ok) return verdict;
+  if (cas !== undefined && known.trustedUnder !== cas) {
+    known.trustedUnder = cas;
+    known.untrusted = trustVerdict(socket, known, verdict.identity.user, cas);
+  }
+  if (known.untrusted !== undefined) return known.untrusted;
+  if (revocations === undefined) return verdict;
   if (known.checkedAgainst !== revocations) {
     known.checkedAgainst = revocations;
-    known.revoked = revocationVerdict(socket, verdict.identity.user, revocations);
+    known.revoked = revocationVerdict(socket, known, verdict.identity.user, revocations);
   }
   return known.revoked ?? verdict;
 }
 
-function revocationVerdict(socket: TLSSocket, user: string, revocations: RevocationList): CertificateAuthResult | undefined {
-  const cert = socket.getPeerX509Certificate();
+function trustVerdict(socket: TLSSocket, known: ConnectionVerdict, user: string, cas: TrustedCas): CertificateAuthResult | undefined {
+  if (known.fingerprint !== undefined && cas.vouchesFor(known.fingerprint)) return undefined;
+  const peer = peerChain(socket, known);
+  if (peer !== undefined && cas.chains(peer.leaf, peer.presented)) return undefined;
+  return { ok: false, ...UNTRUSTED, claimedUser: user };
+}
+
+function revocationVerdict(socket: TLSSocket, known: ConnectionVerdict, user: string, revocations: RevocationList): CertificateAuthResult | undefined {
+  const cert = peerChain(socket, known)?.leaf;
   if (cert === undefined || !revocations.isRevoked(cert)) return undefined;
   return { ok: false, reason: 'cert-revoked', message: 'client certificate has been revoked', claimedUser: user };
 }
 
-function inspect(socket: TLSSocket): CertificateAuthResult | null {
+/**
+ * The peer's certificate, with the certificates it sent after it: `issuerCertificate` of
+ * getPeerX509Certificate() is those, in the order sent, and nothing from our CA bundle. In
+ * Node 20 the first call takes them with it (later calls return the leaf alone), so they are
+ * kept from the first call, which must be this one: nothing else may call it. The leaf is not
+ * kept (a certificate object per connection), it is read again at the next reload.
+ */
+function peerChain(socket: TLSSocket, known: ConnectionVerdict): PeerChain | undefined {
+  let leaf: X509Certificate | undefined;
+  try {
+    leaf = socket.getPeerX509Certificate();
+  } catch {
+    // An HTTP/2 session whose socket is already gone: nothing left to let in.
+    return undefined;
+  }
+  if (leaf === undefined) return undefined;
+  if (known.sent === undefined) {
+    const sent: X509Certificate[] = [];
+    for (let cert = leaf.issuerCertificate; cert !== undefined && sent.length < MAX_SENT; cert = cert.issuerCertificate) sent.push(cert);
+    known.sent = sent.length > 0 ? sent : NONE_SENT;
+  }
+  return { leaf, presented: known.sent };
+}
+
+function inspect(socket: TLSSocket): ConnectionVerdict {
   const cert: PeerCertificate | Record<string, never> = socket.getPeerCertificate();
-  if (!cert || Object.keys(cert).length === 0) return null;
+  if (!cert || Object.keys(cert).length === 0) return connectionVerdict(null);
   const peer = cert as PeerCertificate;
   // An unverified certificate's subject is attacker-chosen: only report it as the claimed name.
   const commonName = asList(peer.subject?.CN)[0];
   if (!socket.authorized) {
     const error = socket.authorizationError as unknown;
     const code = typeof error === 'string' ? error : String((error as { code?: string } | undefined)?.code ?? error);
-    return { ok: false, ...failureFor(code), claimedUser: commonName };
+    return connectionVerdict({ ok: false, ...failureFor(code), claimedUser: commonName });
   }
   if (!commonName) {
-    return { ok: false, reason: 'cert-invalid', message: 'client certificate has no common name (CN) to use as the user name', claimedUser: undefined };
+    return connectionVerdict({ ok: false, reason: 'cert-invalid', message: 'client certificate has no common name (CN) to use as the user name', claimedUser: undefined });
   }
   const credential: Credential = { method: 'x509', connection: socket };
-  return { ok: true, identity: { method: 'x509', user: commonName, groups: asList(peer.subject.O), extra: {}, credential } };
+  return connectionVerdict({ ok: true, identity: { method: 'x509', user: commonName, groups: asList(peer.subject.O), extra: {}, credential } }, peer.fingerprint256);
 }
