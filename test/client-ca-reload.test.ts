@@ -24,12 +24,11 @@ import { createCertificateAuthority, issueCertificate, type CertificateAndKey, t
 import { openWatch, type WatchReader } from './helpers/clients.js';
 import { createTestPki } from './helpers/pki.js';
 import type { LogLine } from './helpers/proxy.js';
-import { pollUntil } from './helpers/raw-tls.js';
 import { startStack, type TapTest } from './helpers/setup.js';
+import { eventReaches, nothingOpen, reloadBySighup, waitFor, within } from './helpers/reload.js';
 import { readToEnd, sendUpgrade } from './helpers/tunnel.js';
 
 const CLOSED = 'closed streams and tunnels of withdrawn credentials';
-const RELOADED = 'reloaded certificates, keys and users';
 const WATCH_PATH = '/api/v1/namespaces/default/pods?watch=true';
 const UNTRUSTED = { kind: 'Status', code: 401, reason: 'Unauthorized', message: 'client certificate is not signed by a trusted certificate authority' };
 /** How soon after the SIGHUP a withdrawn stream must be gone. */
@@ -92,17 +91,7 @@ const { apiserver, proxy } = await startStack(t, {
   flags: ['--client-ca-file', caFile, '--reload-interval', '1h'],
 });
 
-async function waitFor(what: string, condition: () => boolean, timeoutMs = 5000): Promise<void> {
-  if (!(await pollUntil(condition, (done) => done, timeoutMs, 20))) throw new Error(`${what}: not within ${timeoutMs} ms`);
-}
 
-/** Sends SIGHUP and waits for the reload to be applied; returns the log lines it wrote. */
-async function reload(): Promise<LogLine[]> {
-  const from = proxy.logs.length;
-  proxy.child.kill('SIGHUP');
-  await waitFor('the reload line', () => proxy.logs.slice(from).some((l) => l.msg === RELOADED));
-  return proxy.logs.slice(from);
-}
 
 const connectOptions = (who: User) => ({ ca: pki.pem['proxy-ca'].cert, servername: 'localhost', ...credentials[who] });
 
@@ -192,30 +181,8 @@ async function h2Watch(session: ClientHttp2Session): Promise<Watch> {
   return { statusCode: Number(headers[':status']), lines, ended, close: () => stream.close() };
 }
 
-/** `promise`, or a rejection naming `what` once `timeoutMs` has passed. */
-async function within<T>(what: string, promise: Promise<T>, timeoutMs: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: not within ${timeoutMs} ms`)), timeoutMs)));
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
-const pod = (name: string) => ({ kind: 'Pod', apiVersion: 'v1', metadata: { name, namespace: 'default' } });
-let events = 0;
 
-/** Sends one watch event and checks that each of `watches` receives it. */
-async function eventReaches(tt: TapTest, watches: Record<string, { lines: string[] }>): Promise<void> {
-  const name = `event-${++events}`;
-  const counts = Object.fromEntries(Object.entries(watches).map(([who, w]) => [who, w.lines.length]));
-  apiserver.sendWatchEvent('MODIFIED', pod(name));
-  await waitFor(`event ${name} to reach every watch`, () => Object.entries(watches).every(([who, w]) => w.lines.length > (counts[who] as number)));
-  for (const [who, watch] of Object.entries(watches)) {
-    tt.match(JSON.parse(watch.lines.at(-1) as string), { type: 'MODIFIED', object: { metadata: { name } } }, `${who}'s watch receives ${name}`);
-  }
-}
 
 async function openTunnelAsAlice(tt: TapTest) {
   const tunnel = await sendUpgrade(proxy.port, pki, { path: '/test/upgrade-echo', protocol: 'websocket', identity: { cert: 'user-alice' } });
@@ -228,7 +195,6 @@ async function openTunnelAsAlice(tt: TapTest) {
   return { tunnel, closed: readToEnd(tunnel.socket) };
 }
 
-const nothingOpen = () => waitFor('nothing left open at the apiserver', () => apiserver.openWatches() === 0 && apiserver.openUpgrades() === 0);
 
 // Alice's kept-alive connection and HTTP/2 session outlive the first subtest: the second one
 // shows the same connection let in again once her CA is back.
@@ -265,11 +231,11 @@ t.test('CA A removed from --client-ca-file + SIGHUP: alice is refused on the con
   for (const [who, watch] of Object.entries(watches)) t.equal(watch.statusCode, 200, `${who}'s watch is open`);
   const { tunnel, closed } = await openTunnelAsAlice(t);
   await waitFor('the watches and the tunnel to reach the apiserver', () => apiserver.openWatches() === 4 && apiserver.openUpgrades() === 1);
-  await eventReaches(t, watches);
+  await eventReaches(t, apiserver, watches);
 
   writeCaFile(caB);
   const started = Date.now();
-  const logged = await reload();
+  const logged = await reloadBySighup(proxy);
 
   for (const [who, watch] of Object.entries(aliceWatches)) {
     t.equal(await within(`${who}'s watch to end`, watch.ended, CUT_WITHIN_MS), 'end', `${who}'s watch ended cleanly`);
@@ -291,7 +257,7 @@ t.test('CA A removed from --client-ca-file + SIGHUP: alice is refused on the con
   await waitFor('the refusal\'s log line', () => proxy.logs.some(refusedAlice));
   t.match(proxy.logs.find(refusedAlice), { auth: 'x509', status: 401 }, 'logged as a handshake-time failure is');
 
-  await eventReaches(t, otherWatches);
+  await eventReaches(t, apiserver, otherWatches);
   for (const [who, dispatcher] of Object.entries(kept)) {
     t.match(await identity(dispatcher), { status: 200, body: { user: { username: who } } }, `${who}'s next request: 200`);
     t.equal(dispatcher.connects, 1, `${who}: on the same connection`);
@@ -312,9 +278,9 @@ t.test('CA A removed from --client-ca-file + SIGHUP: alice is refused on the con
 });
 
 t.test('CA A back in the file + SIGHUP: alice gets in again', async (t) => {
-  await nothingOpen();
+  await nothingOpen(apiserver);
   writeCaFile(caA, caB);
-  const logged = await reload();
+  const logged = await reloadBySighup(proxy);
   t.notOk(logged.some((l) => l.msg === CLOSED), 'nothing closed');
   t.match(await onNewConnection('alice'), { status: 200, body: { user: { username: 'alice' } } }, 'on a new connection');
   // The verdict follows the CAs in force: the connection refused under B alone is trusted again.
@@ -327,7 +293,7 @@ t.test('a reload that leaves --client-ca-file as it was cuts nothing', async (t)
   const kept = { alice: keptClient('alice'), bob: keptClient('bob'), carl: keptClient('carl') };
   const watchers = { alice: keptClient('alice'), bob: keptClient('bob'), carl: keptClient('carl') };
   t.teardown(() => Promise.all([...Object.values(kept), ...Object.values(watchers)].map((c) => c.destroy())));
-  await nothingOpen();
+  await nothingOpen(apiserver);
   for (const [who, dispatcher] of Object.entries(kept)) t.equal((await identity(dispatcher)).status, 200, `${who} gets in`);
   const watches = {
     'alice (HTTP/1.1)': await openWatch(watchers.alice, `${proxy.url}${WATCH_PATH}`),
@@ -338,14 +304,14 @@ t.test('a reload that leaves --client-ca-file as it was cuts nothing', async (t)
   const { tunnel, closed } = await openTunnelAsAlice(t);
   let tunnelClosed = false;
   void closed.then(() => (tunnelClosed = true));
-  await eventReaches(t, watches);
+  await eventReaches(t, apiserver, watches);
 
   // SIGHUP alone, then the same bytes written anew (a new inode and mtime).
   for (const round of [1, 2]) {
     if (round === 2) writeCaFile(caA, caB);
-    const logged = await reload();
+    const logged = await reloadBySighup(proxy);
     t.notOk(logged.some((l) => l.msg === CLOSED), `reload ${round}: nothing closed`);
-    await eventReaches(t, watches);
+    await eventReaches(t, apiserver, watches);
     for (const [who, dispatcher] of Object.entries(kept)) {
       t.equal((await identity(dispatcher)).status, 200, `reload ${round}: ${who}'s next request: 200`);
       t.equal(dispatcher.connects, 1, `reload ${round}: ${who}: on the same connection`);

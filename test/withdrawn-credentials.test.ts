@@ -15,12 +15,12 @@ import { renewCrl } from '../src/pki/crl.js';
 import { StreamRegistry } from '../src/proxy/forward.js';
 import { basicAuth, call, openWatch, proxyClient, type WatchReader } from './helpers/clients.js';
 import { createTestPki } from './helpers/pki.js';
-import { runCli, type LogLine } from './helpers/proxy.js';
+import { runCli } from './helpers/proxy.js';
 import { bcryptLine, CAROL, startStack, writeUsersFile, type TapTest, type TestUser } from './helpers/setup.js';
+import { eventReaches, nothingOpen, reloadBySighup, waitFor, within } from './helpers/reload.js';
 import { readToEnd, sendUpgrade, type UpgradeResponse } from './helpers/tunnel.js';
 
 const CLOSED = 'closed streams and tunnels of withdrawn credentials';
-const RELOADED = 'reloaded certificates, keys and users';
 const WATCH_PATH = '/api/v1/namespaces/default/pods?watch=true';
 /** How soon after the SIGHUP a withdrawn stream must be gone. */
 const CUT_WITHIN_MS = 2000;
@@ -48,51 +48,12 @@ const { apiserver, proxy, usersFile } = await startStack(t, {
 const plain = new Agent({ keepAliveTimeout: 10, keepAliveMaxTimeout: 10 });
 t.teardown(() => plain.close());
 
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
-async function waitFor(what: string, condition: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await sleep(20);
-  }
-}
 
-/** The previous subtest's streams and tunnels are gone at the apiserver too (they close asynchronously). */
-const nothingOpen = () => waitFor('nothing left open at the apiserver', () => apiserver.openWatches() === 0 && apiserver.openUpgrades() === 0);
 
-/** `promise`, or a rejection naming `what` once `timeoutMs` has passed. */
-async function within<T>(what: string, promise: Promise<T>, timeoutMs: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: not within ${timeoutMs} ms`)), timeoutMs)));
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
-/** Sends SIGHUP and waits for the reload to be applied; returns the log lines it wrote. */
-async function reload(): Promise<LogLine[]> {
-  const from = proxy.logs.length;
-  proxy.child.kill('SIGHUP');
-  await waitFor('the reload line', () => proxy.logs.slice(from).some((l) => l.msg === RELOADED));
-  return proxy.logs.slice(from);
-}
 
-const pod = (name: string) => ({ kind: 'Pod', apiVersion: 'v1', metadata: { name, namespace: 'default' } });
-let events = 0;
 
-/** Sends one watch event and checks that each of `watches` receives it. */
-async function eventReaches(tt: TapTest, watches: Record<string, WatchReader>): Promise<void> {
-  const name = `event-${++events}`;
-  const counts = Object.fromEntries(Object.entries(watches).map(([who, w]) => [who, w.lines.length]));
-  apiserver.sendWatchEvent('MODIFIED', pod(name));
-  for (const [who, watch] of Object.entries(watches)) {
-    const line = await watch.next((counts[who] as number) + 1);
-    tt.match(JSON.parse(line), { type: 'MODIFIED', object: { metadata: { name } } }, `${who}'s watch receives ${name}`);
-  }
-}
 
 /** An echo tunnel through the proxy (an exec's shape: upgraded, then bytes both ways), checked with one round trip. */
 async function openTunnel(tt: TapTest, auth: { cert: 'user-alice' | 'user-bob' } | TestUser): Promise<{ tunnel: UpgradeResponse; closed: Promise<Buffer> }> {
@@ -128,7 +89,7 @@ t.test('pki revoke + SIGHUP: alice\'s watches end cleanly and her tunnel closes;
   // destroy(), not close(): close() would wait for a watch that a failed check left open.
   t.teardown(() => Promise.all([alice.destroy(), aliceH2.destroy(), bob.destroy()]));
 
-  await nothingOpen();
+  await nothingOpen(apiserver);
   const watches = {
     'alice (HTTP/1.1)': await openWatch(alice, `${proxy.url}${WATCH_PATH}`),
     // Over HTTP/2 the certificate belongs to the session's connection, not to the stream.
@@ -138,7 +99,7 @@ t.test('pki revoke + SIGHUP: alice\'s watches end cleanly and her tunnel closes;
   for (const [who, watch] of Object.entries(watches)) t.equal(watch.statusCode, 200, `${who}'s watch is open`);
   const { tunnel, closed } = await openTunnel(t, { cert: 'user-alice' });
   await waitFor('the watches and the tunnel to reach the apiserver', () => apiserver.openWatches() === 3 && apiserver.openUpgrades() === 1);
-  await eventReaches(t, watches);
+  await eventReaches(t, apiserver, watches);
   // No chunked framing: that response came over HTTP/2.
   t.equal(watches['alice (HTTP/2)'].headers['transfer-encoding'], undefined, 'one of alice\'s watches is over HTTP/2');
   t.equal(watches['alice (HTTP/1.1)'].headers['transfer-encoding'], 'chunked');
@@ -146,7 +107,7 @@ t.test('pki revoke + SIGHUP: alice\'s watches end cleanly and her tunnel closes;
   const revoke = await runCli(['pki', 'revoke', '--cert', pki.path('user-alice', 'crt'), '--dir', pki.dir]);
   t.equal(revoke.code, 0, revoke.stderr);
   const started = Date.now();
-  const logged = await reload();
+  const logged = await reloadBySighup(proxy);
 
   const { bob: bobWatch, ...aliceWatches } = watches;
   for (const [who, watch] of Object.entries(aliceWatches)) {
@@ -163,7 +124,7 @@ t.test('pki revoke + SIGHUP: alice\'s watches end cleanly and her tunnel closes;
   t.equal(warned.length, 1, 'one warn line for the reload');
   t.match(warned[0], { level: 40, streams: 2, tunnels: 1, users: ['alice'] }, 'naming how many and whose');
 
-  await eventReaches(t, { bob: bobWatch });
+  await eventReaches(t, apiserver, { bob: bobWatch });
   t.equal(bobWatch.lines.length, 2, 'bob\'s watch still open, with both events');
 
   const next = await call(alice, `${proxy.url}/test/identity`);
@@ -181,7 +142,7 @@ t.test('users file rewritten + SIGHUP: removed and changed users lose their watc
   t.teardown(() => client.destroy());
   const watchAs = (user: TestUser) => openWatch(client, `${proxy.url}${WATCH_PATH}`, { authorization: basicAuth(user) });
 
-  await nothingOpen();
+  await nothingOpen(apiserver);
   const watches = {
     'carol (removed)': await watchAs(CAROL),
     'erin (new password)': await watchAs(ERIN),
@@ -192,10 +153,10 @@ t.test('users file rewritten + SIGHUP: removed and changed users lose their watc
   const carolTunnel = await openTunnel(t, CAROL);
   const daveTunnel = await openTunnel(t, DAVE);
   await waitFor('the watches and tunnels to reach the apiserver', () => apiserver.openWatches() === 4 && apiserver.openUpgrades() === 2);
-  await eventReaches(t, watches);
+  await eventReaches(t, apiserver, watches);
 
   writeUsersFile(dirname(usersFile), [bcryptLine(ERIN_NEW), `${frankHashed}:ops,admins`, lines.dave], basename(usersFile));
-  const logged = await reload();
+  const logged = await reloadBySighup(proxy);
 
   const { 'dave (unchanged)': daveWatch, ...cut } = watches;
   for (const [who, watch] of Object.entries(cut)) {
@@ -211,7 +172,7 @@ t.test('users file rewritten + SIGHUP: removed and changed users lose their watc
   t.match(warned[0], { level: 40, streams: 3, tunnels: 1, users: ['carol', 'erin', 'frank'] });
   t.notOk(JSON.stringify(warned).includes(ERIN.password) || JSON.stringify(warned).includes('$2'), 'no password or hash in it');
 
-  await eventReaches(t, { dave: daveWatch });
+  await eventReaches(t, apiserver, { dave: daveWatch });
   const echoed = new Promise<Buffer>((resolve) => daveTunnel.tunnel.socket.once('data', resolve));
   daveTunnel.tunnel.socket.write('still here');
   t.equal((await echoed).toString(), 'still here', 'dave\'s tunnel still carries bytes');
@@ -231,7 +192,7 @@ t.test('a reload that changes nothing cuts nothing', async (t) => {
   const bobH2 = h2Client('user-bob');
   const client = proxyClient(pki);
   t.teardown(() => Promise.all([bob.destroy(), bobH2.destroy(), client.destroy()]));
-  await nothingOpen();
+  await nothingOpen(apiserver);
   const watches = {
     'bob (HTTP/1.1)': await openWatch(bob, `${proxy.url}${WATCH_PATH}`),
     'bob (HTTP/2)': await openWatch(bobH2, `${proxy.url}${WATCH_PATH}`),
@@ -239,12 +200,12 @@ t.test('a reload that changes nothing cuts nothing', async (t) => {
   };
   const bobTunnel = await openTunnel(t, { cert: 'user-bob' });
   const daveTunnel = await openTunnel(t, DAVE);
-  await eventReaches(t, watches);
+  await eventReaches(t, apiserver, watches);
 
   for (const round of [1, 2]) {
-    const logged = await reload();
+    const logged = await reloadBySighup(proxy);
     t.notOk(logged.some((l) => l.msg === CLOSED), `SIGHUP ${round}: nothing closed`);
-    await eventReaches(t, watches);
+    await eventReaches(t, apiserver, watches);
     for (const [who, { tunnel }] of Object.entries({ bob: bobTunnel, dave: daveTunnel })) {
       const echoed = new Promise<Buffer>((resolve) => tunnel.socket.once('data', resolve));
       tunnel.socket.write(`round ${round}`);
