@@ -44,6 +44,9 @@ t.test('requests spread across all apiservers', async (t) => {
   const counts = served(servers);
   t.equal(counts.reduce((a, b) => a + b, 0), 60);
   t.ok(counts.every((c) => c >= 10), `each apiserver served a share: ${counts.join(', ')}`);
+  // Host names the apiserver the request went to, as it would for a client talking to it directly.
+  const hosts = servers.map((s) => [...new Set(s.requests.filter((r) => r.user?.username === 'alice').map((r) => r.rawHeaders.find(([n]) => n.toLowerCase() === 'host')?.[1]))]);
+  t.same(hosts, servers.map((s) => [new URL(s.url).host]), 'each apiserver got its own Host');
   const checks = servers.map((s) => s.requests.filter((r) => r.url === '/readyz' && r.user?.username === 'kube-front-proxy:health-check').length);
   t.ok(checks.every((c) => c > 0), `each got GET /readyz health checks as the health-check user: ${checks.join(', ')}`);
 });

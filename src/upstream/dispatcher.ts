@@ -107,6 +107,9 @@ export class PoolDispatcher extends Dispatcher {
         handler.onError?.(err);
       },
     };
+    // reply-from names the first configured upstream in Host; the request goes to this one.
+    const headers = options.headers as Record<string, unknown> | null | undefined;
+    if (headers && !Array.isArray(headers) && typeof headers === 'object') headers.host = target.url.host;
     this.agent().dispatch({ ...options, origin: target.origin }, wrapped as unknown as Dispatcher.DispatchHandler);
   }
 
