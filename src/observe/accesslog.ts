@@ -5,7 +5,7 @@
 
 import { pino, stdTimeFunctions, type Logger } from 'pino';
 import type { AuthFailureReason, AuthMethod, Identity } from '../auth/identity.js';
-import { batchedDestination, type LogDestination } from './destination.js';
+import { batchedDestination } from './destination.js';
 import type { RequestInfo } from './requestinfo.js';
 
 export interface AccessRecord {
@@ -98,6 +98,13 @@ export interface AuthFailureRecord {
 
 export type AccessLogFormat = 'json' | 'audit';
 
+/** What pino.destination() returns (sonic-boom), as far as we use it. */
+interface SonicBoom {
+  write(line: string): boolean;
+  reopen(): void;
+  flushSync(): void;
+}
+
 /**
  * The same record as a Kubernetes audit.k8s.io/v1 Event at level Metadata, so tools that read
  * apiserver audit logs read ours. requestURI is the path alone: a query can carry tokens.
@@ -152,7 +159,7 @@ export class AccessLog {
     /** JSON format: pino, for authentication failures and the level that turns request lines off. */
     private readonly logger: JsonLogger | undefined,
     /** Where lines go: the file's, or the stdout destination shared with the other logs. */
-    private readonly destination: LogDestination | undefined,
+    private readonly destination: SonicBoom | undefined,
     private readonly format: AccessLogFormat,
     /** False for stdout shared with the other logs: its owner reopens nothing and flushes at exit. */
     private readonly ownsDestination: boolean,
@@ -164,8 +171,8 @@ export class AccessLog {
    * its own.
    */
   static open(file: string | undefined, format: AccessLogFormat, fallback: JsonLogger): AccessLog {
-    if (!file && format === 'json') return new AccessLog(fallback, (fallback as unknown as Record<symbol, LogDestination>)[pino.symbols.streamSym], format, false);
-    const destination = batchedDestination({ dest: file ?? 1, append: true, mkdir: false });
+    if (!file && format === 'json') return new AccessLog(fallback, (fallback as unknown as Record<symbol, SonicBoom>)[pino.symbols.streamSym], format, false);
+    const destination = batchedDestination({ dest: file ?? 1, append: true, mkdir: false }) as SonicBoom;
     if (format === 'audit') return new AccessLog(undefined, destination, format, true);
     return new AccessLog(pino({ base: { pid: process.pid }, timestamp: stdTimeFunctions.isoTime }, destination), destination, format, true);
   }
