@@ -15,6 +15,7 @@ import { renewCrl } from '../src/pki/crl.js';
 import { StreamRegistry } from '../src/proxy/forward.js';
 import { basicAuth, call, openWatch, proxyClient, type WatchReader } from './helpers/clients.js';
 import { createTestPki } from './helpers/pki.js';
+import { kubectl, requireKubectl, writeKubeconfig } from './helpers/kubectl.js';
 import { runCli } from './helpers/proxy.js';
 import { bcryptLine, CAROL, startStack, writeUsersFile, type TapTest, type TestUser } from './helpers/setup.js';
 import { eventReaches, nothingOpen, reloadBySighup, waitFor, within } from './helpers/reload.js';
@@ -264,4 +265,24 @@ t.test('a stream registered after the sweep, by an identity already withdrawn, i
   await Promise.resolve();
   t.same(ended, ['early', 'late'], 'but right after');
   t.equal(registry.size, 0, 'and never listed');
+});
+
+t.test('the real kubectl: `get pods -w` as bob ends when his certificate is revoked, and he is refused after', async (t) => {
+  requireKubectl();
+  await nothingOpen(apiserver);
+  const kubeconfig = writeKubeconfig(proxy.url, pki.pem['proxy-ca'].cert, { clientCertificate: pki.pem['user-bob'].cert, clientKey: pki.pem['user-bob'].key });
+  const watching = kubectl(kubeconfig, ['get', 'pods', '-w'], { timeoutMs: 30_000 });
+  await waitFor('kubectl\'s watch to reach the apiserver', () => apiserver.openWatches() === 1, 10_000);
+
+  const revoke = await runCli(['pki', 'revoke', '--cert', pki.path('user-bob', 'crt'), '--dir', pki.dir]);
+  t.equal(revoke.code, 0, revoke.stderr);
+  const started = Date.now();
+  await reloadBySighup(proxy);
+  const watched = await within('kubectl get -w to exit', watching, 10_000);
+  t.ok(Date.now() - started < 10_000, `kubectl's watch ended ${Date.now() - started} ms after the SIGHUP (${watched.code}: ${watched.stderr.trim()})`);
+  t.match(watched.stdout, /pod-0/, 'it had listed the pods before');
+
+  const again = await kubectl(kubeconfig, ['get', 'pods']);
+  t.not(again.code, 0, 'a new kubectl get is refused');
+  t.match(again.stderr, /Unauthorized|must be logged in/, `kubectl says why: ${again.stderr.trim()}`);
 });
