@@ -23,6 +23,7 @@ import { TrustedCas } from '../src/auth/trusted-cas.js';
 import { createCertificateAuthority, issueCertificate, type CertificateAndKey, type CertificateOptions } from '../src/pki/certificates.js';
 import { openWatch, type WatchReader } from './helpers/clients.js';
 import { createTestPki } from './helpers/pki.js';
+import { kubectl, requireKubectl, writeKubeconfig } from './helpers/kubectl.js';
 import type { LogLine } from './helpers/proxy.js';
 import { startStack, type TapTest } from './helpers/setup.js';
 import { eventReaches, nothingOpen, reloadBySighup, waitFor, within } from './helpers/reload.js';
@@ -388,4 +389,27 @@ t.test('Authenticator.setClientCas keeps the set in force when the bundle is unc
   t.equal(authenticator.setClientCas(undefined), false, 'none at all (cannot happen on reload): the set in force stays');
   t.equal(authenticator.setClientCas(new TrustedCas(Buffer.from(caB.cert))), true, 'a CA removed: changed');
   t.equal(authenticator.setClientCas(new TrustedCas(pem)), true, 'and back: changed');
+});
+
+t.test('the real kubectl: `get pods -w` as bob ends when CA B leaves --client-ca-file, and he is refused after', async (t) => {
+  requireKubectl();
+  await nothingOpen(apiserver);
+  const kubeconfig = writeKubeconfig(proxy.url, pki.pem['proxy-ca'].cert, { clientCertificate: bob.cert, clientKey: bob.key });
+  const watching = kubectl(kubeconfig, ['get', 'pods', '-w'], { timeoutMs: 30_000 });
+  await waitFor('kubectl\'s watch to reach the apiserver', () => apiserver.openWatches() === 1, 10_000);
+
+  writeCaFile(caA);
+  t.teardown(async () => {
+    writeCaFile(caA, caB);
+    await reloadBySighup(proxy);
+  });
+  const started = Date.now();
+  await reloadBySighup(proxy);
+  const watched = await within('kubectl get -w to exit', watching, 10_000);
+  t.ok(Date.now() - started < 10_000, `kubectl's watch ended ${Date.now() - started} ms after the SIGHUP (exit ${watched.code})`);
+  t.match(watched.stdout, /pod-0/, 'it had listed the pods before');
+
+  const again = await kubectl(kubeconfig, ['get', 'pods']);
+  t.not(again.code, 0, 'a new kubectl get is refused');
+  t.match(again.stderr, /must be logged in to the server/, `kubectl says why: ${again.stderr.trim()}`);
 });
