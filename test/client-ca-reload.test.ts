@@ -27,7 +27,7 @@ import { kubectl, requireKubectl, writeKubeconfig } from './helpers/kubectl.js';
 import type { LogLine } from './helpers/proxy.js';
 import { startStack, type TapTest } from './helpers/setup.js';
 import { eventReaches, nothingOpen, reloadBySighup, waitFor, within } from './helpers/reload.js';
-import { readToEnd, sendUpgrade } from './helpers/tunnel.js';
+import { openEchoTunnel } from './helpers/tunnel.js';
 
 const CLOSED = 'closed streams and tunnels of withdrawn credentials';
 const WATCH_PATH = '/api/v1/namespaces/default/pods?watch=true';
@@ -91,8 +91,6 @@ const { apiserver, proxy } = await startStack(t, {
   // Only SIGHUP reloads, so each reload happens exactly when the test sends it.
   flags: ['--client-ca-file', caFile, '--reload-interval', '1h'],
 });
-
-
 
 const connectOptions = (who: User) => ({ ca: pki.pem['proxy-ca'].cert, servername: 'localhost', ...credentials[who] });
 
@@ -182,20 +180,9 @@ async function h2Watch(session: ClientHttp2Session): Promise<Watch> {
   return { statusCode: Number(headers[':status']), lines, ended, close: () => stream.close() };
 }
 
-
-
-
-async function openTunnelAsAlice(tt: TapTest) {
-  const tunnel = await sendUpgrade(proxy.port, pki, { path: '/test/upgrade-echo', protocol: 'websocket', identity: { cert: 'user-alice' } });
-  tt.equal(tunnel.statusCode, 101, 'alice\'s tunnel opens');
-  const echoed = new Promise<Buffer>((resolve) => tunnel.socket.once('data', resolve));
-  tunnel.socket.resume();
-  tunnel.socket.write('ping');
-  tt.equal((await echoed).toString(), 'ping', 'and carries bytes');
-  // Resolves when the proxy ends or closes the client's side.
-  return { tunnel, closed: readToEnd(tunnel.socket) };
+function openTunnelAsAlice(tt: TapTest) {
+  return openEchoTunnel(tt, proxy.port, pki, { protocol: 'websocket', identity: { cert: 'user-alice' } });
 }
-
 
 // Alice's kept-alive connection and HTTP/2 session outlive the first subtest: the second one
 // shows the same connection let in again once her CA is back.

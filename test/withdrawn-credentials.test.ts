@@ -19,7 +19,7 @@ import { kubectl, requireKubectl, writeKubeconfig } from './helpers/kubectl.js';
 import { runCli } from './helpers/proxy.js';
 import { bcryptLine, CAROL, startStack, writeUsersFile, type TapTest, type TestUser } from './helpers/setup.js';
 import { eventReaches, nothingOpen, reloadBySighup, waitFor, within } from './helpers/reload.js';
-import { readToEnd, sendUpgrade, type UpgradeResponse } from './helpers/tunnel.js';
+import { openEchoTunnel } from './helpers/tunnel.js';
 
 const CLOSED = 'closed streams and tunnels of withdrawn credentials';
 const WATCH_PATH = '/api/v1/namespaces/default/pods?watch=true';
@@ -49,26 +49,9 @@ const { apiserver, proxy, usersFile } = await startStack(t, {
 const plain = new Agent({ keepAliveTimeout: 10, keepAliveMaxTimeout: 10 });
 t.teardown(() => plain.close());
 
-
-
-
-
-
-
-
-/** An echo tunnel through the proxy (an exec's shape: upgraded, then bytes both ways), checked with one round trip. */
-async function openTunnel(tt: TapTest, auth: { cert: 'user-alice' | 'user-bob' } | TestUser): Promise<{ tunnel: UpgradeResponse; closed: Promise<Buffer> }> {
-  const tunnel = await sendUpgrade(proxy.port, pki, {
-    path: '/test/upgrade-echo',
-    ...('cert' in auth ? { protocol: 'websocket', identity: auth } : { protocol: 'SPDY/3.1', headers: [`Authorization: ${basicAuth(auth)}`] }),
-  });
-  tt.equal(tunnel.statusCode, 101, 'the tunnel opens');
-  const echoed = new Promise<Buffer>((resolve) => tunnel.socket.once('data', resolve));
-  tunnel.socket.resume();
-  tunnel.socket.write('ping');
-  tt.equal((await echoed).toString(), 'ping', 'and carries bytes');
-  // Resolves when the proxy ends or closes the client's side.
-  return { tunnel, closed: readToEnd(tunnel.socket) };
+/** An echo tunnel through the proxy, by certificate (WebSocket) or password (SPDY). */
+function openTunnel(tt: TapTest, auth: { cert: 'user-alice' | 'user-bob' } | TestUser) {
+  return openEchoTunnel(tt, proxy.port, pki, 'cert' in auth ? { protocol: 'websocket', identity: auth } : { protocol: 'SPDY/3.1', headers: [`Authorization: ${basicAuth(auth)}`] });
 }
 
 function h2Client(cert: 'user-alice' | 'user-bob'): Agent {

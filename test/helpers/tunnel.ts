@@ -5,6 +5,7 @@ import { once } from 'node:events';
 import { connect, type TLSSocket } from 'node:tls';
 import type { ClientIdentity } from './clients.js';
 import type { TestPki } from './pki.js';
+import type { TapTest } from './setup.js';
 
 export interface UpgradeResponse {
   statusCode: number;
@@ -86,4 +87,19 @@ export async function readToEnd(socket: TLSSocket, first: Buffer = Buffer.alloc(
   socket.resume();
   await Promise.race([once(socket, 'end'), once(socket, 'close')]);
   return Buffer.concat(chunks);
+}
+
+/**
+ * A tunnel to the stand-in's /test/upgrade-echo (an exec's shape: upgraded, then bytes both
+ * ways), checked with one round trip. `closed` resolves when the proxy ends or closes the
+ * client's side.
+ */
+export async function openEchoTunnel(t: TapTest, port: number, pki: TestPki, request: Omit<UpgradeRequest, 'path'>): Promise<{ tunnel: UpgradeResponse; closed: Promise<Buffer> }> {
+  const tunnel = await sendUpgrade(port, pki, { path: '/test/upgrade-echo', ...request });
+  t.equal(tunnel.statusCode, 101, 'the tunnel opens');
+  const echoed = new Promise<Buffer>((resolve) => tunnel.socket.once('data', resolve));
+  tunnel.socket.resume();
+  tunnel.socket.write('ping');
+  t.equal((await echoed).toString(), 'ping', 'and carries bytes');
+  return { tunnel, closed: readToEnd(tunnel.socket) };
 }
