@@ -3,7 +3,7 @@
 // even when a valid password comes with it.
 import t from 'tap';
 import { basicAuth, call, proxyClient } from './helpers/clients.js';
-import type { PkiName } from './helpers/pki.js';
+import { credentialIdExtra, type PkiName } from './helpers/pki.js';
 import { ALICE, startStack } from './helpers/setup.js';
 
 const { apiserver, pki, proxy } = await startStack(t);
@@ -20,9 +20,10 @@ async function identityWith(cert: PkiName | undefined, headers: Record<string, s
 t.test('CN is the user name and every O a group', async (t) => {
   const alice = await identityWith('user-alice');
   t.equal(alice.status, 200);
-  t.same(alice.body, { authn: 'requestheader', user: { username: 'alice', groups: ['devs', 'ops', 'system:authenticated'], extra: {} } });
+  // The credential id kube-apiserver itself gives a certificate user: the SHA-256 of the DER.
+  t.same(alice.body, { authn: 'requestheader', user: { username: 'alice', groups: ['devs', 'ops', 'system:authenticated'], extra: credentialIdExtra(pki.pem['user-alice'].cert) } });
   const bob = await identityWith('user-bob');
-  t.same((bob.body as { user: unknown }).user, { username: 'bob', groups: ['viewers', 'system:authenticated'], extra: {} }, 'a single O is one group');
+  t.same((bob.body as { user: unknown }).user, { username: 'bob', groups: ['viewers', 'system:authenticated'], extra: credentialIdExtra(pki.pem['user-bob'].cert) }, 'a single O is one group');
 });
 
 t.test('bad certificates are refused with a 401 Status saying why', async (t) => {

@@ -17,7 +17,7 @@ import type { Identity } from '../src/auth/identity.js';
 import { upstreamRequestHeaders, withRepeatedHeaders, type HeaderPolicy, type HeaderRecord, type OutgoingHeaders } from '../src/proxy/headers.js';
 import type { SeenRequest } from './helpers/apiserver.js';
 import { basicAuth } from './helpers/clients.js';
-import type { PkiName } from './helpers/pki.js';
+import { credentialIdExtra, type PkiName } from './helpers/pki.js';
 import { startProxy, type ProxyProcess } from './helpers/proxy.js';
 import { KeepAliveConnection, responseHeader, type KeepAliveResponse } from './helpers/raw-https.js';
 import { ALICE, CAROL, HTPASSWD_USER, proxyFlags, startStack, type TestUser } from './helpers/setup.js';
@@ -518,11 +518,16 @@ function upstreamLines(record: SeenRequest): Map<string, string[]> {
   return out;
 }
 
-/** Every way the apiserver's record of `c` breaks the contract (empty when it holds). */
-function upstreamViolations(c: E2eCase, record: SeenRequest, upstreamHost: string): string[] {
+/**
+ * Every way the apiserver's record of `c` breaks the contract (empty when it holds). `extra`: the
+ * extra the proxy must state for c's user (a certificate user's credential id; none for a password).
+ */
+function upstreamViolations(c: E2eCase, record: SeenRequest, upstreamHost: string, extra: Record<string, string[]>): string[] {
   const actual = upstreamLines(record);
   const policy = { allowImpersonation: c.policy === 'allow' };
-  const expected = new Map([...expectedClientHeaders(c.lines, policy, c.upgrade ? 'upgrade' : 'forward'), ...expectedIdentityHeaders({ method: 'basic', user: c.user.name, groups: c.user.groups, extra: {} }, '127.0.0.1')]);
+  // upstreamLines lower-cases names: so must the expected ones (an escaped extra key's %XX is upper-case).
+  const identity = [...expectedIdentityHeaders({ method: 'basic', user: c.user.name, groups: c.user.groups, extra }, '127.0.0.1')].map(([name, values]): [string, string[]] => [name.toLowerCase(), values]);
+  const expected = new Map([...expectedClientHeaders(c.lines, policy, c.upgrade ? 'upgrade' : 'forward'), ...identity]);
   expected.set('host', [upstreamHost]);
   if (c.upgrade) {
     expected.set('connection', ['Upgrade']);
@@ -537,8 +542,8 @@ function upstreamViolations(c: E2eCase, record: SeenRequest, upstreamHost: strin
   const only = c.hostile === null ? undefined : (n: string) => classify(n) !== 'benign';
   const problems = diff(actual, expected, only);
   const groups = [...c.user.groups, 'system:authenticated'];
-  if (record.authn !== 'requestheader' || !isDeepStrictEqual(record.user, { username: c.user.name, groups, extra: {} })) {
-    problems.push(`the apiserver authenticated ${record.authn} ${JSON.stringify(record.user)}, expected requestheader ${c.user.name} ${JSON.stringify(groups)}`);
+  if (record.authn !== 'requestheader' || !isDeepStrictEqual(record.user, { username: c.user.name, groups, extra })) {
+    problems.push(`the apiserver authenticated ${record.authn} ${JSON.stringify(record.user)}, expected requestheader ${c.user.name} ${JSON.stringify(groups)} ${JSON.stringify(extra)}`);
   }
   return problems;
 }
@@ -564,6 +569,12 @@ t.test(`end to end: ${E2E_REQUESTS} generated requests through the proxy`, async
   t.teardown(() => strict.stop());
   const proxies: Record<E2eCase['policy'], ProxyProcess> = { allow: stack.proxy, deny: strict };
   const upstreamHost = new URL(apiserver.url).host;
+  // What the proxy must state as extra, by client certificate: the certificate's credential id.
+  const extraFor: Record<Tls, Record<string, string[]>> = {
+    none: {},
+    'user-alice': credentialIdExtra(pki.pem['user-alice'].cert),
+    'user-bob': credentialIdExtra(pki.pem['user-bob'].cert),
+  };
 
   const generatedAt = performance.now();
   const cases = fc.sample(E2E_CASE, { seed: SEED, numRuns: E2E_REQUESTS });
@@ -646,7 +657,7 @@ t.test(`end to end: ${E2E_REQUESTS} generated requests through the proxy`, async
     const response = outcome?.response;
     if (response?.statusCode === 200 && records.length === 1) {
       forwarded++;
-      const problems = upstreamViolations(c, records[0]!, upstreamHost);
+      const problems = upstreamViolations(c, records[0]!, upstreamHost, extraFor[c.tls]);
       const body = JSON.parse(response.body.toString('utf8')) as { authn?: string; user?: { username?: string } };
       if (body.user?.username !== c.user.name) problems.push(`the client was answered for ${JSON.stringify(body.user)}`);
       if (problems.length > 0) fail(id, problems);
@@ -720,7 +731,7 @@ t.test('the end-to-end oracle rejects upstream records that break the contract',
   ];
   // Only what the oracle reads; the cast keeps this independent of fields added to SeenRequest later.
   const record = (rawHeaders: [string, string][]): SeenRequest => ({ method: 'GET', url: '/test/identity?fuzz=0', rawHeaders, authn: 'requestheader', user: { username: 'alice', groups: ['devs', 'ops', 'system:authenticated'], extra: {} }, peerCN: 'front-proxy-client' }) as Partial<SeenRequest> as SeenRequest;
-  t.same(upstreamViolations(c, record(good), '127.0.0.1:6443'), [], 'the correct record passes');
+  t.same(upstreamViolations(c, record(good), '127.0.0.1:6443', {}), [], 'the correct record passes');
   const wrong: [string, [string, string][]][] = [
     ["a kept 'X-Remote-User '", [...good, ['X-Remote-User ', 'root']]],
     ["a kept 'x-remote-extra-'", [...good, ['x-remote-extra-', 'x']]],
@@ -735,6 +746,6 @@ t.test('the end-to-end oracle rejects upstream records that break the contract',
     ['a benign header lost', good.filter(([n]) => n !== 'accept')],
     ['a hop-by-hop header kept', [...good, ['keep-alive', 'timeout=5']]],
   ];
-  for (const [what, rawHeaders] of wrong) t.not(upstreamViolations(c, record(rawHeaders), '127.0.0.1:6443').length, 0, `caught: ${what}`);
-  t.not(upstreamViolations({ ...c, policy: 'deny' }, record(good), '127.0.0.1:6443').length, 0, 'caught: impersonation passed with the policy off');
+  for (const [what, rawHeaders] of wrong) t.not(upstreamViolations(c, record(rawHeaders), '127.0.0.1:6443', {}).length, 0, `caught: ${what}`);
+  t.not(upstreamViolations({ ...c, policy: 'deny' }, record(good), '127.0.0.1:6443', {}).length, 0, 'caught: impersonation passed with the policy off');
 });

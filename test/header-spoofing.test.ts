@@ -2,6 +2,7 @@
 // the apiserver sees only the proxy's. Requests are written byte for byte over raw TLS.
 import t from 'tap';
 import { basicAuth, rawRequest } from './helpers/clients.js';
+import { credentialIdExtra, type PkiName } from './helpers/pki.js';
 import { ALICE, startStack, type TapTest } from './helpers/setup.js';
 
 const { apiserver, pki, proxy } = await startStack(t);
@@ -25,21 +26,27 @@ function head(path: string, extra: string[]): string {
   return [`GET ${path} HTTP/1.1`, 'Host: localhost', 'Connection: close', ...extra].join('\r\n');
 }
 
-function assertOnlyProxyIdentity(t: TapTest, expectedUser: string, expectedGroups: string[]) {
+/** `cert`: the client certificate the user came with (its credential id is the one extra), if any. */
+function assertOnlyProxyIdentity(t: TapTest, expectedUser: string, expectedGroups: string[], cert?: PkiName) {
   const seen = apiserver.requests.at(-1);
   t.ok(seen, 'the request reached the apiserver');
   if (!seen) return;
+  const extra = cert === undefined ? {} : credentialIdExtra(pki.pem[cert].cert);
   const identityHeaders = seen.rawHeaders.filter(([name]) => /^x-remote-/i.test(name));
   t.same(
     identityHeaders.map(([name, value]) => [name.toLowerCase(), value]),
-    [['x-remote-user', expectedUser], ...expectedGroups.map((g) => ['x-remote-group', g])],
-    'exactly one user line and one line per group, all set by the proxy',
+    [
+      ['x-remote-user', expectedUser],
+      ...expectedGroups.map((g) => ['x-remote-group', g]),
+      ...(cert === undefined ? [] : extra['authentication.kubernetes.io/credential-id']!.map((v) => ['x-remote-extra-authentication.kubernetes.io%2fcredential-id', v])),
+    ],
+    'exactly one user line, one line per group and, for a certificate, one credential-id line, all set by the proxy',
   );
   for (const [, value] of seen.rawHeaders) {
     t.notOk(SPOOFED_VALUES.includes(value), `no spoofed value reaches the apiserver (${value})`);
   }
   t.notOk(seen.rawHeaders.some(([name]) => /^(proxy-)?authorization$/i.test(name)), 'no credentials reach the apiserver');
-  t.same(seen.user, { username: expectedUser, groups: [...expectedGroups, 'system:authenticated'], extra: {} });
+  t.same(seen.user, { username: expectedUser, groups: [...expectedGroups, 'system:authenticated'], extra });
 }
 
 t.test('basic-auth user: every spoofed header is dropped', async (t) => {
@@ -51,7 +58,7 @@ t.test('basic-auth user: every spoofed header is dropped', async (t) => {
 t.test('certificate user: every spoofed header is dropped', async (t) => {
   const res = await rawRequest(proxy.port, pki, head('/test/identity', SPOOFED), '', { cert: 'user-bob' });
   t.equal(res.statusCode, 200);
-  assertOnlyProxyIdentity(t, 'bob', ['viewers']);
+  assertOnlyProxyIdentity(t, 'bob', ['viewers'], 'user-bob');
 });
 
 t.test('Connection: naming the identity headers cannot remove the proxy\'s own', async (t) => {

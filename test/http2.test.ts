@@ -6,6 +6,7 @@ import { connect, constants, type ClientHttp2Session, type IncomingHttpHeaders }
 import t from 'tap';
 import { basicAuth } from './helpers/clients.js';
 import { kubectl, requireKubectl, writeKubeconfig } from './helpers/kubectl.js';
+import { credentialIdExtra } from './helpers/pki.js';
 import { ALICE, startStack } from './helpers/setup.js';
 
 const { apiserver, pki, proxy } = await startStack(t);
@@ -62,11 +63,14 @@ t.test('over HTTP/2 too, identity headers come from the proxy only; pseudo-heade
   t.equal(res.status, 200);
   const seen = apiserver.requests.at(-1);
   t.equal(seen?.user?.username, 'alice', 'the certificate user');
+  const extra = credentialIdExtra(pki.pem['user-alice'].cert);
+  t.same(seen?.user?.extra, extra, 'with the certificate\'s credential id as its one extra');
   const names = seen?.rawHeaders.map(([n]) => n.toLowerCase()) ?? [];
   t.same(seen?.rawHeaders.filter(([n]) => /^x-remote-/i.test(n)).map(([n, v]) => [n.toLowerCase(), v]), [
     ['x-remote-user', 'alice'],
     ['x-remote-group', 'devs'],
     ['x-remote-group', 'ops'],
+    ['x-remote-extra-authentication.kubernetes.io%2fcredential-id', extra['authentication.kubernetes.io/credential-id']![0]],
   ]);
   t.notOk(names.some((n) => n.startsWith(':')), 'no pseudo-header reaches the apiserver');
   // The stand-in offers h2 as kube-apiserver does; the proxy stays on HTTP/1.1 upstream, where

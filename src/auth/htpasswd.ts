@@ -2,6 +2,12 @@
 // comma-separated groups (`alice:$2y$10$...:devs,ops`). nginx's auth_basic_user_file reads that
 // third field as a comment, so one file serves both. Only bcrypt is accepted: bcryptjs returns
 // a quiet `false` for MD5 ($apr1$), SHA and crypt hashes, which would lock users out silently.
+//
+// A user's name and groups go to kube-apiserver as these exact bytes (UTF-8) or the file is
+// refused at load, naming the line: nothing in a field is trimmed or dropped, and a value the
+// headers cannot carry exactly (identityValueProblem) is an error, not a surprise at login.
+
+import { identityValueProblem, quoteValue } from './identity.js';
 
 export interface UserEntry {
   name: string;
@@ -34,26 +40,48 @@ function describeScheme(hash: string): string {
   return 'crypt or plain text';
 }
 
+/** A line that defines no user: blank, or a comment ('#' after optional spaces and tabs). */
+export function isCommentOrBlank(line: string): boolean {
+  return /^[ \t]*(#|$)/.test(line);
+}
+
+/**
+ * Why a name or group from the file cannot be a user's identity, or undefined. U+FFFD stands
+ * for bytes that were not UTF-8 when the file was read: the bytes it replaced are lost.
+ */
+export function usersFileValueProblem(value: string): string | undefined {
+  if (value.includes('\ufffd')) return 'is not valid UTF-8 (or contains U+FFFD)';
+  return identityValueProblem(value);
+}
+
 export function parseHtpasswd(text: string): UserTable {
   const users = new Map<string, UserEntry>();
   let maxCost = 0;
-  const lines = text.split(/\r?\n/);
-  lines.forEach((raw, index) => {
+  // A byte-order mark is the file's, not the first user's.
+  const lines = text.replace(/^\ufeff/, '').split(/\r?\n/);
+  lines.forEach((line, index) => {
     const lineNo = index + 1;
-    const line = raw.trim();
-    if (line === '' || line.startsWith('#')) return;
+    if (isCommentOrBlank(line)) return;
     const fields = line.split(':');
     if (fields.length < 2 || fields.length > 3) {
       throw new HtpasswdError(lineNo, 'expected name:bcrypt-hash or name:bcrypt-hash:group,group');
     }
     const [name = '', hash = '', groupField = ''] = fields;
     if (name === '') throw new HtpasswdError(lineNo, 'empty user name');
+    const nameProblem = usersFileValueProblem(name);
+    if (nameProblem !== undefined) throw new HtpasswdError(lineNo, `user name ${quoteValue(name)} ${nameProblem}`);
     const cost = BCRYPT_HASH.exec(hash)?.[1];
     if (cost === undefined) {
+      if (BCRYPT_HASH.test(hash.trim())) throw new HtpasswdError(lineNo, `user "${name}": the hash has spaces or tabs around it`);
       throw new HtpasswdError(lineNo, `user "${name}": unsupported hash, ${describeScheme(hash)}; use bcrypt (htpasswd -B or kube-front-proxy user add)`);
     }
     if (users.has(name)) throw new HtpasswdError(lineNo, `user "${name}" is listed twice`);
-    const groups = groupField.split(',').map((g) => g.trim()).filter((g) => g !== '');
+    // No field: no groups. Otherwise every comma-separated value is a group, exactly as written.
+    const groups = fields.length === 3 && groupField !== '' ? groupField.split(',') : [];
+    for (const group of groups) {
+      const problem = usersFileValueProblem(group);
+      if (problem !== undefined) throw new HtpasswdError(lineNo, `user "${name}": group ${quoteValue(group)} ${problem}`);
+    }
     users.set(name, { name, hash, groups });
     maxCost = Math.max(maxCost, Number(cost));
   });

@@ -40,6 +40,42 @@ export type AuthFailureReason =
   | 'cert-untrusted'
   | 'cert-wrong-usage'
   | 'cert-invalid'
+  /** Verified, but its subject cannot reach the apiserver as the same identity (identityValueProblem). */
+  | 'cert-unforwardable'
   | 'cert-revoked'
   | 'rate-limited'
   | 'overloaded';
+
+// An identity reaches kube-apiserver as X-Remote-User / X-Remote-Group lines, which Go's HTTP
+// servers read before the requestheader authenticator does (k8s.io/apiserver headerrequest):
+// - HTTP/1.1 (net/textproto readMIMEHeader) strips leading and trailing SP and HTAB from a value
+//   and refuses the request for any other control byte (validHeaderValueByte); HTTP/2
+//   (golang.org/x/net/http2 readMetaFrame, httpguts.ValidHeaderFieldValue) refuses control bytes
+//   other than HTAB and strips nothing; both keep bytes 0x80-0xFF as they are (UTF-8 arrives intact);
+// - the authenticator takes no user from an empty X-Remote-User and skips empty X-Remote-Group
+//   values (headerValue, allHeaderValues).
+// A value it would strip, refuse or skip would make the apiserver see someone else than the
+// credential says, so such a credential is refused instead. HTAB is refused anywhere: both
+// servers would keep one inside a value, but it is stripped at either end and no name means it.
+const CONTROL = /[\u0000-\u001f\u007f]/;
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+/**
+ * Why a user name or group cannot reach the apiserver as these exact bytes, as a phrase ("has
+ * leading or trailing whitespace"), or undefined when it can.
+ */
+export function identityValueProblem(value: string): string | undefined {
+  if (value === '') return 'is empty';
+  const control = CONTROL.exec(value);
+  if (control) return `contains a control character (U+${control[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')})`;
+  if (value.startsWith(' ') || value.endsWith(' ')) return 'has leading or trailing whitespace';
+  if (LONE_SURROGATE.test(value)) return 'is not valid Unicode';
+  return undefined;
+}
+
+/** `value` in single quotes for a message: invisible and control characters escaped, long ones cut. */
+export function quoteValue(value: string): string {
+  const chars = [...value];
+  const shown = chars.length > 80 ? `${chars.slice(0, 80).join('')}…` : value;
+  return `'${shown.replace(/[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\\']/gu, (c) => (c === '\\' || c === "'" ? `\\${c}` : `\\u${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`))}'`;
+}

@@ -13,7 +13,8 @@ import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { StringDecoder } from 'node:string_decoder';
 import bcrypt from 'bcryptjs';
-import { HtpasswdError, parseHtpasswd, type UserTable } from './htpasswd.js';
+import { HtpasswdError, isCommentOrBlank, parseHtpasswd, usersFileValueProblem, type UserTable } from './htpasswd.js';
+import { quoteValue } from './identity.js';
 
 export class UsersFileError extends Error {
   constructor(message: string) {
@@ -46,6 +47,9 @@ function validateName(path: string, name: string): void {
   if (BAD_CHARS.test(name)) throw new UsersFileError(`${path}: user name ${JSON.stringify(name)} contains whitespace or a control character`);
   // The parser reads a line starting with '#' as a comment: such a user could never log in.
   if (name.startsWith('#')) throw new UsersFileError(`${path}: user name ${JSON.stringify(name)} starts with '#', which the file reads as a comment`);
+  // Never write what the loader would refuse.
+  const problem = usersFileValueProblem(name);
+  if (problem !== undefined) throw new UsersFileError(`${path}: user name ${quoteValue(name)} ${problem}`);
 }
 
 function validateGroups(path: string, groups: string[]): string[] {
@@ -53,6 +57,8 @@ function validateGroups(path: string, groups: string[]): string[] {
     if (group === '') throw new UsersFileError(`${path}: a group name is empty`);
     if (group.includes(':') || group.includes(',')) throw new UsersFileError(`${path}: group ${JSON.stringify(group)} contains ':' or ','`);
     if (BAD_CHARS.test(group)) throw new UsersFileError(`${path}: group ${JSON.stringify(group)} contains whitespace or a control character`);
+    const problem = usersFileValueProblem(group);
+    if (problem !== undefined) throw new UsersFileError(`${path}: group ${quoteValue(group)} ${problem}`);
   }
   return [...new Set(groups)];
 }
@@ -132,16 +138,17 @@ function readRaw(path: string, missingOk: boolean): UsersFile | undefined {
       }
     }
     const content = data.subarray(start, contentEnd);
-    lines.push({ content, eol, user: userOfLine(content.toString('utf8')) });
+    const text = content.toString('utf8');
+    // A byte-order mark opens the file, not the first user's name (as parseHtpasswd reads it).
+    lines.push({ content, eol, user: userOfLine(start === 0 ? text.replace(/^\ufeff/, '') : text) });
     start = nl === -1 ? data.length : nl + 1;
   }
   return { realPath, mode: stat.mode & 0o7777, uid: stat.uid, gid: stat.gid, lines, table };
 }
 
 function userOfLine(text: string): string | undefined {
-  const line = text.trim();
-  if (line === '' || line.startsWith('#')) return undefined;
-  return line.split(':')[0];
+  if (isCommentOrBlank(text)) return undefined;
+  return text.split(':')[0];
 }
 
 function formatLine(name: string, hash: string, groups: string[]): string {

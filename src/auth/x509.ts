@@ -4,12 +4,18 @@
 // (the listener requests a certificate without requiring one); here we read its verdict, check
 // it against --client-crl-file, which Node's TLS layer is not given (see crl.ts), and against
 // the client CAs in force now, which may have been reloaded since the handshake.
+//
+// The identity is the one kube-apiserver derives from the same certificate presented directly
+// (CommonNameUserConversion in k8s.io/apiserver request/x509): the subject as Go reads it
+// (x509-name.ts), and the credential id it adds as extra. A certificate whose identity the
+// X-Remote-* headers cannot carry exactly is refused, saying why (identityValueProblem).
 
 import type { X509Certificate } from 'node:crypto';
 import type { PeerCertificate, TLSSocket } from 'node:tls';
 import type { RevocationList } from './crl.js';
-import type { AuthFailureReason, Credential, Identity } from './identity.js';
+import { identityValueProblem, quoteValue, type AuthFailureReason, type Credential, type Identity } from './identity.js';
 import type { TrustedCas } from './trusted-cas.js';
+import { GoParseError, readGoSubject, type GoSubject } from './x509-name.js';
 
 export type CertificateAuthResult =
   | { ok: true; identity: Identity }
@@ -150,16 +156,51 @@ function inspect(socket: TLSSocket): ConnectionVerdict {
   const cert: PeerCertificate | Record<string, never> = socket.getPeerCertificate();
   if (!cert || Object.keys(cert).length === 0) return connectionVerdict(null);
   const peer = cert as PeerCertificate;
+  let subject: GoSubject | GoParseError;
+  try {
+    subject = readGoSubject(peer.raw);
+  } catch (err) {
+    if (!(err instanceof GoParseError)) throw err;
+    subject = err;
+  }
   // An unverified certificate's subject is attacker-chosen: only report it as the claimed name.
-  const commonName = asList(peer.subject?.CN)[0];
+  const claimedUser = subject instanceof GoParseError ? asList(peer.subject?.CN).at(-1) : subject.commonName || undefined;
   if (!socket.authorized) {
     const error = socket.authorizationError as unknown;
     const code = typeof error === 'string' ? error : String((error as { code?: string } | undefined)?.code ?? error);
-    return connectionVerdict({ ok: false, ...failureFor(code), claimedUser: commonName });
+    return connectionVerdict({ ok: false, ...failureFor(code), claimedUser });
   }
-  if (!commonName) {
-    return connectionVerdict({ ok: false, reason: 'cert-invalid', message: 'client certificate has no common name (CN) to use as the user name', claimedUser: undefined });
+  if (subject instanceof GoParseError) {
+    // Go's TLS server fails the handshake on a certificate it cannot parse (crypto/tls processCertsFromClient).
+    return connectionVerdict({ ok: false, reason: 'cert-invalid', message: `client certificate cannot be parsed by kube-apiserver (Go crypto/x509: ${subject.message})`, claimedUser });
   }
+  const refusal = subjectRefusal(subject);
+  if (refusal !== undefined) return connectionVerdict({ ok: false, ...refusal, claimedUser });
   const credential: Credential = { method: 'x509', connection: socket };
-  return connectionVerdict({ ok: true, identity: { method: 'x509', user: commonName, groups: asList(peer.subject.O), extra: {}, credential } }, peer.fingerprint256);
+  const identity: Identity = { method: 'x509', user: subject.commonName, groups: subject.organizations, extra: credentialIdExtra(peer.fingerprint256), credential };
+  return connectionVerdict({ ok: true, identity }, peer.fingerprint256);
+}
+
+/** Why kube-apiserver would derive no identity, or another one, through the headers; undefined when it is exact. */
+function subjectRefusal(subject: GoSubject): { reason: 'cert-invalid' | 'cert-unforwardable'; message: string } | undefined {
+  // CommonNameUserConversion: an empty CommonName (none, or an empty last one) is no user at all.
+  if (subject.commonName === '') {
+    return { reason: 'cert-invalid', message: 'client certificate has no common name (CN) to use as the user name (kube-apiserver reads the last CN, and it is empty or missing)' };
+  }
+  const inexact = (what: string) => ({ reason: 'cert-unforwardable' as const, message: `certificate subject cannot be forwarded exactly: ${what}` });
+  // parseUIDFromCert (AllowParsingUserUIDFromCertAuth, on by default since 1.33) makes a UID
+  // attribute the user's UID; kubeadm configures no --requestheader-uid-headers to carry one.
+  if (subject.uids.length > 0) return inexact('it carries a UID attribute (0.9.2342.19200300.100.1.1), which kube-apiserver reads as the user\'s UID and the front-proxy headers do not carry');
+  const userProblem = identityValueProblem(subject.commonName);
+  if (userProblem !== undefined) return inexact(`common name ${quoteValue(subject.commonName)} ${userProblem}`);
+  for (const organization of subject.organizations) {
+    const problem = identityValueProblem(organization);
+    if (problem !== undefined) return inexact(`organization ${quoteValue(organization)} ${problem}`);
+  }
+  return undefined;
+}
+
+/** The extra kube-apiserver adds for a certificate: "X509SHA256=" and the hex SHA-256 of its DER. */
+function credentialIdExtra(fingerprint256: string): Record<string, string[]> {
+  return { 'authentication.kubernetes.io/credential-id': [`X509SHA256=${fingerprint256.replaceAll(':', '').toLowerCase()}`] };
 }

@@ -15,7 +15,7 @@ import { StatusError, sendStatus } from '../status.js';
 import { NoHealthyUpstreamError, errorCode, isConnectionFailure, isTlsFailure, isUnreachable, tagUpstream, type UpstreamError } from '../upstream/failures.js';
 import { HTTP1_ONLY, REFUSED_STREAM, responseHeaders, type Http2Upstreams } from '../upstream/h2.js';
 import type { UpstreamPool, UpstreamTarget } from '../upstream/pool.js';
-import { downstreamResponseHeaders, upstreamRequestHeaders, withRepeatedHeaders, type HeaderPolicy, type HeaderRecord, type OutgoingHeaders } from './headers.js';
+import { downstreamResponseHeaders, upstreamWireHeaders, withRepeatedHeaders, type HeaderPolicy, type HeaderRecord, type OutgoingHeaders } from './headers.js';
 
 export interface ForwardOptions {
   /** Where http-proxy builds URLs against; the dispatcher picks the real upstream per request. */
@@ -255,9 +255,8 @@ function sendHeadersNow(raw: AnyReply['raw']): void {
 function headersFor(request: AnyRequest, headers: HeaderRecord, policy: HeaderPolicy): OutgoingHeaders {
   // The onRequest auth hook guarantees an identity; fail closed if that ever changes.
   if (!request.identity) throw new StatusError('InternalError', 'request reached forwarding without an identity');
-  // Node joins repeated HTTP/1.1 header lines; HTTP/2 requests have none to restore.
-  const received = 'headersDistinct' in request.raw ? withRepeatedHeaders(headers, request.raw) : headers;
-  return upstreamRequestHeaders(received, request.identity, request.forwardedFor, policy);
+  // Node joins repeated header lines and fields (HTTP/1.1 and HTTP/2): restore them.
+  return upstreamWireHeaders(withRepeatedHeaders(headers, request.raw), request.identity, request.forwardedFor, policy);
 }
 
 function hasBody(request: AnyRequest): boolean {

@@ -16,6 +16,12 @@ export interface HeaderPolicy {
 // message. undici refuses `transfer-encoding` and `expect` outright.
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'expect']);
 
+// Where the client is, which the proxy states itself (X-Forwarded-For, from the trusted chain):
+// kube-apiserver reads X-Forwarded-For, then X-Real-Ip, into the audit event's sourceIPs
+// (k8s.io/apimachinery util/net SourceIPs). It does not read Forwarded (RFC 7239), but nothing
+// behind the proxy may take a client's Forwarded for the proxy's word either.
+const CLIENT_ADDRESS_CLAIMS = new Set(['x-forwarded-for', 'x-real-ip', 'forwarded']);
+
 /** Headers the apiserver reads as identity or the proxy consumes as credentials. */
 export function isIdentityOrCredentialHeader(lowerName: string): boolean {
   return (
@@ -29,9 +35,11 @@ export function isIdentityOrCredentialHeader(lowerName: string): boolean {
 }
 
 /**
- * The request headers to send upstream. `forwardedFor` replaces the client's X-Forwarded-For:
- * the apiserver records it as the audit source IP, so only a trusted proxy's chain may extend it. `incoming` has lower-case names (as Node gives them);
- * repeated headers must already be arrays (see `withRepeatedHeaders`).
+ * The request headers to send upstream, as text. `forwardedFor` replaces the client's
+ * X-Forwarded-For (and X-Real-Ip and Forwarded go): the apiserver records it as the audit source
+ * IP, so only a trusted proxy's chain may extend it. `incoming` has lower-case names (as Node
+ * gives them); repeated headers must already be arrays (see `withRepeatedHeaders`). What goes on
+ * the wire is `upstreamWireHeaders`.
  */
 export function upstreamRequestHeaders(incoming: HeaderRecord, identity: Identity, forwardedFor: string | undefined, policy: HeaderPolicy): OutgoingHeaders {
   const out: OutgoingHeaders = {};
@@ -41,7 +49,7 @@ export function upstreamRequestHeaders(incoming: HeaderRecord, identity: Identit
     const name = rawName.toLowerCase();
     // HTTP/2 pseudo-headers (:method, :path, :authority, :scheme) describe this hop's request line.
     if (name.charCodeAt(0) === 0x3a /* : */) continue;
-    if (HOP_BY_HOP.has(name) || named.has(name) || isIdentityOrCredentialHeader(name) || name === 'x-forwarded-for') continue;
+    if (HOP_BY_HOP.has(name) || named.has(name) || isIdentityOrCredentialHeader(name) || CLIENT_ADDRESS_CLAIMS.has(name)) continue;
     if (!policy.allowImpersonation && name.startsWith('impersonate-')) continue;
     out[name] = value;
   }
@@ -52,6 +60,30 @@ export function upstreamRequestHeaders(incoming: HeaderRecord, identity: Identit
   }
   if (forwardedFor) out['x-forwarded-for'] = forwardedFor;
   return out;
+}
+
+/**
+ * upstreamRequestHeaders in the form Node's HTTP clients write byte for byte. undici, node:http
+ * and node:http2 all write a header string one byte per character (Latin-1): a client's own
+ * values are such strings already (Node's parsers read them so), but the identity is text, and
+ * "José" would go out as the Latin-1 byte E9 (another user to the apiserver, which reads UTF-8)
+ * and a character above U+00FF would be refused by undici and node:http or cut to its low byte
+ * by node:http2. So the identity values become their UTF-8 bytes, one character per byte.
+ */
+export function upstreamWireHeaders(incoming: HeaderRecord, identity: Identity, forwardedFor: string | undefined, policy: HeaderPolicy): OutgoingHeaders {
+  const out = upstreamRequestHeaders(incoming, identity, forwardedFor, policy);
+  // Every identity header is the proxy's own: the client's were removed (and its look-alikes,
+  // such as X-Remote-Users, are a client's Latin-1 strings, left as they are).
+  for (const [name, value] of Object.entries(out)) {
+    if (name === 'x-remote-user' || name === 'x-remote-group' || name.startsWith('x-remote-extra-')) out[name] = Array.isArray(value) ? value.map(utf8Bytes) : utf8Bytes(value);
+  }
+  return out;
+}
+
+const ASCII = /^[\x00-\x7f]*$/;
+
+function utf8Bytes(text: string): string {
+  return ASCII.test(text) ? text : Buffer.from(text, 'utf8').toString('latin1');
 }
 
 /** Response headers to relay to the client: everything but the hop-by-hop ones. */
@@ -80,28 +112,43 @@ function connectionNamedHeaders(connection: string | string[] | undefined): Set<
   return names;
 }
 
-// Node joins a repeated request header into one "a, b" string (Impersonate-Group sent twice
-// by `kubectl --as-group a --as-group b` would reach the apiserver as one group "a, b").
-// These are the headers Node keeps only one of, so there is nothing to restore for them.
+// Node joins a repeated request header into one "a, b" string, over HTTP/1.1 and HTTP/2 alike
+// (Impersonate-Group sent twice by `kubectl --as-group a --as-group b` would reach the apiserver
+// as one group "a, b"); rawHeaders keeps every line. Some headers Node keeps only the first of,
+// so there is nothing to restore for them: HTTP/1.1's (node:_http_incoming matchKnownFields)...
 const SINGLE_VALUED = new Set(['age', 'authorization', 'content-length', 'content-type', 'etag', 'expires', 'from', 'host', 'if-modified-since', 'if-unmodified-since', 'last-modified', 'location', 'max-forwards', 'proxy-authorization', 'referer', 'retry-after', 'server', 'user-agent']);
+// ...and HTTP/2's (node:internal/http2/util kSingleValueHeaders, which node:http2 also refuses to
+// send twice), plus Cookie, whose HTTP/2 fields must be joined with "; " for HTTP/1.1 (RFC 9113
+// 8.2.3), as Node does.
+const SINGLE_VALUED_HTTP2 = new Set([...SINGLE_VALUED, 'access-control-allow-credentials', 'access-control-max-age', 'access-control-request-method', 'content-encoding', 'content-language', 'content-location', 'content-md5', 'content-range', 'date', 'dnt', 'if-match', 'if-none-match', 'if-range', 'range', 'tk', 'upgrade-insecure-requests', 'x-content-type-options', 'cookie']);
 
-/** What withRepeatedHeaders reads of Node's request. */
+/** What withRepeatedHeaders reads of Node's request (IncomingMessage or Http2ServerRequest). */
 export interface ReceivedHeaders {
   rawHeaders: string[];
   headers: HeaderRecord;
-  headersDistinct: Record<string, string[] | undefined>;
+  /** 2 for an HTTP/2 request. */
+  httpVersionMajor?: number;
+  /** Not read (HTTP/2 requests have none); rawHeaders serves both protocols. */
+  headersDistinct?: Record<string, string[] | undefined>;
 }
 
 /** Replaces joined values with the separate lines the client sent. */
 export function withRepeatedHeaders(headers: HeaderRecord, received: ReceivedHeaders): HeaderRecord {
-  // As many header lines as names: nothing was joined. Checked first because Node builds
-  // headersDistinct anew, an array per header, on every read.
-  if (received.rawHeaders.length / 2 === Object.keys(received.headers).length) return headers;
+  const raw = received.rawHeaders;
+  // As many header lines as names: nothing was joined.
+  if (raw.length / 2 === Object.keys(received.headers).length) return headers;
+  const single = received.httpVersionMajor === 2 ? SINGLE_VALUED_HTTP2 : SINGLE_VALUED;
+  const lines = new Map<string, string[]>();
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i]!.toLowerCase();
+    const values = lines.get(name);
+    if (values) values.push(raw[i + 1]!);
+    else lines.set(name, [raw[i + 1]!]);
+  }
   let out: HeaderRecord | undefined;
-  for (const [name, values] of Object.entries(received.headersDistinct)) {
-    if (values === undefined) continue;
+  for (const [name, values] of lines) {
     // hasOwn, not `headers[name]`: a header named "constructor" must not find Object.prototype's.
-    if (values.length < 2 || SINGLE_VALUED.has(name) || !Object.hasOwn(headers, name)) continue;
+    if (values.length < 2 || single.has(name) || !Object.hasOwn(headers, name)) continue;
     out ??= { ...headers };
     out[name] = values;
   }

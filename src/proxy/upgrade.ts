@@ -21,7 +21,7 @@ import { errorCode, isConnectionFailure, tagUpstream, type UpstreamError } from 
 import type { UpstreamPool, UpstreamTarget } from '../upstream/pool.js';
 import type { UpstreamConnector } from '../upstream/tls.js';
 import { upstreamFailure } from './forward.js';
-import { downstreamResponseHeaders, upstreamRequestHeaders, withRepeatedHeaders, type HeaderPolicy } from './headers.js';
+import { downstreamResponseHeaders, upstreamWireHeaders, withRepeatedHeaders, type HeaderPolicy } from './headers.js';
 
 export interface UpgradeOptions {
   authenticator: Authenticator;
@@ -120,7 +120,7 @@ export class UpgradeProxy {
     const facts: RequestFacts = { reqId, client: clientAddress, identity, method, protocol: `HTTP/${req.httpVersion}`, info: requestInfo(method, url), userAgent: req.headers['user-agent'] };
     const kind = streamKindOf(facts.info.subresource);
 
-    const headers = upstreamRequestHeaders(withRepeatedHeaders(req.headers, req), identity, forwardedFor, headerPolicy);
+    const headers = upstreamWireHeaders(withRepeatedHeaders(req.headers, req), identity, forwardedFor, headerPolicy);
     // The one hop-by-hop pair that must cross: it is the request.
     headers.connection = 'Upgrade';
     headers.upgrade = req.headers.upgrade ?? '';
@@ -176,7 +176,7 @@ export class UpgradeProxy {
           upstreamSocket.destroy();
           return;
         }
-        client.write(responseHead(res, res.rawHeaders));
+        client.write(responseHead(res, res.rawHeaders), 'latin1');
         if (upstreamHead.length > 0) client.write(upstreamHead);
         if (head.length > 0) upstreamSocket.write(head);
         // An open tunnel counts as outstanding on its upstream until it closes.
@@ -194,7 +194,7 @@ export class UpgradeProxy {
         client.off('close', abandon);
         const relayed = downstreamResponseHeaders(res.headers);
         const lines = Object.entries(relayed).flatMap(([name, value]) => (Array.isArray(value) ? value : [value]).map((v) => [name, v]));
-        client.write(responseHead(res, [...lines.flat(), 'connection', 'close']));
+        client.write(responseHead(res, [...lines.flat(), 'connection', 'close']), 'latin1');
         res.pipe(client);
         res.on('error', () => client.destroy());
         res.on('close', release);
@@ -226,6 +226,7 @@ function streamKindOf(subresource: string): StreamKind {
   return subresource === 'exec' || subresource === 'attach' || subresource === 'portforward' ? subresource : 'upgrade';
 }
 
+/** The head as the apiserver sent it: Node read its bytes as Latin-1, so it is written back as Latin-1. */
 function responseHead(res: IncomingMessage, rawHeaders: string[]): string {
   let head = `HTTP/1.1 ${res.statusCode} ${res.statusMessage ?? ''}\r\n`;
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) head += `${rawHeaders[i]}: ${rawHeaders[i + 1]}\r\n`;

@@ -2,7 +2,8 @@
 // streams share one verified TLS connection instead of holding one connection each. Node's own
 // client, not undici's: undici's HTTP/2 client joins repeated header fields into one
 // ("X-Remote-Group: devs,ops", which kube-apiserver reads as one group), node:http2 sends each
-// value of an array as a field of its own.
+// value of an array as a field of its own. It writes each character of a value as one byte, so
+// values come already in that form (UTF-8 identities: headers.ts upstreamWireHeaders).
 //
 // Per origin, a few sessions: a new one opens when every open one carries as many streams as the
 // apiserver allows (its SETTINGS_MAX_CONCURRENT_STREAMS) or our own cap. A session with no

@@ -1,5 +1,5 @@
 // A kube-apiserver stand-in for tests and the benchmark. It authenticates the way
-// k8s.io/apiserver does (v1.32), so a proxy that passes against it passes against a real cluster:
+// k8s.io/apiserver does (v1.34), so a proxy that passes against it passes against a real cluster:
 //
 //   union( requestheader: x509request.Verifier(front-proxy CA, allowed names) + headerrequest,
 //          x509: client CA -> CN user, O groups )
@@ -18,6 +18,16 @@
 // and the group "viewers" may read pods but not create pods/exec, pods/attach, pods/portforward.
 // Every non-101 answer to an upgrade request is an ordinary HTTP response with a Status body,
 // followed by closing the connection.
+//
+// Identity is read as Go reads it, not as Node does. A client certificate's subject is Go's
+// (crypto/x509 parseName + pkix FillFromRDNSequence: the last CN, every O, string types checked;
+// a certificate Go cannot parse fails the TLS handshake), with the UID attribute of
+// AllowParsingUserUIDFromCertAuth (on since 1.33). Header values are bytes, read as UTF-8 (Node's
+// parsers give them as Latin-1 strings, one character per byte); HTTP/1.1 values are trimmed of SP
+// and HTAB and a control byte is a 400 in Node as in Go (net/textproto); over HTTP/2 a control
+// byte other than HTAB resets the stream, as golang.org/x/net/http2 does. One difference stays:
+// Node's HTTP/2 server drops a field whose value starts or ends with SP or HTAB, where Go keeps it
+// untrimmed.
 import { createHash, randomUUID, X509Certificate } from 'node:crypto';
 import { ServerResponse, type IncomingMessage } from 'node:http';
 import { createSecureServer } from 'node:http2';
@@ -25,6 +35,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { PREFLIGHT_USER } from '../../src/upstream/preflight.js';
 import {
   ECHO_PORTS,
   echoTunnel,
@@ -65,6 +76,8 @@ export interface ApiServerOptions {
 
 export interface UserInfo {
   username: string;
+  /** Set only when there is one (a certificate's UID attribute). */
+  uid?: string;
   groups: string[];
   extra: Record<string, string[]>;
 }
@@ -96,6 +109,11 @@ export interface ApiServer {
   port: number;
   /** Every request, in the order its body finished arriving. */
   requests: SeenRequest[];
+  /**
+   * The proxy's own start-up reads of the authentication ConfigMap (as PREFLIGHT_USER), kept out
+   * of `requests`: those are what tests count as forwarded, and this read races with them.
+   */
+  preflightReads: SeenRequest[];
   openWatches(): number;
   /**
    * Written to every open watch (a Pod becomes a Table row where the watch asked for one).
@@ -130,6 +148,8 @@ const TABLE_CONTENT_TYPE = 'application/json;as=Table;v=v1;g=meta.k8s.io';
 interface PeerCertificate {
   cn: string | null;
   organizations: string[];
+  /** UID attribute values (parseUIDFromCert). */
+  uids: string[];
   /** SHA-256 of the DER, hex: the x509 authenticator's credential id. */
   fingerprint: string;
   /** Verified (chain, validity, purpose) and issued by the requestheader CA. */
@@ -145,13 +165,88 @@ interface Authentication {
   errors: string[];
 }
 
-function last(v: string | string[] | undefined): string | null {
-  if (v === undefined) return null;
-  return Array.isArray(v) ? (v[v.length - 1] ?? null) : v;
+// ---- Go's crypto/x509 reading of a certificate's names (parser.go parseName, parseASN1String).
+
+interface Der {
+  tag: number;
+  body: Buffer;
 }
 
-function asArray(v: string | string[] | undefined): string[] {
-  return v === undefined ? [] : Array.isArray(v) ? v : [v];
+/** The DER elements in `buf`, in order; throws on what Go's cryptobyte refuses. */
+function derList(buf: Buffer): Der[] {
+  const out: Der[] = [];
+  let i = 0;
+  while (i < buf.length) {
+    const tag = buf[i++]!;
+    if ((tag & 0x1f) === 0x1f || i >= buf.length) throw new Error('bad element');
+    let len = buf[i++]!;
+    if (len & 0x80) {
+      const n = len & 0x7f;
+      if (n === 0 || n > 4 || i + n > buf.length || buf[i] === 0) throw new Error('bad length');
+      len = buf.subarray(i, i + n).reduce((a, b) => a * 256 + b, 0);
+      if (len < 0x80) throw new Error('bad length');
+      i += n;
+    }
+    if (i + len > buf.length) throw new Error('truncated');
+    out.push({ tag, body: buf.subarray(i, i + len) });
+    i += len;
+  }
+  return out;
+}
+
+const GO_PRINTABLE = /^[A-Za-z0-9 '()*+,\-./:=?&]*$/;
+
+function goAsn1String({ tag, body }: Der): string {
+  const latin1 = body.toString('latin1');
+  if (tag === 0x14) return latin1; // T61String, as Latin-1
+  if (tag === 0x13 && GO_PRINTABLE.test(latin1)) return latin1;
+  if (tag === 0x16 && !/[^\x00-\x7f]/.test(latin1)) return latin1; // IA5String
+  if (tag === 0x12 && /^[0-9 ]*$/.test(latin1)) return latin1; // NumericString
+  if (tag === 0x0c) return new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(body); // throws unless UTF-8
+  if (tag === 0x1e && body.length % 2 === 0) {
+    const units = body.length >= 2 && body.readUInt16BE(body.length - 2) === 0 ? body.length - 2 : body.length;
+    const points = Array.from({ length: units / 2 }, (_, k) => body.readUInt16BE(2 * k));
+    if (points.every((p) => p !== 0xfffe && p !== 0xffff && !(p >= 0xfdd0 && p <= 0xfdef) && !(p >= 0xd800 && p <= 0xdfff))) return String.fromCharCode(...points);
+  }
+  throw new Error(`invalid or unsupported string (tag ${tag})`);
+}
+
+// DER contents of the attribute types the x509 authenticator reads.
+const OID_CN = '550403';
+const OID_O = '55040a';
+const OID_UID = '0992268993f22c640101';
+
+/** pkix.Name's CommonName (the last CN), Organization and the UID values, as Go fills them. */
+function goSubject(raw: Buffer): { cn: string; organizations: string[]; uids: string[] } {
+  const [cert] = derList(raw);
+  const tbs = derList(derList(cert!.body)[0]!.body);
+  const fields = tbs[0]!.tag === 0xa0 ? tbs.slice(1) : tbs;
+  // serial, signature, issuer, validity, subject: both names are parsed.
+  const names = [fields[2]!, fields[4]!].map((name) =>
+    derList(name.body).flatMap((set) =>
+      derList(set.body).map((atv) => {
+        const [type, value] = derList(atv.body);
+        if (type?.tag !== 0x06 || value === undefined) throw new Error('bad attribute');
+        return { oid: type.body.toString('hex'), value: goAsn1String(value) };
+      }),
+    ),
+  );
+  const subject = names[1]!;
+  return {
+    cn: subject.filter((a) => a.oid === OID_CN).at(-1)?.value ?? '',
+    organizations: subject.filter((a) => a.oid === OID_O).map((a) => a.value),
+    uids: subject.filter((a) => a.oid === OID_UID).map((a) => a.value),
+  };
+}
+
+/** Whether Go's crypto/x509 parses the names of this certificate. */
+function goParses(raw: Buffer): boolean {
+  try {
+    goSubject(raw);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function issuedBy(cert: X509Certificate, ca: X509Certificate): boolean {
@@ -172,10 +267,12 @@ function inspectPeer(
   const eku = cert.keyUsage as string[] | undefined;
   const purposeOk = !eku || eku.length === 0 || eku.includes(CLIENT_AUTH_OID);
   const verified = socket.authorized && purposeOk;
+  // The connection was refused at the handshake (see 'secureConnection') if this throws.
+  const subject = goSubject(peer.raw);
   return {
-    // Go's pkix.Name keeps the last CN and every O, in order.
-    cn: last(peer.subject?.CN),
-    organizations: asArray(peer.subject?.O),
+    cn: subject.cn,
+    organizations: subject.organizations,
+    uids: subject.uids,
     fingerprint: createHash('sha256').update(peer.raw).digest('hex'),
     requestHeaderCA: verified && issuedBy(cert, requestHeaderCA),
     clientCA: verified && clientCA !== null && issuedBy(cert, clientCA),
@@ -200,6 +297,11 @@ function pathUnescape(s: string): string {
   return Buffer.from(bytes).toString('utf8');
 }
 
+/** A header value as Go holds it: Node's one-character-per-byte string, read as UTF-8. */
+function goHeaderValue(latin1: string): string {
+  return /[^\x00-\x7f]/.test(latin1) ? Buffer.from(latin1, 'latin1').toString('utf8') : latin1;
+}
+
 // headerrequest.requestHeaderAuthRequestHandler over the raw header lines (Go's http.Header keeps
 // every line; Node's req.headers joins repeats with ", ").
 function identityFromHeaders(rawHeaders: string[]): UserInfo | null {
@@ -209,7 +311,7 @@ function identityFromHeaders(rawHeaders: string[]): UserInfo | null {
   const prefix = 'x-remote-extra-';
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
     const name = rawHeaders[i]!;
-    const value = rawHeaders[i + 1]!;
+    const value = goHeaderValue(rawHeaders[i + 1]!);
     const lower = name.toLowerCase();
     if (lower === 'x-remote-user') users.push(value);
     // allHeaderValues skips empty values; each line is one group, no comma splitting.
@@ -258,12 +360,18 @@ function authenticate(
       if (!peer.clientCA) {
         errors.push(`verifying certificate failed: ${peer.verifyError}`);
       } else if (peer.cn) {
-        const user: UserInfo = {
-          username: peer.cn,
-          groups: [...peer.organizations],
-          extra: { 'authentication.kubernetes.io/credential-id': [`X509SHA256=${peer.fingerprint}`] },
-        };
-        return { authn: 'x509', user: withAuthenticatedGroup(user), errors };
+        // parseUIDFromCert: one non-empty UID attribute is the UID; several or an empty one is an error.
+        if (peer.uids.length > 1 || peer.uids[0] === '') {
+          errors.push(peer.uids.length > 1 ? `expected 1 UID, but found multiple: [${peer.uids.join(' ')}]` : 'UID cannot be an empty string');
+        } else {
+          const user: UserInfo = {
+            username: peer.cn,
+            ...(peer.uids.length === 1 ? { uid: peer.uids[0] } : {}),
+            groups: [...peer.organizations],
+            extra: { 'authentication.kubernetes.io/credential-id': [`X509SHA256=${peer.fingerprint}`] },
+          };
+          return { authn: 'x509', user: withAuthenticatedGroup(user), errors };
+        }
       }
     }
   }
@@ -700,6 +808,19 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   const requestHeaderCA = new X509Certificate(opts.requestHeaderCA);
   const clientCA = opts.clientCA ? new X509Certificate(opts.clientCA) : null;
   const podCount = opts.pods ?? 3;
+  const authenticationConfigMap = {
+    kind: 'ConfigMap',
+    apiVersion: 'v1',
+    metadata: { name: 'extension-apiserver-authentication', namespace: 'kube-system', resourceVersion: RESOURCE_VERSION, creationTimestamp: CREATED },
+    data: {
+      ...(opts.clientCA ? { 'client-ca-file': opts.clientCA } : {}),
+      'requestheader-client-ca-file': opts.requestHeaderCA,
+      'requestheader-allowed-names': JSON.stringify(allowedNames),
+      'requestheader-username-headers': '["X-Remote-User"]',
+      'requestheader-group-headers': '["X-Remote-Group"]',
+      'requestheader-extra-headers-prefix': '["X-Remote-Extra-"]',
+    },
+  };
   const websocketExec = opts.websocketExec ?? process.env.KFP_STANDIN_WEBSOCKET_EXEC !== 'false';
   const upgrades = new Set<Duplex>();
   // The subprotocol chosen for each WebSocket upgrade, before `ws` completes the handshake.
@@ -711,6 +832,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     handleProtocols: (_offered, req) => chosenProtocol.get(req) ?? false,
   });
   const requests: SeenRequest[] = [];
+  const preflightReads: SeenRequest[] = [];
   const watches = new Set<Watch>();
   const sockets = new Set<Socket>();
   const peers = new WeakMap<TLSSocket, PeerCertificate | null>();
@@ -741,6 +863,12 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   });
   // A client that resets mid-handshake must not crash the test process.
   server.on('tlsClientError', () => {});
+  // Go's TLS server parses the client's certificate during the handshake and fails it when it
+  // cannot (crypto/tls processCertsFromClient); Node's has accepted it by now: cut it here.
+  server.on('secureConnection', (socket: TLSSocket) => {
+    const raw = socket.getPeerCertificate()?.raw;
+    if (raw && !goParses(raw)) socket.destroy();
+  });
 
   server.on('request', (req: IncomingMessage, res: ServerResponse) => handle(req as IncomingMessage, res as ServerResponse, null));
 
@@ -765,6 +893,12 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       peer = inspectPeer(socket, requestHeaderCA, clientCA);
       peers.set(socket, peer);
     }
+    // golang.org/x/net/http2 resets a stream carrying a control byte other than HTAB in a field
+    // value (httpguts.ValidHeaderFieldValue); Node's HTTP/1.1 parser already answers 400, as Go's does.
+    if (req.httpVersionMajor === 2 && req.rawHeaders.some((v, i) => i % 2 === 1 && /[\x00-\x08\x0a-\x1f\x7f]/.test(v))) {
+      (res as unknown as { stream: { close(code: number): void } }).stream.close(0x1 /* PROTOCOL_ERROR */);
+      return;
+    }
     const auth = authenticate(req, peer, allowedNames, clientCA !== null);
     const rawHeaders: [string, string][] = [];
     for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
@@ -777,7 +911,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     const record = (): void => {
       if (recorded) return;
       recorded = true;
-      requests.push({
+      (auth.user?.username === PREFLIGHT_USER ? preflightReads : requests).push({
         method: req.method ?? '',
         url: req.url ?? '',
         rawHeaders,
@@ -912,6 +1046,11 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     }
 
     const coreRead = info.resource && info.group === '' && info.version === 'v1' && method === 'GET';
+    // The apiserver's published requestheader settings (clusterauthenticationtrust controller),
+    // which the proxy's preflight reads; readable by any authenticated user here (no RBAC).
+    if (coreRead && info.kind === 'configmaps' && info.namespace === 'kube-system' && info.name === 'extension-apiserver-authentication' && !info.subresource) {
+      return sendJson(res, 200, authenticationConfigMap);
+    }
     if (coreRead && !info.subresource && info.kind === 'pods') {
       if (info.verb === 'watch') return startWatch(req, res);
       // Every namespace holds the same pod names; the all-namespaces list shows "default".
@@ -1115,6 +1254,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     url: `https://${host.includes(':') ? `[${host}]` : host}:${port}`,
     port,
     requests,
+    preflightReads,
     openWatches: () => watches.size,
     openUpgrades: () => upgrades.size,
     sendWatchEvent(type, object) {

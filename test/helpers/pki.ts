@@ -1,6 +1,7 @@
 // A throw-away PKI, generated fresh for each test run: every trust relation the proxy meets
 // (cluster CA, front-proxy CA, the proxy's own serving CA, the user CA) plus a rogue CA that
 // signs look-alikes of the trusted certificates.
+import { createHash, X509Certificate } from 'node:crypto';
 import { chmod, mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -124,4 +125,13 @@ export async function createTestPki(dir?: string): Promise<TestPki> {
     ]),
   );
   return { dir: outDir, path, pem };
+}
+
+/**
+ * The extra kube-apiserver's x509 authenticator gives a user of this certificate, and the proxy
+ * forwards for one: "X509SHA256=" and the lower-case hex SHA-256 of the certificate's DER.
+ */
+export function credentialIdExtra(certPem: string): Record<string, string[]> {
+  const der = new X509Certificate(certPem).raw;
+  return { 'authentication.kubernetes.io/credential-id': [`X509SHA256=${createHash('sha256').update(der).digest('hex')}`] };
 }

@@ -1,0 +1,383 @@
+// Identity exactness (issue 20, part 1): the user, groups and extra the apiserver derives through
+// the proxy are those it derives from the same credential presented directly, byte for byte, or
+// the proxy refuses with a 401 Status saying why. End to end: the real proxy process in front of
+// the stand-in, which reads certificates and headers as Go and k8s.io/apiserver do.
+//
+// Certificates are built here from raw DER, since no issuing library writes the subjects under
+// test (several CNs, padded or empty O values, T61String, BMPString, PrintableString with '_',
+// invalid UTF-8, a UID attribute). The subject readings expected below were checked against Go's
+// crypto/x509 (ParseCertificate on the same DER).
+import { createPrivateKey, generateKeyPairSync, randomBytes, sign, X509Certificate } from 'node:crypto';
+import { once } from 'node:events';
+import { writeFileSync } from 'node:fs';
+import { connect as http2Connect, type ClientHttp2Session, type IncomingHttpHeaders } from 'node:http2';
+import { join } from 'node:path';
+import { connect as tlsConnect } from 'node:tls';
+import t from 'tap';
+import { Agent, request } from 'undici';
+import { HtpasswdError, parseHtpasswd } from '../src/auth/htpasswd.js';
+import type { SeenRequest, UserInfo } from './helpers/apiserver.js';
+import { basicAuth, call } from './helpers/clients.js';
+import { createTestPki } from './helpers/pki.js';
+import { runCli } from './helpers/proxy.js';
+import { ALICE, bcryptLine, proxyFlags, startStack, type TestUser } from './helpers/setup.js';
+
+// ---------------------------------------------------------------------------------------------
+// Certificates with any subject, signed by a test CA (ECDSA P-256, clientAuth).
+
+function der(tag: number, ...parts: Uint8Array[]): Buffer {
+  const body = Buffer.concat(parts);
+  const length: number[] = [];
+  for (let n = body.length; n > 0; n = Math.floor(n / 256)) length.unshift(n % 256);
+  return Buffer.concat([Buffer.from([tag, ...(body.length < 0x80 ? [body.length] : [0x80 | length.length, ...length])]), body]);
+}
+
+function oid(dotted: string): Buffer {
+  const [a = 0, b = 0, ...rest] = dotted.split('.').map(Number);
+  const bytes: number[] = [];
+  for (const arc of [a * 40 + b, ...rest]) {
+    const groups = [arc & 0x7f];
+    for (let n = Math.floor(arc / 128); n > 0; n = Math.floor(n / 128)) groups.unshift((n & 0x7f) | 0x80);
+    bytes.push(...groups);
+  }
+  return der(0x06, Buffer.from(bytes));
+}
+
+/** The elements inside a DER element. */
+function children(element: Buffer): Buffer[] {
+  const body = element.subarray(element[1]! & 0x80 ? 2 + (element[1]! & 0x7f) : 2);
+  const out: Buffer[] = [];
+  for (let i = 0; i < body.length; ) {
+    let length = body[i + 1]!;
+    let head = 2;
+    if (length & 0x80) {
+      head += length & 0x7f;
+      length = body.subarray(i + 2, i + head).reduce((x, y) => x * 256 + y, 0);
+    }
+    out.push(body.subarray(i, i + head + length));
+    i += head + length;
+  }
+  return out;
+}
+
+const STRING_TAGS = { utf8: 0x0c, printable: 0x13, t61: 0x14, ia5: 0x16, bmp: 0x1e } as const;
+const ATTRIBUTE_TYPES = { CN: '2.5.4.3', O: '2.5.4.10', UID: '0.9.2342.19200300.100.1.1' } as const;
+type Attribute = [type: keyof typeof ATTRIBUTE_TYPES, value: string | Buffer, encoding?: keyof typeof STRING_TAGS];
+/** One RDN per attribute; an array of attributes is one multi-valued RDN. */
+type Subject = (Attribute | Attribute[])[];
+
+function attribute([type, value, encoding = 'utf8']: Attribute): Buffer {
+  const bytes = Buffer.isBuffer(value) ? value : encoding === 'bmp' ? Buffer.from(value, 'utf16le').swap16() : Buffer.from(value, encoding === 'utf8' ? 'utf8' : 'latin1');
+  return der(0x30, oid(ATTRIBUTE_TYPES[type]), der(STRING_TAGS[encoding], bytes));
+}
+
+const utcTime = (date: Date) => der(0x17, Buffer.from(`${date.toISOString().slice(2, 19).replace(/[-T:]/g, '')}Z`, 'latin1'));
+
+interface ClientCert {
+  cert: string;
+  key: string;
+}
+
+function clientCertificate(ca: ClientCert, subject: Subject): ClientCert {
+  const caFields = children(children(Buffer.from(new X509Certificate(ca.cert).raw))[0]!);
+  const issuer = caFields[caFields[0]![0] === 0xa0 ? 5 : 4]!;
+  const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const ecdsaWithSha256 = der(0x30, oid('1.2.840.10045.4.3.2'));
+  const serial = randomBytes(16);
+  serial[0] = serial[0]! & 0x7f;
+  const tbs = der(
+    0x30,
+    der(0xa0, der(0x02, Buffer.from([2]))),
+    der(0x02, serial),
+    ecdsaWithSha256,
+    issuer,
+    der(0x30, utcTime(new Date(Date.now() - 3_600_000)), utcTime(new Date(Date.now() + 86_400_000))),
+    der(0x30, ...subject.map((rdn) => der(0x31, ...(Array.isArray(rdn[0]) ? (rdn as Attribute[]) : [rdn as Attribute]).map(attribute)))),
+    publicKey.export({ type: 'spki', format: 'der' }),
+    der(0xa3, der(0x30, der(0x30, oid('2.5.29.37'), der(0x04, der(0x30, oid('1.3.6.1.5.5.7.3.2')))))),
+  );
+  const cert = der(0x30, tbs, ecdsaWithSha256, der(0x03, Buffer.from([0]), sign('sha256', tbs, createPrivateKey(ca.key))));
+  return {
+    cert: `-----BEGIN CERTIFICATE-----\n${cert.toString('base64').replace(/.{1,64}/g, '$&\n')}-----END CERTIFICATE-----\n`,
+    key: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// One proxy and one stand-in that trust the same user CA, so a certificate can be presented to
+// either: directly to the stand-in (its x509 authenticator) or through the proxy (requestheader).
+
+const JOSE: TestUser = { name: 'josé', password: 'ñandú-pässword', groups: ['开发', 'Ωmega'] };
+const pki = await createTestPki();
+const { apiserver, proxy } = await startStack(t, { pki, users: [bcryptLine(ALICE), bcryptLine(JOSE)], apiserver: { clientCA: pki.pem['user-ca'].cert } });
+const userCa = pki.pem['user-ca'];
+
+interface Seen {
+  authn: string;
+  user: UserInfo | null;
+}
+
+async function withAgent<T>(agent: Agent, use: (agent: Agent) => Promise<T>): Promise<T> {
+  try {
+    return await use(agent);
+  } finally {
+    await agent.destroy();
+  }
+}
+
+/** The stand-in's reading of `cert` presented to it directly, or 'handshake failed'. */
+function direct(cert: ClientCert): Promise<Seen | 'handshake failed'> {
+  const agent = new Agent({ connect: { ca: pki.pem['cluster-ca'].cert, servername: 'localhost', cert: cert.cert, key: cert.key }, keepAliveTimeout: 10 });
+  return withAgent(agent, async () => {
+    try {
+      return (await call(agent, `${apiserver.url}/test/identity`)).body as Seen;
+    } catch {
+      return 'handshake failed';
+    }
+  });
+}
+
+interface Proxied {
+  status: number;
+  body: { authn?: string; user?: UserInfo; message?: string; reason?: string };
+}
+
+function proxied(cert: ClientCert | undefined, path = '/test/identity', headers: Record<string, string> = {}): Promise<Proxied | 'handshake failed'> {
+  const agent = new Agent({ connect: { ca: pki.pem['proxy-ca'].cert, servername: 'localhost', ...(cert ?? {}) }, keepAliveTimeout: 10 });
+  return withAgent(agent, async () => {
+    try {
+      const res = await call(agent, `${proxy.url}${path}`, { method: 'GET', headers });
+      return { status: res.status, body: res.body as Proxied['body'] };
+    } catch {
+      return 'handshake failed';
+    }
+  });
+}
+
+/** The stand-in's record of the next request it sees from the proxy after `action`. */
+async function recordOf(action: () => Promise<unknown>): Promise<SeenRequest> {
+  const before = apiserver.requests.length;
+  await action();
+  for (let waited = 0; apiserver.requests.length === before && waited < 5000; waited += 10) await new Promise((r) => setTimeout(r, 10));
+  const record = apiserver.requests[before];
+  if (!record) throw new Error('the stand-in saw no request');
+  return record;
+}
+
+/** A watch through the proxy (long-running: the proxy carries it over HTTP/2 upstream), ended once seen. */
+function watchRecord(identity: { cert?: ClientCert; headers?: Record<string, string> }): Promise<SeenRequest> {
+  const agent = new Agent({ connect: { ca: pki.pem['proxy-ca'].cert, servername: 'localhost', ...(identity.cert ?? {}) }, keepAliveTimeout: 10 });
+  return withAgent(agent, async () => {
+    let body: { destroy(): void } | undefined;
+    const record = await recordOf(async () => {
+      const res = await request(`${proxy.url}/api/v1/namespaces/default/pods?watch=1`, { dispatcher: agent, headers: identity.headers ?? {} });
+      body = res.body;
+    });
+    body?.destroy();
+    return record;
+  });
+}
+
+/** An upgrade (SPDY, the exec path) through the proxy on a raw TLS connection: its status line and the stand-in's record. */
+async function upgradeRecord(identity: { cert?: ClientCert; headers?: string[] }): Promise<{ statusLine: string; record: SeenRequest }> {
+  let statusLine = '';
+  const record = await recordOf(async () => {
+    const socket = tlsConnect({ host: '127.0.0.1', port: proxy.port, ca: pki.pem['proxy-ca'].cert, servername: 'localhost', ...(identity.cert ?? {}) });
+    await once(socket, 'secureConnect');
+    socket.write(['POST /test/upgrade-echo HTTP/1.1', 'Host: localhost', 'Connection: Upgrade', 'Upgrade: SPDY/3.1', 'X-Stream-Protocol-Version: v4.channel.k8s.io', ...(identity.headers ?? []), '', ''].join('\r\n'));
+    let head = '';
+    while (!head.includes('\r\n')) head += ((await once(socket, 'data')) as [Buffer])[0].toString('latin1');
+    statusLine = head.slice(0, head.indexOf('\r\n'));
+    socket.destroy();
+  });
+  return { statusLine, record };
+}
+
+const AUTHENTICATED = 'system:authenticated';
+
+// ---------------------------------------------------------------------------------------------
+// Certificates: forwarded exactly...
+
+interface ExactCase {
+  name: string;
+  subject: Subject;
+  /** What kube-apiserver derives (Go's reading of the subject). */
+  user: string;
+  groups: string[];
+}
+
+const EXACT: ExactCase[] = [
+  { name: 'several CNs: Go keeps the last (FillFromRDNSequence)', subject: [['CN', 'first'], ['CN', 'second'], ['O', 'devs']], user: 'second', groups: ['devs'] },
+  { name: 'a multi-valued RDN is read in order', subject: [[['O', 'g1'], ['CN', 'mv'], ['O', 'g2']]], user: 'mv', groups: ['g1', 'g2'] },
+  { name: 'non-ASCII UTF-8', subject: [['CN', 'José'], ['O', '开发'], ['O', '😀'], ['O', 'Ωmega']], user: 'José', groups: ['开发', '😀', 'Ωmega'] },
+  { name: 'T61String (read as Latin-1) and BMPString', subject: [['CN', 'Jos\u00e9', 't61'], ['O', 'Zoë', 'bmp']], user: 'José', groups: ['Zoë'] },
+  { name: 'reserved system: names are names like any other', subject: [['CN', 'system:admin'], ['O', 'system:masters'], ['O', AUTHENTICATED]], user: 'system:admin', groups: ['system:masters', AUTHENTICATED] },
+  // Go trims SP and HTAB only: these are other names than "alice" and "system:masters", both ways.
+  { name: 'a BOM and a no-break space are not trimmed', subject: [['CN', '\ufeffalice'], ['O', '\u00a0system:masters']], user: '\ufeffalice', groups: ['\u00a0system:masters'] },
+];
+
+t.test('certificates: the proxy forwards the identity kube-apiserver derives directly', async (t) => {
+  for (const c of EXACT) {
+    const cert = clientCertificate(userCa, c.subject);
+    const seenDirect = await direct(cert);
+    const expectedGroups = c.groups.includes(AUTHENTICATED) ? c.groups : [...c.groups, AUTHENTICATED];
+    t.match(seenDirect, { authn: 'x509', user: { username: c.user, groups: expectedGroups } }, `${c.name}: the stand-in reads it as Go does`);
+    const through = await proxied(cert);
+    t.equal(through !== 'handshake failed' && through.status, 200, `${c.name}: 200 through the proxy`);
+    if (through === 'handshake failed' || seenDirect === 'handshake failed') continue;
+    t.equal(through.body.authn, 'requestheader', `${c.name}: through the front-proxy headers`);
+    t.same(through.body.user, seenDirect.user, `${c.name}: the same user, groups and extra (credential id) as directly`);
+  }
+});
+
+t.test('certificates: the identity is exact on the HTTP/2 upstream (watch) and upgrade (exec) paths too', async (t) => {
+  const cert = clientCertificate(userCa, [['CN', 'José'], ['O', '开发'], ['O', 'Ωmega']]);
+  const seenDirect = await direct(cert);
+  if (seenDirect === 'handshake failed') return t.fail('direct handshake failed');
+  const watch = await watchRecord({ cert });
+  t.equal(watch.httpVersion, '2.0', 'the watch went over HTTP/2');
+  t.same(watch.user, seenDirect.user, 'watch: the same identity');
+  const upgrade = await upgradeRecord({ cert });
+  t.match(upgrade.statusLine, /^HTTP\/1\.1 101 /, 'upgrade: switched');
+  t.same(upgrade.record.user, seenDirect.user, 'upgrade: the same identity');
+});
+
+// ...or refused, saying why.
+
+interface RefusedCase {
+  name: string;
+  subject: Subject;
+  message: RegExp;
+  /** What the stand-in (as kube-apiserver) makes of it directly. */
+  direct: Seen | 'handshake failed' | { authn: 'x509'; user: Partial<UserInfo> } | { kind: 'Status'; code: number };
+  /** OpenSSL itself refuses the certificate: the proxy's handshake fails before any Status. */
+  opensslRefuses?: boolean;
+}
+
+const REFUSED: RefusedCase[] = [
+  {
+    name: "a padded O: ' system:masters' is not system:masters",
+    subject: [['CN', 'mallory'], ['O', ' system:masters']],
+    message: /^certificate subject cannot be forwarded exactly: organization ' system:masters' has leading or trailing whitespace$/,
+    direct: { authn: 'x509', user: { username: 'mallory', groups: [' system:masters', AUTHENTICATED] } },
+  },
+  { name: 'a padded CN', subject: [['CN', 'alice ']], message: /common name 'alice ' has leading or trailing whitespace$/, direct: { authn: 'x509', user: { username: 'alice ' } } },
+  { name: 'a tab (HTTP/1.1 would strip it)', subject: [['CN', 'alice'], ['O', 'system:masters\t']], message: /organization 'system:masters\\u0009' contains a control character \(U\+0009\)$/, direct: { authn: 'x509', user: { groups: ['system:masters\t', AUTHENTICATED] } } },
+  { name: 'a control character (Go refuses the header)', subject: [['CN', 'ali\u0001ce']], message: /common name 'ali\\u0001ce' contains a control character \(U\+0001\)$/, direct: { authn: 'x509', user: { username: 'ali\u0001ce' } } },
+  { name: 'NUL', subject: [['CN', 'alice'], ['O', 'a\u0000b']], message: /organization 'a\\u0000b' contains a control character \(U\+0000\)$/, direct: { authn: 'x509', user: { groups: ['a\u0000b', AUTHENTICATED] } } },
+  { name: 'an empty O (the apiserver skips an empty X-Remote-Group)', subject: [['CN', 'alice'], ['O', '']], message: /organization '' is empty$/, direct: { authn: 'x509', user: { groups: ['', AUTHENTICATED] } } },
+  { name: 'a UID attribute (no header carries it)', subject: [['CN', 'alice'], ['UID', 'u-1']], message: /carries a UID attribute/, direct: { authn: 'x509', user: { username: 'alice', uid: 'u-1' } } },
+  // The x509 authenticator derives no user, and the requestheader one failed to verify it: 401.
+  { name: 'an empty last CN: no user directly', subject: [['CN', 'alice'], ['CN', '']], message: /^client certificate has no common name \(CN\)/, direct: { kind: 'Status', code: 401 } },
+  { name: 'a PrintableString Go refuses', subject: [['CN', 'alice_x', 'printable']], message: /^client certificate cannot be parsed by kube-apiserver \(Go crypto\/x509: x509: invalid RDNSequence: invalid attribute value: invalid PrintableString\)$/, direct: 'handshake failed' },
+  { name: 'invalid UTF-8', subject: [['CN', 'alice'], ['O', Buffer.from([0x61, 0xff])]], message: /invalid UTF-8 string/, direct: 'handshake failed', opensslRefuses: true },
+  { name: 'an IA5String Go refuses', subject: [['CN', Buffer.from('alic\u00e9', 'latin1'), 'ia5']], message: /invalid IA5String\)$/, direct: 'handshake failed' },
+];
+
+t.test('certificates: an identity the headers cannot carry exactly is refused with a 401 Status saying why', async (t) => {
+  for (const c of REFUSED) {
+    const cert = clientCertificate(userCa, c.subject);
+    t.match(await direct(cert), c.direct, `${c.name}: what kube-apiserver derives directly`);
+    const before = apiserver.requests.length;
+    const through = await proxied(cert);
+    if (c.opensslRefuses) {
+      t.equal(through, 'handshake failed', `${c.name}: refused in the TLS handshake`);
+      t.equal(apiserver.requests.length, before, `${c.name}: nothing reached the apiserver`);
+      continue;
+    }
+    if (through === 'handshake failed') {
+      t.fail(`${c.name}: the proxy's TLS handshake failed`);
+      continue;
+    }
+    t.equal(through.status, 401, `${c.name}: 401`);
+    t.match(through.body, { kind: 'Status', reason: 'Unauthorized', code: 401, message: c.message }, `${c.name}: says why`);
+    t.equal(apiserver.requests.length, before, `${c.name}: nothing reached the apiserver`);
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// Users-file identities: exact, with non-ASCII names and groups, on every path.
+
+t.test('users file: non-ASCII names and groups reach the apiserver as the same UTF-8', async (t) => {
+  const expected = { username: JOSE.name, groups: [...JOSE.groups, AUTHENTICATED], extra: {} };
+  const headers = { authorization: basicAuth(JOSE) };
+  const plain = await proxied(undefined, '/test/identity', headers);
+  t.match(plain, { status: 200, body: { authn: 'requestheader' } }, 'plain request: 200');
+  t.same(plain !== 'handshake failed' && plain.body.user, expected, 'plain request: the same user and groups');
+  t.same((await watchRecord({ headers })).user, expected, 'watch (HTTP/2 upstream): the same');
+  const upgrade = await upgradeRecord({ headers: [`Authorization: ${basicAuth(JOSE)}`] });
+  t.match(upgrade.statusLine, /^HTTP\/1\.1 101 /, 'upgrade: switched');
+  t.same(upgrade.record.user, expected, 'upgrade: the same');
+});
+
+t.test('users file: an entry the headers cannot carry exactly is refused when the file is loaded, naming file and line', async (t) => {
+  const line = (name: string, groups = '') => `${name}:$2b$04$C6UzMDM.H6dfI/f/IKxGhuWAKr4fHYpBe7XeVd4KUQrbfWr6qu9ZG${groups}`;
+  const cases: [string, string, RegExp][] = [
+    // (A group cannot hold ':', the field separator: no system:masters here.)
+    ['padded group', line('alice', ':devs, ops'), /^line 2: user "alice": group ' ops' has leading or trailing whitespace$/],
+    ['group with a tab', line('alice', ':devs,\tops'), /^line 2: user "alice": group '\\u0009ops' contains a control character \(U\+0009\)$/],
+    ['empty group', line('alice', ':devs,,ops'), /^line 2: user "alice": group '' is empty$/],
+    ['padded name', line(' alice'), /^line 2: user name ' alice' has leading or trailing whitespace$/],
+    ['name that was not UTF-8', line('al\ufffdce'), /^line 2: user name 'al\ufffdce' is not valid UTF-8/],
+    ['hash with a trailing space', `${line('alice')} `, /^line 2: user "alice": the hash has spaces or tabs around it$/],
+  ];
+  for (const [name, text, message] of cases) {
+    t.throws(() => parseHtpasswd(`# users\n${text}\n`), message, name);
+  }
+  t.throws(() => parseHtpasswd(line('a', ': b')), HtpasswdError, 'an HtpasswdError');
+  // What stays fine: comments (indented too), CRLF, a BOM, non-ASCII, no groups, an empty group field.
+  const table = parseHtpasswd(`\ufeff${line('josé', ':开发,Ωmega')}\r\n  # comment\r\n\t\r\n${line('bob', ':')}\r\n${line('carol')}`);
+  t.same([...table.users.values()].map((u) => [u.name, u.groups]), [['josé', ['开发', 'Ωmega']], ['bob', []], ['carol', []]]);
+
+  // At start-up: one line naming the flag, the file, the line and the problem, and exit 2.
+  const path = join(pki.dir, 'padded-group.htpasswd');
+  writeFileSync(path, `${bcryptLine(ALICE)}\n${bcryptLine({ ...ALICE, name: 'mallory' }).replace(/:devs,ops$/, ':devs, admins')}\n`, { mode: 0o600 });
+  const result = await runCli(['serve', '--listen', '127.0.0.1:0', ...proxyFlags(pki, { upstream: apiserver.url, usersFile: path })]);
+  t.equal(result.code, 2, 'exit 2');
+  t.equal(result.stderr.trim(), `kube-front-proxy: --htpasswd-file ${path}: line 2: user "mallory": group ' admins' has leading or trailing whitespace`);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Headers the client sends: separate over HTTP/2, no address claims.
+
+function openSession(): Promise<ClientHttp2Session> {
+  return new Promise((resolve, reject) => {
+    const session = http2Connect(proxy.url, { ca: pki.pem['proxy-ca'].cert, servername: 'localhost' });
+    session.once('connect', () => resolve(session));
+    session.once('error', reject);
+  });
+}
+
+function h2Get(session: ClientHttp2Session, path: string, headers: Record<string, string | string[]>, endAfterHeaders = false): Promise<IncomingHttpHeaders> {
+  return new Promise((resolve, reject) => {
+    const stream = session.request({ ':method': 'GET', ':path': path, ...headers });
+    stream.on('response', (h) => {
+      resolve(h);
+      if (endAfterHeaders) stream.close();
+    });
+    stream.resume();
+    stream.on('error', reject);
+  });
+}
+
+const linesOf = (record: SeenRequest, prefix: string) => record.rawHeaders.filter(([name]) => name.toLowerCase().startsWith(prefix)).map(([name, value]) => [name.toLowerCase(), value]);
+
+t.test('HTTP/2 clients: repeated Impersonate-* fields reach the apiserver as separate lines', async (t) => {
+  const session = await openSession();
+  t.teardown(() => session.close());
+  const impersonation = { 'impersonate-user': 'bob', 'impersonate-group': ['a', 'b'], 'impersonate-extra-scopes': ['x', 'y'] };
+  const sent = [['impersonate-user', 'bob'], ['impersonate-group', 'a'], ['impersonate-group', 'b'], ['impersonate-extra-scopes', 'x'], ['impersonate-extra-scopes', 'y']];
+  const headers = { authorization: basicAuth(ALICE), ...impersonation };
+  const plain = await recordOf(() => h2Get(session, '/test/identity', headers));
+  t.same(linesOf(plain, 'impersonate-'), sent, 'plain request (HTTP/1.1 upstream)');
+  const watch = await recordOf(() => h2Get(session, '/api/v1/namespaces/default/pods?watch=1', headers, true));
+  t.equal(watch.httpVersion, '2.0', 'the watch went over HTTP/2 upstream');
+  t.same(linesOf(watch, 'impersonate-'), sent, 'watch (HTTP/2 upstream)');
+});
+
+t.test('X-Real-Ip and Forwarded from the client do not reach the apiserver; X-Forwarded-For is the proxy\'s', async (t) => {
+  const record = await recordOf(() => proxied(undefined, '/test/identity', { authorization: basicAuth(ALICE), 'x-real-ip': '10.9.9.9', forwarded: 'for=10.9.9.9', 'x-forwarded-for': '10.8.8.8' }));
+  t.same(linesOf(record, 'x-real-ip'), [], 'no X-Real-Ip');
+  t.same(linesOf(record, 'forwarded'), [], 'no Forwarded');
+  t.same(linesOf(record, 'x-forwarded-for'), [['x-forwarded-for', '127.0.0.1']], 'X-Forwarded-For: the client address, as before');
+});
