@@ -1,6 +1,7 @@
 // The proxy's own health and metrics on a separate plain-HTTP listener: every path of the user-facing port
 // belongs to the apiserver, so /healthz and /readyz there are the apiserver's, not ours.
 
+import type { Socket } from 'node:net';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { UpstreamPool } from './upstream/pool.js';
 
@@ -39,4 +40,14 @@ export function createAdminServer(state: AdminState, logger: FastifyBaseLogger):
     return reply.code(ready ? 200 : 503).type('text/plain').send(text);
   });
   return admin;
+}
+
+/**
+ * The admin server ready to serve connections its listener accepts (listeners.ts): it never
+ * listens itself. Node starts the HTTP header-timeout checks on 'listening', so it is told.
+ */
+export async function adminSink(admin: FastifyInstance): Promise<(socket: Socket) => void> {
+  await admin.ready();
+  admin.server.emit('listening');
+  return (socket) => admin.server.emit('connection', socket);
 }

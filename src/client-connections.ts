@@ -17,6 +17,13 @@ export class ClientConnections {
   /** HTTP/1.1 connections and how many responses each has in flight. */
   private readonly http1 = new Map<Socket, number>();
   private readonly sessions = new Set<ServerHttp2Session>();
+  /**
+   * Every TCP connection handed to the server, until it closes. The server never listens itself
+   * (listeners.ts, or the primary under --workers, accepts), so its close() cannot wait for them:
+   * the drain waits here.
+   */
+  private readonly accepted = new Set<Socket>();
+  private whenDrained: (() => void) | undefined;
 
   attach(server: Http2SecureServer): void {
     server.on('secureConnection', (socket: TLSSocket) => {
@@ -62,6 +69,21 @@ export class ClientConnections {
     server.on('upgrade', (_req: IncomingMessage, socket: Socket) => this.http1.delete(socket));
   }
 
+  /** Counts `socket`, a connection about to be handed to the server, until it closes. */
+  track(socket: Socket): void {
+    this.accepted.add(socket);
+    socket.once('close', () => {
+      this.accepted.delete(socket);
+      if (this.accepted.size === 0) this.whenDrained?.();
+    });
+  }
+
+  /** Resolves once every tracked connection has closed. */
+  drained(): Promise<void> {
+    if (this.accepted.size === 0) return Promise.resolve();
+    return new Promise((resolve) => (this.whenDrained = resolve));
+  }
+
   get open(): number {
     return this.http1.size + this.sessions.size;
   }
@@ -75,5 +97,7 @@ export class ClientConnections {
   closeAll(): void {
     for (const socket of this.http1.keys()) socket.destroy();
     for (const session of this.sessions) session.destroy();
+    // Handshakes still running, and tunnels (their upgrade proxy ends them first).
+    for (const socket of this.accepted) socket.destroy();
   }
 }

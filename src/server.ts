@@ -15,6 +15,7 @@ import { ClientAddressResolver } from './auth/client-address.js';
 import { CrlExpiryWarning } from './auth/crl.js';
 import { FailureLimiter } from './auth/failure-limiter.js';
 import { Authenticator } from './auth/index.js';
+import { localLoginLimiter, type LoginLimiter } from './auth/login-limiter.js';
 import { ClientConnections } from './client-connections.js';
 import type { Config } from './config.js';
 import { ConnectionLimit } from './connection-limit.js';
@@ -62,6 +63,8 @@ export interface ProxyServer {
   upgrades: UpgradeProxy;
   /** Watches and log follows in flight. */
   streams: StreamRegistry;
+  /** Serves a client connection accepted elsewhere (listeners.ts, or the primary under --workers). */
+  accept(socket: Socket): void;
   /**
    * Swaps in re-read certificates, keys and users; established connections keep theirs, except
    * that a client certificate is checked again against re-read client CAs and CRL (its next
@@ -70,8 +73,9 @@ export interface ProxyServer {
    */
   applyMaterial(next: Material): void;
   /**
-   * Stops accepting, ends long-lived streams, lets short requests finish for up to `graceMs`,
-   * then closes what is left, the upstream connections and the worker threads.
+   * Ends long-lived streams, lets short requests finish for up to `graceMs`, then closes what
+   * is left, the upstream connections and the worker threads. Whoever hands it connections
+   * (accept) stops first.
    */
   close(graceMs?: number): Promise<void>;
 }
@@ -89,7 +93,15 @@ function servingContext(config: Config, material: Material): SecureContextOption
   };
 }
 
-export async function createProxyServer(config: Config, material: Material, logger: FastifyBaseLogger): Promise<ProxyServer> {
+/** What a worker of --workers gets from the primary instead of keeping its own (it counts connections per client, too). */
+export interface SharedState {
+  /** Failed-login limits kept by the primary. */
+  loginLimiter: LoginLimiter | undefined;
+  /** The key every worker hashes credentials under (BasicAuthOptions.credentialKey). */
+  credentialKey: Buffer;
+}
+
+export async function createProxyServer(config: Config, material: Material, logger: FastifyBaseLogger, shared?: SharedState): Promise<ProxyServer> {
   const http2App = Fastify({
     loggerInstance: logger,
     // One access-log line per request comes from our onResponse hook instead.
@@ -137,8 +149,8 @@ export async function createProxyServer(config: Config, material: Material, logg
   connections.attach(listener);
 
   const bcrypt = new BcryptPool(config.bcryptWorkers, config.bcryptQueueLimit);
-  const basic = material.users ? new BasicAuthenticator(material.users, bcrypt, { cacheTtlMs: config.authCacheTtlMs, cacheSize: config.authCacheSize }) : undefined;
-  const failures = config.authFailureLimit > 0 ? new FailureLimiter({ limit: config.authFailureLimit, windowMs: config.authFailureWindowMs }) : undefined;
+  const basic = material.users ? new BasicAuthenticator(material.users, bcrypt, { cacheTtlMs: config.authCacheTtlMs, cacheSize: config.authCacheSize, credentialKey: shared?.credentialKey }) : undefined;
+  const failures = shared ? shared.loginLimiter : config.authFailureLimit > 0 ? localLoginLimiter(new FailureLimiter({ limit: config.authFailureLimit, windowMs: config.authFailureWindowMs })) : undefined;
   const authenticator = new Authenticator({ certificates: material.clientCa !== undefined, basic, revocations: material.clientCrl, clientCas: material.clientCas, failures, refusalDelayMs: config.authFailureDelayMs });
   const clientAddresses = new ClientAddressResolver(config.trustedProxies);
   const crlExpiry = new CrlExpiryWarning(config.clientCrlFile, logger);
@@ -161,7 +173,8 @@ export async function createProxyServer(config: Config, material: Material, logg
   const metrics = new ProxyMetrics(pool, http2 ? () => http2.stats() : undefined);
   const accessLog = AccessLog.open(config.accessLog, config.accessLogFormat, logger);
   new ConnectionLimit({
-    perClient: config.maxConnectionsPerClient,
+    // Under --workers the primary, which accepts every connection, counts them for the proxy.
+    perClient: shared ? 0 : config.maxConnectionsPerClient,
     isExempt: (address) => clientAddresses.isTrusted(address),
     onRefused: (address) => {
       metrics.connectionRefused();
@@ -250,6 +263,10 @@ export async function createProxyServer(config: Config, material: Material, logg
   };
 
   pool.start();
+  await app.ready();
+  // Node starts the HTTP/1.1 header-timeout checks on 'listening'; this server never listens
+  // itself (connections come through accept()), so it is told that it serves now.
+  listener.emit('listening');
 
   return {
     app,
@@ -258,6 +275,12 @@ export async function createProxyServer(config: Config, material: Material, logg
     pool,
     upgrades,
     streams,
+    accept(socket: Socket) {
+      // What the server's own accept would do with `noDelay: true` (see above): it did not accept this one.
+      socket.setNoDelay(true);
+      connections.track(socket);
+      listener.emit('connection', socket);
+    },
     applyMaterial(next: Material) {
       // New handshakes get the new serving certificate and client CA; open connections keep
       // theirs, and their certificates meet the new client CAs at the auth step (x509.ts).
@@ -265,7 +288,10 @@ export async function createProxyServer(config: Config, material: Material, logg
       authenticator.setClientCas(next.clientCas);
       authenticator.setRevocations(next.clientCrl);
       crlExpiry.watch(next.clientCrl);
-      if (next.users) basic?.setUsers(next.users);
+      if (next.users && basic) {
+        basic.setUsers(next.users);
+        failures?.usersChanged();
+      }
       const previous = agent;
       connector = new UpstreamConnector(next.upstream);
       agent = connector.createAgent({ headersTimeoutMs: config.upstreamHeaderTimeoutMs });
@@ -288,6 +314,8 @@ export async function createProxyServer(config: Config, material: Material, logg
       force.unref();
       try {
         await app.close();
+        // The server never listened, so its close() did not wait for the connections.
+        await connections.drained();
       } finally {
         clearInterval(sweep);
         clearTimeout(force);

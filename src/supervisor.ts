@@ -1,29 +1,41 @@
-// --workers N: N proxy processes share the listening port (Node's cluster module: this process
-// accepts and hands connections round-robin to the workers). This primary process serves no
-// traffic: it starts the workers, prints the one start-up line, runs the admin listener for all
-// of them, passes signals on (drain, reload, log reopen) and replaces a worker that dies.
+// --workers N: N proxy processes behind one primary (node:cluster for the processes and their
+// IPC channels). This primary serves no request itself: it starts the workers, binds the ports
+// once every worker is ready (start-up is all or nothing: see listeners.ts), accepts each client
+// connection and sends it to a worker (workers/connections.ts, which also counts connections
+// per client for the whole proxy), keeps the failed-login counters for the whole proxy
+// (workers/login-limits-authority.ts), prints the one start-up line, runs the admin listener for
+// all of them, passes signals on (drain, reload, log reopen) and replaces a worker that dies.
 
 import cluster, { type Worker } from 'node:cluster';
-import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
+import { randomBytes } from 'node:crypto';
+import type { FastifyBaseLogger } from 'fastify';
 import { AggregatorRegistry } from 'prom-client';
-import { createAdminServer, type Readiness } from './admin.js';
+import { adminSink, createAdminServer, type Readiness } from './admin.js';
+import { ClientAddressResolver } from './auth/client-address.js';
+import { FailureLimiter } from './auth/failure-limiter.js';
 import { ConfigError, type Config } from './config.js';
+import { ConnectionLimit } from './connection-limit.js';
+import type { GatedListener } from './listeners.js';
+import { ConnectionDispatcher } from './workers/connections.js';
+import { LoginLimitsAuthority } from './workers/login-limits-authority.js';
+import type { FromWorker, ToWorker } from './workers/messages.js';
 
-/** Messages between the primary and its workers (all tagged `kfp`). */
-export type ToWorker = { kfp: 'shutdown' } | { kfp: 'reload' } | { kfp: 'reopen' } | { kfp: 'readiness'; id: number };
-export type FromWorker =
-  | { kfp: 'listening'; line: string; summary: Record<string, unknown> }
-  | { kfp: 'listen-error'; message: string }
-  | { kfp: 'readiness'; id: number; ready: boolean; text: string };
+/** How a worker learns the key credentials are hashed under (read and removed at its start). */
+export const CREDENTIAL_KEY_ENV = 'KFP_WORKER_CREDENTIAL_KEY';
 
 const RESPAWN_DELAY_MS = 1000;
 const READINESS_TIMEOUT_MS = 1000;
 
+export interface Listeners {
+  user: GatedListener;
+  admin: GatedListener | undefined;
+}
+
 export interface SupervisorHooks {
-  /** Binds the admin listener (throws ConfigError when it cannot). */
-  listenAdmin: (admin: FastifyInstance) => Promise<void>;
+  /** Binds every listener, gates closed (throws ConfigError when a port cannot be had). */
+  bind: () => Promise<Listeners>;
   /** Prints the start-up line (at any log level). */
-  announce: (fields: object, line: string) => void;
+  announce: (listeners: Listeners) => void;
 }
 
 export async function runSupervisor(config: Config, logger: FastifyBaseLogger, hooks: SupervisorHooks): Promise<void> {
@@ -31,53 +43,101 @@ export async function runSupervisor(config: Config, logger: FastifyBaseLogger, h
   let draining = false;
   let nextReadinessId = 1;
   const pendingReadiness = new Map<number, (answer: Readiness) => void>();
+  const credentialKey = randomBytes(32).toString('base64');
+
+  const broadcast = (message: ToWorker) => {
+    for (const worker of live) if (worker.isConnected()) worker.send(message);
+  };
+  const send = (worker: Worker, message: ToWorker) => {
+    if (worker.isConnected()) worker.send(message);
+  };
+
+  const limits = config.authFailureLimit > 0 ? new LoginLimitsAuthority(new FailureLimiter({ limit: config.authFailureLimit, windowMs: config.authFailureWindowMs }), broadcast) : undefined;
+  const clientAddresses = new ClientAddressResolver(config.trustedProxies);
+  const connectionLimit = new ConnectionLimit({
+    perClient: config.maxConnectionsPerClient,
+    isExempt: (address) => clientAddresses.isTrusted(address),
+    onRefused: (address) => {
+      logger.debug({ client: address }, 'connection refused: --max-connections-per-client reached');
+      const counter = dispatcher.anyWorker();
+      if (counter) send(counter, { kfp: 'connection-refused' });
+    },
+  });
+  const dispatcher = new ConnectionDispatcher(connectionLimit);
 
   const onMessage = (worker: Worker, message: FromWorker): void => {
-    if (message.kfp === 'readiness') pendingReadiness.get(message.id)?.({ ready: message.ready, text: message.text.trimEnd().replace(/^/gm, `worker ${worker.process.pid}: `) + '\n' });
+    switch (message.kfp) {
+      case 'connection-closed':
+        dispatcher.closed(worker, message.id);
+        return;
+      case 'readiness':
+        pendingReadiness.get(message.id)?.({ ready: message.ready, text: message.text.trimEnd().replace(/^/gm, `worker ${worker.process.pid}: `) + '\n' });
+        return;
+      case 'login-begin':
+      case 'login-check':
+      case 'login-finish':
+      case 'login-used':
+      case 'login-forget':
+        limits?.handle(worker.id, message, (reply) => send(worker, reply));
+        return;
+      default:
+        return;
+    }
+  };
+
+  /** From now on `worker` gets connections, with the limits' refused keys as they stand. */
+  const serving = (worker: Worker) => {
+    if (limits) send(worker, limits.snapshot());
+    dispatcher.add(worker);
   };
 
   const fork = (): Worker => {
-    const worker = cluster.fork();
+    const worker = cluster.fork({ [CREDENTIAL_KEY_ENV]: credentialKey });
     live.add(worker);
     worker.on('message', (message: FromWorker) => onMessage(worker, message));
     worker.once('exit', (code, signal) => {
       live.delete(worker);
+      dispatcher.remove(worker);
+      limits?.workerGone(worker.id);
       if (draining) return;
       logger.error({ pid: worker.process.pid, code, signal }, `worker exited unexpectedly; starting a new one in ${RESPAWN_DELAY_MS} ms`);
       setTimeout(() => {
-        if (!draining) started(fork()).catch((err: unknown) => logger.error({ err }, 'replacement worker failed to start'));
+        if (draining) return;
+        const next = fork();
+        started(next).then(
+          () => serving(next),
+          (err: unknown) => logger.error({ err }, 'replacement worker failed to start'),
+        );
       }, RESPAWN_DELAY_MS);
     });
     return worker;
   };
 
-  /** Resolves with the worker's start-up line once it listens; a listen error ends start-up. */
-  const started = (worker: Worker): Promise<Extract<FromWorker, { kfp: 'listening' }>> =>
+  /** Resolves once the worker is ready to serve; a start-up error ends start-up. */
+  const started = (worker: Worker): Promise<void> =>
     new Promise((resolve, reject) => {
       const listener = (message: FromWorker) => {
-        if (message.kfp === 'listening') resolve(message);
-        else if (message.kfp === 'listen-error') reject(new ConfigError(message.message));
+        if (message.kfp === 'ready') resolve();
+        else if (message.kfp === 'start-error') reject(new ConfigError(message.message));
         else return;
         worker.off('message', listener);
       };
       worker.on('message', listener);
-      worker.once('exit', (code) => reject(new Error(`worker exited with code ${code} before listening`)));
+      worker.once('exit', (code) => reject(new Error(`worker exited with code ${code} before it was ready`)));
     });
 
-  const first = fork();
-  const rest = Array.from({ length: config.workers - 1 }, fork);
-  let line: Extract<FromWorker, { kfp: 'listening' }>;
+  // Start-up: every worker ready, then every port bound, then all served at once. Until the
+  // ports are bound a client is refused; nothing is answered before the last one is.
+  const workers = Array.from({ length: config.workers }, fork);
+  let listeners: Listeners;
   try {
-    [line] = await Promise.all([started(first), ...rest.map(started)]);
+    await Promise.all(workers.map(started));
+    listeners = await hooks.bind();
   } catch (err) {
     draining = true;
     for (const worker of live) worker.process.kill('SIGKILL');
     throw err;
   }
-
-  const broadcast = (message: ToWorker) => {
-    for (const worker of live) if (worker.isConnected()) worker.send(message);
-  };
 
   const aggregator = new AggregatorRegistry();
   const readiness = async (): Promise<Readiness> => {
@@ -93,23 +153,22 @@ export async function runSupervisor(config: Config, logger: FastifyBaseLogger, h
               pendingReadiness.delete(id);
               resolve(answer);
             });
-            if (worker.isConnected()) worker.send({ kfp: 'readiness', id } satisfies ToWorker);
+            send(worker, { kfp: 'readiness', id });
           }),
       ),
     );
     const ready = answers.length === config.workers && answers.every((a) => a.ready);
     return { ready, text: `${answers.map((a) => a.text).join('')}${ready ? 'ok' : 'not ready'}: ${answers.filter((a) => a.ready).length} of ${config.workers} workers ready\n` };
   };
-  const admin = config.adminListen
+  const admin = listeners.admin
     ? createAdminServer({ readiness, metrics: async () => ({ contentType: aggregator.contentType, text: await aggregator.clusterMetrics() }), draining: () => draining }, logger)
     : undefined;
-  if (admin) await hooks.listenAdmin(admin);
+  const adminConnections = admin ? await adminSink(admin) : undefined;
 
-  const adminAddress = admin?.server.address();
-  hooks.announce(
-    { ...line.summary, admin: adminAddress && typeof adminAddress === 'object' ? `http://${adminAddress.address}:${adminAddress.port}` : undefined, workers: config.workers },
-    `${line.line}; ${config.workers} workers`,
-  );
+  for (const worker of workers) serving(worker);
+  listeners.user.open(dispatcher.dispatch);
+  if (adminConnections) listeners.admin?.open(adminConnections);
+  hooks.announce(listeners);
 
   process.on('SIGHUP', () => broadcast({ kfp: 'reload' }));
   process.on('SIGUSR1', () => broadcast({ kfp: 'reopen' }));
@@ -120,6 +179,8 @@ export async function runSupervisor(config: Config, logger: FastifyBaseLogger, h
       process.exit(1);
     }
     draining = true;
+    // No new connections from here on; those already with a worker drain there.
+    listeners.user.close();
     logger.info({ signal, graceMs: config.shutdownGraceMs, workers: live.size }, 'shutting down: each worker drains');
     broadcast({ kfp: 'shutdown' });
     // A worker stuck past its own last resort is killed; then this process goes too.
@@ -129,6 +190,7 @@ export async function runSupervisor(config: Config, logger: FastifyBaseLogger, h
     }, config.shutdownGraceMs + 10_000).unref();
     const allGone = () => {
       if (live.size > 0) return;
+      listeners.admin?.close();
       void admin?.close();
       logger.info('stopped');
       process.exit(0);
@@ -138,15 +200,4 @@ export async function runSupervisor(config: Config, logger: FastifyBaseLogger, h
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
-}
-
-/** The worker side: messages from the primary, and a way to answer. */
-export function onPrimaryMessage(handler: (message: ToWorker) => void): void {
-  process.on('message', (message: ToWorker) => {
-    if (message && typeof message === 'object' && 'kfp' in message) handler(message);
-  });
-}
-
-export function tellPrimary(message: FromWorker): void {
-  process.send?.(message);
 }

@@ -8,6 +8,7 @@ import { createHmac, randomBytes } from 'node:crypto';
 import { BcryptOverloadedError, type BcryptPool } from './bcrypt-pool.js';
 import type { UserEntry, UserTable } from './htpasswd.js';
 import type { AuthFailureReason, Identity } from './identity.js';
+import { LimiterUnavailableError, type LoginAdmission, type LoginLimiter } from './login-limiter.js';
 
 export type BasicAuthResult =
   | { ok: true; identity: Identity }
@@ -17,16 +18,12 @@ export type BasicAuthResult =
 export interface BasicAuthOptions {
   cacheTtlMs: number;
   cacheSize: number;
+  /**
+   * The key credentials are hashed under (default: random per process). --workers share one, so
+   * that the limits' proxy-wide record of who used which credential names the same one in each.
+   */
+  credentialKey?: Buffer;
   now?: () => number;
-}
-
-/** Failed-login limits as verify() uses them (FailureLimiter). */
-export interface LoginLimiter {
-  /** Milliseconds until `client` / `user` may log in again; 0 when allowed. */
-  blockedForMs(client: string, user: string): number;
-  /** Before bcrypt: milliseconds to refuse for, or 0 and the check counts as running until finish(). */
-  begin(client: string, user: string): number;
-  finish(client: string, user: string, failed: boolean): void;
 }
 
 /** Clients remembered per verified credential (a user's laptop, CI, a second kubeconfig...). */
@@ -75,8 +72,8 @@ export class BasicAuthenticator {
    */
   private readonly cache = new Map<string, VerifiedCredential>();
   /** Concurrent requests with the same credential (kubectl's parallel discovery) share one bcrypt. */
-  private readonly inflight = new Map<string, Promise<BasicAuthResult>>();
-  private readonly hmacKey = randomBytes(32);
+  private readonly inflight = new Map<string, { client: string; result: Promise<BasicAuthResult> }>();
+  private readonly hmacKey: Buffer;
   private generation = 0;
   private readonly now: () => number;
 
@@ -88,6 +85,7 @@ export class BasicAuthenticator {
     this.table = table;
     this.decoy = decoyHash(table.maxCost);
     this.now = options.now ?? Date.now;
+    this.hmacKey = options.credentialKey ?? randomBytes(32);
   }
 
   /** New users file: forget every verified credential so removed users and changed passwords take effect. */
@@ -120,50 +118,91 @@ export class BasicAuthenticator {
    * 429-or-200 would be a free, unlimited oracle for exactly the accounts in active use.
    */
   verify(username: string, password: string, client = '', limiter?: LoginLimiter): Promise<BasicAuthResult> {
+    return this.verifyAs(username, password, client, limiter, true);
+  }
+
+  // The limiter may answer at once (one process) or later (--workers: the primary keeps the
+  // counters); a known client on a cached credential never asks it at all.
+  private verifyAs(username: string, password: string, client: string, limiter: LoginLimiter | undefined, mayRetry: boolean): Promise<BasicAuthResult> {
     const key = this.keyOf(username, password);
     const entry = this.cache.get(key);
     const known = entry !== undefined && entry.usedFrom(client);
     const limited = limiter !== undefined && !known;
     if (entry !== undefined && entry.expiresAt > this.now()) {
-      if (limited) {
-        const wait = limiter.blockedForMs(client, username);
-        if (wait > 0) return Promise.resolve(rateLimited(wait));
-        entry.addClient(client);
-      }
-      this.cache.delete(key); // re-insert: most recently used goes last
-      this.cache.set(key, entry);
-      return Promise.resolve(entry.result);
+      if (!limited) return Promise.resolve(this.hit(key, entry));
+      return afterLimits(limiter.blockedForMs(client, username, key), (wait) => {
+        if (wait > 0) return rateLimited(wait);
+        // Emptied meanwhile (the users file changed while the primary was asked): check again.
+        if (this.cache.get(key) !== entry) return this.verifyAs(username, password, client, limiter, mayRetry);
+        if (!entry.usedFrom(client)) {
+          entry.addClient(client);
+          limiter.usedBy(client, key);
+        }
+        return this.hit(key, entry);
+      });
     }
     const running = this.inflight.get(key);
     if (running) {
       // Joining a check of the same credential is no new guess, but it must be refused whenever
       // a different password would be, or its result would leak through the back door.
-      if (limited) {
-        const wait = limiter.blockedForMs(client, username);
-        if (wait > 0) return Promise.resolve(rateLimited(wait));
-      }
-      return running;
+      const join = () => this.joined(running, username, password, client, limiter, mayRetry);
+      if (!limited) return join();
+      const wait = limiter.blockedForMs(client, username, key);
+      if (typeof wait === 'number') return wait > 0 ? Promise.resolve(rateLimited(wait)) : join();
+      return wait.then((w) => (w > 0 ? rateLimited(w) : join()), unavailable);
     }
     let check: Promise<BasicAuthResult>;
     if (limited) {
-      const wait = limiter.begin(client, username);
-      if (wait > 0) return Promise.resolve(rateLimited(wait));
-      check = this.check(key, username, password, client).then(
-        (result) => {
-          limiter.finish(client, username, isGuessFailure(result));
-          return result;
-        },
-        (err: unknown) => {
-          limiter.finish(client, username, false);
-          throw err;
-        },
-      );
+      const admission = limiter.begin(client, username, key);
+      if (!(admission instanceof Promise)) {
+        if (admission.waitMs > 0) return Promise.resolve(rateLimited(admission.waitMs));
+        check = this.admitted(admission, key, username, password, client);
+      } else {
+        // Shared with identical requests from the start (kubectl's parallel discovery is one attempt).
+        check = admission.then((a) => (a.waitMs > 0 ? rateLimited(a.waitMs) : this.admitted(a, key, username, password, client)), unavailable);
+      }
     } else {
       check = this.check(key, username, password, client);
     }
-    const shared = check.finally(() => this.inflight.delete(key));
-    this.inflight.set(key, shared);
+    const shared = check.finally(() => {
+      if (this.inflight.get(key)?.result === shared) this.inflight.delete(key);
+    });
+    this.inflight.set(key, { client, result: shared });
     return shared;
+  }
+
+  /**
+   * The result of a running check of the same credential. One refused for its own client's sake
+   * (under --workers a check can be refused after it was shared: its address is locked) says
+   * nothing about another client, which asks again for itself, once.
+   */
+  private joined(running: { client: string; result: Promise<BasicAuthResult> }, username: string, password: string, client: string, limiter: LoginLimiter | undefined, mayRetry: boolean): Promise<BasicAuthResult> {
+    if (running.client === client || !mayRetry) return running.result;
+    return running.result.then((result) => (result.ok || result.reason !== 'rate-limited' ? result : this.verifyAs(username, password, client, limiter, false)));
+  }
+
+  /** A cached credential's answer; it becomes the most recently used. */
+  private hit(key: string, entry: VerifiedCredential): BasicAuthResult {
+    // Re-inserted only if still cached (a reload may have emptied the cache meanwhile).
+    if (this.cache.get(key) === entry) {
+      this.cache.delete(key);
+      this.cache.set(key, entry);
+    }
+    return entry.result;
+  }
+
+  /** The check a limiter let through, and its outcome told to it. */
+  private admitted(admission: LoginAdmission, key: string, username: string, password: string, client: string): Promise<BasicAuthResult> {
+    return this.check(key, username, password, client).then(
+      (result) => {
+        admission.finish(result.ok ? 'success' : isGuessFailure(result) ? 'failure' : 'no-verdict');
+        return result;
+      },
+      (err: unknown) => {
+        admission.finish('no-verdict');
+        throw err;
+      },
+    );
   }
 
   private keyOf(username: string, password: string): string {
@@ -211,4 +250,15 @@ export class BasicAuthenticator {
 
 function rateLimited(waitMs: number): BasicAuthResult {
   return { ok: false, reason: 'rate-limited', retryAfterMs: waitMs };
+}
+
+/** The limits gave no verdict (--workers: the primary did not answer): no login, and no count. */
+function unavailable(err: unknown): BasicAuthResult {
+  if (err instanceof LimiterUnavailableError) return { ok: false, reason: 'overloaded' };
+  throw err;
+}
+
+/** `then` for an answer that may come at once or as a promise. */
+function afterLimits(wait: number | Promise<number>, next: (wait: number) => BasicAuthResult | Promise<BasicAuthResult>): Promise<BasicAuthResult> {
+  return typeof wait === 'number' ? Promise.resolve(next(wait)) : wait.then(next, unavailable);
 }

@@ -99,11 +99,23 @@ class CounterMap {
 }
 
 /** Retry-After for a refusal caused only by checks still running: they take milliseconds. */
-const PENDING_RETRY_MS = 1000;
+export const PENDING_RETRY_MS = 1000;
 /** Longer claimed names are counted under a hash, so a key costs at most this much memory. */
 const MAX_NAME_KEY = 128;
 /** Expired counters at the old end of a map removed per update (amortised clean-up). */
 const SWEEP = 4;
+
+/**
+ * How one counter stands, for the copies of the refusals kept in other processes (--workers):
+ * `until` is 0 when open, WHILE_CHECKS_RUN when refused because checks are still running, or
+ * the time (ms since the epoch) its lock ends.
+ */
+export interface KeyState {
+  scope: 'address' | 'user';
+  key: string;
+  until: number;
+}
+export const WHILE_CHECKS_RUN = -1;
 
 export class FailureLimiter {
   private readonly limit: number;
@@ -164,6 +176,24 @@ export class FailureLimiter {
     if (user !== undefined) this.settle(this.users, userKey(user), now, true, false);
   }
 
+  /** The counters of `address` and `user` as KeyStates (the address first). */
+  keyStates(address: string, user: string | undefined): KeyState[] {
+    const now = this.now();
+    const aKey = limitKey(address);
+    const states: KeyState[] = [{ scope: 'address', key: aKey, until: this.until(this.addresses.get(aKey), now) }];
+    if (user !== undefined) {
+      const uKey = userKey(user);
+      states.push({ scope: 'user', key: uKey, until: this.until(this.users.get(uKey), now) });
+    }
+    return states;
+  }
+
+  private until(counter: Counter | undefined, now: number): number {
+    const wait = this.wait(counter, now);
+    if (wait === 0) return 0;
+    return counter !== undefined && !this.expired(counter, now) && counter.failures >= this.limit ? now + wait : WHILE_CHECKS_RUN;
+  }
+
   private wait(counter: Counter | undefined, now: number): number {
     if (counter === undefined) return 0;
     const failures = this.expired(counter, now) ? 0 : counter.failures;
@@ -214,6 +244,6 @@ export class FailureLimiter {
 }
 
 /** A claimed user name as a map key: as it is, or hashed when it is long (names come from clients). */
-function userKey(user: string): string {
+export function userKey(user: string): string {
   return user.length <= MAX_NAME_KEY ? user : `sha256:${createHash('sha256').update(user).digest('base64')}`;
 }

@@ -6,8 +6,8 @@ import type { TLSSocket } from 'node:tls';
 import { StatusError, unauthorized } from '../status.js';
 import type { BasicAuthenticator, BasicAuthResult } from './basic.js';
 import type { RevocationList } from './crl.js';
-import type { FailureLimiter } from './failure-limiter.js';
 import type { AuthFailureReason, AuthMethod, Identity } from './identity.js';
+import type { LoginLimiter } from './login-limiter.js';
 import type { TrustedCas } from './trusted-cas.js';
 import { authenticateCertificate } from './x509.js';
 
@@ -33,7 +33,7 @@ export interface AuthenticatorOptions {
   /** The client CAs (--client-ca-file), replaced on reload; certificates are re-checked against them. */
   clientCas?: TrustedCas | undefined;
   /** Failed-login limits (--auth-failure-limit), or undefined when off. */
-  failures: FailureLimiter | undefined;
+  failures: LoginLimiter | undefined;
   /** How long a login refused by the limits waits for its 429 (--auth-failure-delay). */
   refusalDelayMs?: number;
 }

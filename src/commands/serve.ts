@@ -1,17 +1,21 @@
 // `kube-front-proxy serve`: every setting as a flag, then start-up, reload and drain.
 
 import { InvalidArgumentError, Option, type Command } from 'commander';
-import type { FastifyInstance } from 'fastify';
 import cluster from 'node:cluster';
+import { closeSync, openSync } from 'node:fs';
+import type { Socket } from 'node:net';
 import { pino, stdTimeFunctions, type Logger } from 'pino';
 import { AggregatorRegistry } from 'prom-client';
-import { createAdminServer, poolReadiness } from '../admin.js';
+import { adminSink, createAdminServer, poolReadiness } from '../admin.js';
 import { batchedDestination } from '../observe/destination.js';
-import { ConfigError, SETTINGS, envVarName, loadConfig, type Config, type ListenAddress, type RawSettings } from '../config.js';
+import { ConfigError, SETTINGS, envVarName, fileErrorText, loadConfig, type Config, type RawSettings } from '../config.js';
+import { bindAll, type GatedListener, type ListenerSpec } from '../listeners.js';
 import { loadMaterial, type Material } from '../material.js';
 import { fileSignatures, materialFiles, startReloader, type FileSignatures } from '../reload.js';
-import { createProxyServer, type ProxyServer } from '../server.js';
-import { onPrimaryMessage, runSupervisor, tellPrimary } from '../supervisor.js';
+import { createProxyServer, type ProxyServer, type SharedState } from '../server.js';
+import { CREDENTIAL_KEY_ENV, runSupervisor, type Listeners } from '../supervisor.js';
+import { SharedLoginLimiter } from '../workers/login-limits-client.js';
+import { onPrimaryMessage, tellPrimary } from '../workers/messages.js';
 
 export function registerServe(program: Command): void {
   const serve = program
@@ -61,6 +65,7 @@ async function serveCommand(config: Config): Promise<void> {
   const baseline = fileSignatures(materialFiles(config));
   // Read and checked here in the primary too: a bad file stops start-up with one line, once.
   const material = loadMaterial(config);
+  checkAccessLog(config);
   // Asynchronous, batched writes: a line per request must not cost a blocking write each (the
   // buffer is flushed before the process exits).
   const destination = batchedDestination({ dest: 1 });
@@ -68,12 +73,40 @@ async function serveCommand(config: Config): Promise<void> {
   process.once('exit', () => destination.flushSync());
   if (config.workers > 1 && cluster.isPrimary) {
     await runSupervisor(config, logger, {
-      listenAdmin: (admin) => listenOrFail(admin, config.adminListen as ListenAddress, '--admin-listen', async () => {}),
-      announce: (fields, line) => announce(logger, config, fields, line),
+      bind: () => bindListeners(config, true),
+      announce: ({ user, admin }) => {
+        announce(logger, config, { ...startupSummary(config, material, user, admin), workers: config.workers }, `${startupLine(config, material, user)}; ${config.workers} workers`);
+        // Once per start, here in the primary rather than in every worker.
+      },
     });
     return;
   }
   await serveProxy(config, material, baseline, logger);
+}
+
+/**
+ * The traffic log file is opened for appending later, asynchronously: a path that cannot be
+ * written would end the proxy after it had started serving. Checked with the other files.
+ */
+function checkAccessLog(config: Config): void {
+  if (!config.accessLog) return;
+  try {
+    closeSync(openSync(config.accessLog, 'a'));
+  } catch (err) {
+    const missingDirectory = (err as NodeJS.ErrnoException).code === 'ENOENT';
+    throw new ConfigError(`--access-log ${config.accessLog}: ${missingDirectory ? 'no such directory' : fileErrorText(err)}`);
+  }
+}
+
+/**
+ * The user-facing listener and the admin one, bound, gates closed (listeners.ts). `handOff`:
+ * their connections go to other processes (the primary of --workers), so they arrive unread.
+ */
+async function bindListeners(config: Config, handOff: boolean): Promise<Listeners> {
+  const specs: ListenerSpec[] = [{ address: config.listen, flag: '--listen', pause: handOff }];
+  if (config.adminListen) specs.push({ address: config.adminListen, flag: '--admin-listen' });
+  const [user, admin] = await bindAll(specs);
+  return { user: user as GatedListener, admin };
 }
 
 /** The start-up line is printed whatever the log level: it says where and how the proxy runs. */
@@ -83,35 +116,50 @@ function announce(logger: Logger, config: Config, fields: object, line: string):
   logger.level = config.logLevel;
 }
 
+/** A worker's share of what the primary keeps for the whole proxy (failed-login limits, connection counts). */
+function sharedWithPrimary(config: Config): { state: SharedState; limiter: SharedLoginLimiter | undefined } {
+  const key = process.env[CREDENTIAL_KEY_ENV];
+  delete process.env[CREDENTIAL_KEY_ENV];
+  if (!key) throw new Error(`worker started without ${CREDENTIAL_KEY_ENV}`);
+  const limiter = config.authFailureLimit > 0 ? new SharedLoginLimiter((message) => tellPrimary(message)) : undefined;
+  return { state: { loginLimiter: limiter, credentialKey: Buffer.from(key, 'base64') }, limiter };
+}
+
 /** One proxy process: the only one (--workers 1) or a worker of the supervisor. */
 async function serveProxy(config: Config, material: Material, baseline: FileSignatures, logger: Logger): Promise<void> {
   const worker = cluster.isWorker;
-  const proxy = await createProxyServer(config, material, logger);
+  const shared = worker ? sharedWithPrimary(config) : undefined;
+  let proxy: ProxyServer;
+  try {
+    proxy = await createProxyServer(config, material, logger, shared?.state);
+  } catch (err) {
+    if (!worker || !(err instanceof ConfigError)) throw err;
+    // The primary prints the line, once for all workers.
+    tellPrimary({ kfp: 'start-error', message: err.message });
+    process.exit(2);
+  }
   let draining = false;
   // Workers serve no admin listener: the primary answers for all of them.
   const admin = config.adminListen && !worker ? createAdminServer({ readiness: () => poolReadiness(proxy.pool), metrics: registryMetrics(proxy), draining: () => draining }, logger) : undefined;
+  let listeners: Listeners | undefined;
   if (worker) {
     // Answer the primary's /metrics requests with this worker's registry (the constructor is
     // what installs prom-client's worker-side message listener).
     AggregatorRegistry.setRegistries([proxy.metrics.registry]);
     new AggregatorRegistry();
-  }
-  // fastify logs one "Server listening at" line per interface; ours below says it all once.
-  logger.level = 'warn';
-  try {
-    await listenOrFail(proxy.app, config.listen, '--listen', () => proxy.close(0));
-    if (admin && config.adminListen) await listenOrFail(admin, config.adminListen, '--admin-listen', () => proxy.close(0));
-  } catch (err) {
-    if (!worker || !(err instanceof ConfigError)) throw err;
-    // The primary prints the line, once for all workers.
-    tellPrimary({ kfp: 'listen-error', message: err.message });
-    process.exit(2);
-  }
-  if (worker) {
-    logger.level = config.logLevel;
-    tellPrimary({ kfp: 'listening', line: startupLine(config, material, proxy), summary: startupSummary(config, material, proxy, undefined) });
   } else {
-    announce(logger, config, startupSummary(config, material, proxy, admin), startupLine(config, material, proxy));
+    // Every port bound before any is served; a port in use ends start-up having answered nothing.
+    try {
+      listeners = await bindListeners(config, false);
+    } catch (err) {
+      await proxy.close(0);
+      throw err;
+    }
+    const adminConnections = admin ? await adminSink(admin) : undefined;
+    listeners.user.open((socket) => proxy.accept(socket));
+    if (adminConnections) listeners.admin?.open(adminConnections);
+    announce(logger, config, startupSummary(config, material, listeners.user, listeners.admin), startupLine(config, material, listeners.user));
+    // In the background: serving does not wait for it, and what it finds is only logged.
   }
 
   const reloader = startReloader(config, baseline, (next) => proxy.applyMaterial(next), logger);
@@ -123,6 +171,8 @@ async function serveProxy(config: Config, material: Material, baseline: FileSign
     }
     draining = true;
     reloader.stop();
+    // No new connections (under --workers the primary stops accepting).
+    listeners?.user.close();
     // The last resort: whatever happens below, a stopping proxy is gone shortly after its grace.
     setTimeout(() => process.exit(0), config.shutdownGraceMs + 5_000).unref();
     logger.info({ signal, graceMs: config.shutdownGraceMs, streams: proxy.streams.size, tunnels: proxy.upgrades.open }, 'shutting down: no new connections, ending watches and tunnels, letting requests finish');
@@ -142,37 +192,48 @@ async function serveProxy(config: Config, material: Material, baseline: FileSign
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
   if (worker) {
-    onPrimaryMessage((message) => {
-      if (message.kfp === 'shutdown') void stop('primary');
-      else if (message.kfp === 'reload') reloader.reload('SIGHUP');
-      else if (message.kfp === 'reopen') proxy.accessLog.reopen();
-      else if (message.kfp === 'readiness') tellPrimary({ kfp: 'readiness', id: message.id, ...poolReadiness(proxy.pool) });
+    onPrimaryMessage((message, handle) => {
+      switch (message.kfp) {
+        case 'connection': {
+          const socket = handle as Socket | undefined;
+          if (!socket) return;
+          // The primary counts this client's connections until told this one closed.
+          socket.once('close', () => tellPrimary({ kfp: 'connection-closed', id: message.id }));
+          proxy.accept(socket);
+          return;
+        }
+        case 'connection-refused':
+          proxy.metrics.connectionRefused();
+          return;
+        case 'login-answer':
+        case 'login-keys':
+          shared?.limiter?.receive(message);
+          return;
+        case 'shutdown':
+          void stop('primary');
+          return;
+        case 'reload':
+          reloader.reload('SIGHUP');
+          return;
+        case 'reopen':
+          proxy.accessLog.reopen();
+          return;
+        case 'readiness':
+          tellPrimary({ kfp: 'readiness', id: message.id, ...poolReadiness(proxy.pool) });
+          return;
+      }
     });
-    // The primary is gone (killed): nobody hands us connections any more.
-    process.once('disconnect', () => void stop('primary'));
+    // The primary is gone (killed): nobody hands us connections or answers for the limits any more.
+    process.once('disconnect', () => {
+      shared?.limiter?.disconnected();
+      void stop('primary');
+    });
+    tellPrimary({ kfp: 'ready' });
   }
 }
 
 function registryMetrics(proxy: ProxyServer): () => Promise<{ contentType: string; text: string }> {
   return async () => ({ contentType: proxy.metrics.registry.contentType, text: await proxy.metrics.registry.metrics() });
-}
-
-async function listenOrFail(app: FastifyInstance, address: ListenAddress, flag: string, cleanup: () => Promise<void>): Promise<void> {
-  try {
-    await app.listen({ host: address.host, port: address.port });
-  } catch (err) {
-    await cleanup();
-    const code = (err as NodeJS.ErrnoException).code;
-    const problem = code === 'EADDRINUSE' ? 'address already in use' : code === 'EACCES' ? 'permission denied (ports below 1024 need privileges)' : (err as Error).message;
-    throw new ConfigError(`${flag} ${address.host}:${address.port}: ${problem}`);
-  }
-}
-
-function listenUrl(proxy: ProxyServer): string {
-  const address = proxy.app.server.address();
-  if (address === null || typeof address === 'string') return String(address);
-  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-  return `https://${host}:${address.port}`;
 }
 
 function authMethods(material: Material): string[] {
@@ -182,18 +243,16 @@ function authMethods(material: Material): string[] {
   return methods;
 }
 
-function startupSummary(config: Config, material: Material, proxy: ProxyServer, admin: FastifyInstance | undefined): Record<string, unknown> {
-  const adminAddress = admin?.server.address();
+function startupSummary(config: Config, material: Material, listener: GatedListener, admin: GatedListener | undefined): Record<string, unknown> {
   return {
-    listen: listenUrl(proxy),
-    admin: adminAddress && typeof adminAddress === 'object' ? `http://${adminAddress.address}:${adminAddress.port}` : undefined,
+    listen: listener.url('https'),
+    admin: admin?.url('http'),
     auth: authMethods(material),
     upstreams: config.upstreams.map((u) => u.origin),
     proxyClient: material.proxyClientName,
   };
 }
 
-function startupLine(config: Config, material: Material, proxy: ProxyServer): string {
-  return `listening on ${listenUrl(proxy)}; auth: ${authMethods(material).join(', ')}; upstreams: ${config.upstreams.map((u) => u.origin).join(', ')} as ${material.proxyClientName}`;
+function startupLine(config: Config, material: Material, listener: GatedListener): string {
+  return `listening on ${listener.url('https')}; auth: ${authMethods(material).join(', ')}; upstreams: ${config.upstreams.map((u) => u.origin).join(', ')} as ${material.proxyClientName}`;
 }
-
