@@ -3,6 +3,7 @@
 // code 2 and one line on stderr that names the setting, the file and the problem.
 
 import { Command, CommanderError } from 'commander';
+import { registerCheck } from './commands/check.js';
 import { registerKubeconfig } from './commands/kubeconfig.js';
 import { registerLogs } from './commands/logs.js';
 import { registerPki } from './commands/pki.js';
@@ -23,6 +24,7 @@ function buildProgram(): Command {
     .showHelpAfterError()
     .exitOverride();
   registerServe(program);
+  registerCheck(program);
   registerLogs(program);
   registerKubeconfig(program);
   registerPki(program);

@@ -13,6 +13,7 @@ import { bindAll, type GatedListener, type ListenerSpec } from '../listeners.js'
 import { loadMaterial, type Material } from '../material.js';
 import { fileSignatures, materialFiles, startReloader, type FileSignatures } from '../reload.js';
 import { createProxyServer, type ProxyServer, type SharedState } from '../server.js';
+import { logPreflight } from '../upstream/preflight.js';
 import { CREDENTIAL_KEY_ENV, runSupervisor, type Listeners } from '../supervisor.js';
 import { SharedLoginLimiter } from '../workers/login-limits-client.js';
 import { onPrimaryMessage, tellPrimary } from '../workers/messages.js';
@@ -77,6 +78,7 @@ async function serveCommand(config: Config): Promise<void> {
       announce: ({ user, admin }) => {
         announce(logger, config, { ...startupSummary(config, material, user, admin), workers: config.workers }, `${startupLine(config, material, user)}; ${config.workers} workers`);
         // Once per start, here in the primary rather than in every worker.
+        void logPreflight(config.upstreams, material.upstream, logger);
       },
     });
     return;
@@ -160,6 +162,7 @@ async function serveProxy(config: Config, material: Material, baseline: FileSign
     if (adminConnections) listeners.admin?.open(adminConnections);
     announce(logger, config, startupSummary(config, material, listeners.user, listeners.admin), startupLine(config, material, listeners.user));
     // In the background: serving does not wait for it, and what it finds is only logged.
+    void logPreflight(config.upstreams, material.upstream, logger);
   }
 
   const reloader = startReloader(config, baseline, (next) => proxy.applyMaterial(next), logger);
