@@ -4,7 +4,7 @@
 // audit log recording who acted and from which client address.
 import t from 'tap';
 import { Agent, request } from 'undici';
-import { kubectl, requireKubectl } from '../helpers/kubectl.js';
+import { kubectl, requireKubectl, writeKubeconfig } from '../helpers/kubectl.js';
 import { readAuditEvents, startControlPlane, type AuditEvent } from './control-plane.js';
 import { ALICE, CAROL, startProxyInFront } from './proxy-fixture.js';
 
@@ -24,7 +24,7 @@ await cp.adminOk(['create', 'rolebinding', 'devs-read-pods', '-n', 'team-a', '--
 async function whoami(kubeconfig: string, extra: string[] = []) {
   const res = await kubectl(kubeconfig, ['auth', 'whoami', '-o', 'json', ...extra]);
   if (res.code !== 0) throw new Error(`kubectl auth whoami failed: ${res.stderr}`);
-  return (JSON.parse(res.stdout) as { status: { userInfo: { username: string; groups: string[]; extra?: unknown } } }).status.userInfo;
+  return (JSON.parse(res.stdout) as { status: { userInfo: { username: string; groups: string[]; extra?: Record<string, string[]> } } }).status.userInfo;
 }
 
 /** Waits for the audit event `match` accepts (the apiserver writes it as the response completes). */
@@ -42,7 +42,13 @@ t.test('auth whoami: the apiserver sees the users file\'s groups and the certifi
   t.same(await whoami(alice), { username: 'alice', groups: ['devs', 'ops', 'system:authenticated'] });
   t.same(await whoami(carol), { username: 'carol', groups: ['system:authenticated'] });
   const dora = await front.certificateKubeconfig('dora', ['team-a', 'team-b']);
-  t.same(await whoami(dora.kubeconfig), { username: 'dora', groups: ['team-a', 'team-b', 'system:authenticated'] });
+  const throughProxy = await whoami(dora.kubeconfig);
+  t.match(throughProxy, { username: 'dora', groups: ['team-a', 'team-b', 'system:authenticated'] });
+  // The same certificate presented to the apiserver directly: the identity must be the same,
+  // byte for byte, credential-id extra included.
+  const direct = writeKubeconfig(cp.apiservers[0]!.url, cp.pki.read('ca.crt'), { clientCertificate: dora.cert, clientKey: dora.key });
+  t.same(throughProxy, await whoami(direct), 'the same identity through the proxy as direct');
+  t.match(throughProxy.extra, { 'authentication.kubernetes.io/credential-id': [/^X509SHA256=[0-9a-f]{64}$/] });
 });
 
 t.test('RBAC decides on the forwarded group; refusals are the apiserver\'s own', async (t) => {
@@ -112,5 +118,5 @@ t.test('kubectl --as: refused by the apiserver without impersonate rights, honou
   const event = await auditEvent((e) => e.impersonatedUser?.username === 'bob');
   t.equal(event.user.username, 'alice');
   t.same(event.user.groups, ['devs', 'ops', 'system:authenticated']);
-  t.same(event.impersonatedUser?.groups, ['viewers', 'auditors']);
+  t.same(event.impersonatedUser?.groups, ['viewers', 'auditors', 'system:authenticated']);
 });
