@@ -26,6 +26,7 @@ import { ProxyMetrics, type StreamKind } from './observe/metrics.js';
 import { requestInfo, type RequestInfo } from './observe/requestinfo.js';
 import { observeTraffic } from './observe/traffic.js';
 import { registerForwarding, StreamRegistry } from './proxy/forward.js';
+import { clientAuditId } from './proxy/headers.js';
 import { UpgradeProxy } from './proxy/upgrade.js';
 import { StatusError, pathOf, sendStatus } from './status.js';
 import { PoolDispatcher } from './upstream/dispatcher.js';
@@ -106,9 +107,12 @@ export async function createProxyServer(config: Config, material: Material, logg
     loggerInstance: logger,
     // One access-log line per request comes from our onResponse hook instead.
     logController: new LogController({ disableRequestLogging: true }),
-    // Request ids are ours: a client-sent id would let one user forge entries in the log.
+    // The request ID is the request's audit ID, one ID from the proxy's log to the apiserver's
+    // audit event: the client's Audit-ID if it is safe (headers.ts clientAuditId), else a random
+    // UUID (what the apiserver would generate). It goes upstream as Audit-ID (forward.ts), and the
+    // apiserver adopts it. fastify's own requestIdHeader would take any value: off.
     requestIdHeader: false,
-    genReqId: () => randomUUID(),
+    genReqId: (req) => clientAuditId(req.headers['audit-id']) ?? randomUUID(),
     // No pino child logger per request (an allocation and a bindings string each, for lines
     // written only on errors): those few name their reqId themselves.
     childLoggerFactory: (logger) => logger,
@@ -193,6 +197,9 @@ export async function createProxyServer(config: Config, material: Material, logg
 
   let draining = false;
   app.addHook('onRequest', async (request, reply) => {
+    // Every answer names its request, as the apiserver's do (Audit-Id): the proxy's own refusals
+    // too. A forwarded response gets the apiserver's echo of the same ID in its place.
+    reply.header('audit-id', request.id);
     const socket = connectionOf(request.raw);
     const address = clientAddresses.resolve(socket.remoteAddress ?? '', request.headers['x-forwarded-for']);
     request.clientAddress = address.client;

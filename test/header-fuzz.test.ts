@@ -529,6 +529,9 @@ function upstreamViolations(c: E2eCase, record: SeenRequest, upstreamHost: strin
   const identity = [...expectedIdentityHeaders({ method: 'basic', user: c.user.name, groups: c.user.groups, extra }, '127.0.0.1')].map(([name, values]): [string, string[]] => [name.toLowerCase(), values]);
   const expected = new Map([...expectedClientHeaders(c.lines, policy, c.upgrade ? 'upgrade' : 'forward'), ...identity]);
   expected.set('host', [upstreamHost]);
+  // The request's ID goes upstream as Audit-ID (the generator sends none of its own): one line, a UUID.
+  const auditId = actual.get('audit-id');
+  if (auditId?.length === 1 && /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/.test(auditId[0]!)) expected.set('audit-id', auditId);
   if (c.upgrade) {
     expected.set('connection', ['Upgrade']);
     expected.set('upgrade', [trimOws(c.lines.find((l) => l.name.toLowerCase() === 'upgrade')?.value ?? '')]);

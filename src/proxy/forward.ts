@@ -256,7 +256,8 @@ function headersFor(request: AnyRequest, headers: HeaderRecord, policy: HeaderPo
   // The onRequest auth hook guarantees an identity; fail closed if that ever changes.
   if (!request.identity) throw new StatusError('InternalError', 'request reached forwarding without an identity');
   // Node joins repeated header lines and fields (HTTP/1.1 and HTTP/2): restore them.
-  return upstreamWireHeaders(withRepeatedHeaders(headers, request.raw), request.identity, request.forwardedFor, policy);
+  // request.id is the request's audit ID (server.ts genReqId): the apiserver's audit event takes it.
+  return upstreamWireHeaders(withRepeatedHeaders(headers, request.raw), request.identity, request.forwardedFor, policy, request.id);
 }
 
 function hasBody(request: AnyRequest): boolean {

@@ -41,7 +41,7 @@ export function isIdentityOrCredentialHeader(lowerName: string): boolean {
  * gives them); repeated headers must already be arrays (see `withRepeatedHeaders`). What goes on
  * the wire is `upstreamWireHeaders`.
  */
-export function upstreamRequestHeaders(incoming: HeaderRecord, identity: Identity, forwardedFor: string | undefined, policy: HeaderPolicy): OutgoingHeaders {
+export function upstreamRequestHeaders(incoming: HeaderRecord, identity: Identity, forwardedFor: string | undefined, policy: HeaderPolicy, auditId?: string): OutgoingHeaders {
   const out: OutgoingHeaders = {};
   const named = connectionNamedHeaders(incoming.connection);
   for (const [rawName, value] of Object.entries(incoming)) {
@@ -53,6 +53,9 @@ export function upstreamRequestHeaders(incoming: HeaderRecord, identity: Identit
     if (!policy.allowImpersonation && name.startsWith('impersonate-')) continue;
     out[name] = value;
   }
+  // The request's ID (the client's safe Audit-ID or the proxy's own): the apiserver adopts it as
+  // its audit event's auditID. It replaces the client's own header (kept only if safe, as this ID).
+  if (auditId !== undefined) out['audit-id'] = auditId;
   out['x-remote-user'] = identity.user;
   if (identity.groups.length > 0) out['x-remote-group'] = [...identity.groups];
   for (const [key, values] of Object.entries(identity.extra)) {
@@ -70,8 +73,8 @@ export function upstreamRequestHeaders(incoming: HeaderRecord, identity: Identit
  * and a character above U+00FF would be refused by undici and node:http or cut to its low byte
  * by node:http2. So the identity values become their UTF-8 bytes, one character per byte.
  */
-export function upstreamWireHeaders(incoming: HeaderRecord, identity: Identity, forwardedFor: string | undefined, policy: HeaderPolicy): OutgoingHeaders {
-  const out = upstreamRequestHeaders(incoming, identity, forwardedFor, policy);
+export function upstreamWireHeaders(incoming: HeaderRecord, identity: Identity, forwardedFor: string | undefined, policy: HeaderPolicy, auditId?: string): OutgoingHeaders {
+  const out = upstreamRequestHeaders(incoming, identity, forwardedFor, policy, auditId);
   // Every identity header is the proxy's own: the client's were removed (and its look-alikes,
   // such as X-Remote-Users, are a client's Latin-1 strings, left as they are).
   for (const [name, value] of Object.entries(out)) {
@@ -84,6 +87,28 @@ const ASCII = /^[\x00-\x7f]*$/;
 
 function utf8Bytes(text: string): string {
   return ASCII.test(text) ? text : Buffer.from(text, 'utf8').toString('latin1');
+}
+
+/**
+ * The longest client-sent Audit-ID kept. kube-apiserver keeps any non-empty value whole in its
+ * audit event (endpoints/filters/audit_init.go) but cuts it to 64 characters in its own log lines
+ * (audit.GetAuditIDTruncated, maxAuditIDLength): longer, and the apiserver's logs and audit
+ * events would name one request by two IDs. A UUID is 36.
+ */
+export const MAX_AUDIT_ID_LENGTH = 64;
+
+// Visible ASCII, no space: a value the apiserver takes as it is (Go trims spaces at the ends),
+// that needs no escaping in a log line, and that cannot be two lines joined: Node joins a repeated
+// header's values with ", ", so a repeated Audit-ID always has a space and is refused here.
+const SAFE_AUDIT_ID = /^[\x21-\x7e]{1,64}$/;
+
+/**
+ * The client's Audit-ID request header if it is safe to adopt as the request's ID (one value,
+ * 1 to MAX_AUDIT_ID_LENGTH visible ASCII characters); undefined otherwise, and then the proxy
+ * uses its own ID (a random UUID, the form the apiserver generates).
+ */
+export function clientAuditId(value: string | string[] | undefined): string | undefined {
+  return typeof value === 'string' && value.length <= MAX_AUDIT_ID_LENGTH && SAFE_AUDIT_ID.test(value) ? value : undefined;
 }
 
 /** Response headers to relay to the client: everything but the hop-by-hop ones. */

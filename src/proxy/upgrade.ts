@@ -21,7 +21,7 @@ import { errorCode, isConnectionFailure, tagUpstream, type UpstreamError } from 
 import type { UpstreamPool, UpstreamTarget } from '../upstream/pool.js';
 import type { UpstreamConnector } from '../upstream/tls.js';
 import { upstreamFailure } from './forward.js';
-import { downstreamResponseHeaders, upstreamWireHeaders, withRepeatedHeaders, type HeaderPolicy } from './headers.js';
+import { clientAuditId, downstreamResponseHeaders, upstreamWireHeaders, withRepeatedHeaders, type HeaderPolicy } from './headers.js';
 
 export interface UpgradeOptions {
   authenticator: Authenticator;
@@ -100,7 +100,8 @@ export class UpgradeProxy {
 
   private async proxy(req: IncomingMessage, client: Duplex, head: Buffer, record: TunnelRecord): Promise<void> {
     const started = performance.now();
-    const reqId = randomUUID();
+    // The request's ID and audit ID, as for plain requests (server.ts genReqId).
+    const reqId = clientAuditId(req.headers['audit-id']) ?? randomUUID();
     const { client: clientAddress, forwardedFor } = this.options.clientAddresses.resolve((client as TLSSocket).remoteAddress ?? '', req.headers['x-forwarded-for']);
     const method = req.method ?? 'GET';
     const url = req.url ?? '/';
@@ -109,7 +110,7 @@ export class UpgradeProxy {
     if (!outcome.ok) {
       metrics.authenticated(outcome.method ?? 'none', outcome.reason);
       accessLog.authFailure({ reqId, client: clientAddress, auth: outcome.method ?? 'none', reason: outcome.reason, claimedUser: outcome.claimedUser, method, path: pathOf(url), status: outcome.error.code, userAgent: req.headers['user-agent'] ?? '' });
-      respondAndClose(client, outcome.error);
+      respondAndClose(client, withAuditId(outcome.error, reqId));
       return;
     }
     metrics.authenticated(outcome.identity.method, 'success');
@@ -120,7 +121,7 @@ export class UpgradeProxy {
     const facts: RequestFacts = { reqId, client: clientAddress, identity, method, protocol: `HTTP/${req.httpVersion}`, info: requestInfo(method, url), userAgent: req.headers['user-agent'] };
     const kind = streamKindOf(facts.info.subresource);
 
-    const headers = upstreamWireHeaders(withRepeatedHeaders(req.headers, req), identity, forwardedFor, headerPolicy);
+    const headers = upstreamWireHeaders(withRepeatedHeaders(req.headers, req), identity, forwardedFor, headerPolicy, reqId);
     // The one hop-by-hop pair that must cross: it is the request.
     headers.connection = 'Upgrade';
     headers.upgrade = req.headers.upgrade ?? '';
@@ -134,7 +135,7 @@ export class UpgradeProxy {
       const failure = upstreamFailure(err);
       this.options.logger.warn({ err, upstream }, failure.message);
       log(failure.code, upstream);
-      respondAndClose(client, failure);
+      respondAndClose(client, withAuditId(failure, reqId));
     };
 
     const tried = new Set<UpstreamTarget>();
@@ -176,7 +177,9 @@ export class UpgradeProxy {
           upstreamSocket.destroy();
           return;
         }
-        client.write(responseHead(res, res.rawHeaders), 'latin1');
+        // The apiserver writes the kubelet's 101 as it is, without its Audit-Id: name the request here.
+        const rawHeaders = res.headers['audit-id'] === undefined ? [...res.rawHeaders, 'Audit-Id', reqId] : res.rawHeaders;
+        client.write(responseHead(res, rawHeaders), 'latin1');
         if (upstreamHead.length > 0) client.write(upstreamHead);
         if (head.length > 0) upstreamSocket.write(head);
         // An open tunnel counts as outstanding on its upstream until it closes.
@@ -193,6 +196,7 @@ export class UpgradeProxy {
         // Not upgraded: relay the answer as an ordinary response and close, as the apiserver does.
         client.off('close', abandon);
         const relayed = downstreamResponseHeaders(res.headers);
+        relayed['audit-id'] ??= reqId;
         const lines = Object.entries(relayed).flatMap(([name, value]) => (Array.isArray(value) ? value : [value]).map((v) => [name, v]));
         client.write(responseHead(res, [...lines.flat(), 'connection', 'close']), 'latin1');
         res.pipe(client);
@@ -231,6 +235,11 @@ function responseHead(res: IncomingMessage, rawHeaders: string[]): string {
   let head = `HTTP/1.1 ${res.statusCode} ${res.statusMessage ?? ''}\r\n`;
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) head += `${rawHeaders[i]}: ${rawHeaders[i + 1]}\r\n`;
   return `${head}\r\n`;
+}
+
+/** `error` with the request's Audit-Id header, as the apiserver names its answers. */
+function withAuditId(error: StatusError, reqId: string): StatusError {
+  return new StatusError(error.reason, error.message, { ...error.headers, 'Audit-Id': reqId });
 }
 
 function respondAndClose(client: Duplex, error: StatusError): void {

@@ -98,6 +98,8 @@ export interface SeenRequest {
   peerCN: string | null;
   /** "1.1" or "2.0": what the client (the proxy) chose. */
   httpVersion?: string;
+  /** The audit ID this request got (what the real apiserver would write as the audit event's auditID). */
+  auditId: string;
   bodyBytes: number;
   bodySha256: string;
 }
@@ -803,6 +805,12 @@ function headerList(req: IncomingMessage, name: string): string[] {
   return values;
 }
 
+/** The first value of a header, as Go's Header.Get gives it ('' when absent). */
+function firstHeader(rawHeaders: string[], lowerName: string): string {
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) if (rawHeaders[i]!.toLowerCase() === lowerName) return rawHeaders[i + 1]!;
+  return '';
+}
+
 export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer> {
   const allowedNames = opts.allowedNames ?? ['front-proxy-client'];
   const requestHeaderCA = new X509Certificate(opts.requestHeaderCA);
@@ -919,11 +927,16 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
         user: auth.user,
         peerCN: peer?.cn ?? null,
         httpVersion: req.httpVersion,
+        auditId,
         bodyBytes,
         bodySha256: hash.digest('hex'),
       });
     };
-    res.setHeader('Audit-Id', randomUUID());
+    // kube-apiserver's WithAuditInit (k8s.io/apiserver endpoints/filters/audit_init.go): the first
+    // Audit-ID request header (Go's Header.Get), kept whole however long, becomes the request's
+    // audit ID; an absent or empty one gets a new UUID. Echoed as Audit-Id in every response.
+    const auditId = firstHeader(req.rawHeaders, 'audit-id') || randomUUID();
+    res.setHeader('Audit-Id', auditId);
     res.setHeader('Cache-Control', 'no-cache, private');
 
     const url = parseTarget(req.url ?? '/');
