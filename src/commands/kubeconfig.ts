@@ -41,7 +41,8 @@ export function registerKubeconfig(program: Command): void {
     });
 }
 
-function parseServer(value: string): string {
+/** --server as an https:// origin, or a one-line ConfigError. */
+export function parseServer(value: string): string {
   let url: URL;
   try {
     url = new URL(value);

@@ -6,6 +6,7 @@
 import type { Command } from 'commander';
 import { loadCaBundle } from '../certfiles.js';
 import { ConfigError } from '../config.js';
+import { parseServer } from './kubeconfig.js';
 import { CsrError } from '../csr/kubectl.js';
 import { MIN_EXPIRATION_SECONDS, formatDuration, listCerts, parseDuration, requestCert } from '../csr/request.js';
 import { DEFAULT_COST, UsersFileError, addUser, listUsers, readPassword, removeUser, setPassword } from '../auth/users-file.js';
@@ -195,15 +196,4 @@ function asConfig<T>(work: () => T): T {
     if (err instanceof CsrError) throw new ConfigError(err.message);
     throw err;
   }
-}
-
-function parseServer(value: string): string {
-  let url: URL;
-  try {
-    url = new URL(value);
-  } catch {
-    throw new ConfigError(`--server: "${value}" is not a URL (e.g. https://proxy.example.com:8443)`);
-  }
-  if (url.protocol !== 'https:') throw new ConfigError(`--server: "${value}" must be https://`);
-  return url.origin;
 }
