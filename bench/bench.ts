@@ -20,6 +20,12 @@
 // "--auth-failure-limit 0" measures the flood without limits, every guess a bcrypt), BENCH_NGINX=0
 // (skip nginx), BENCH_WATCHES (10000; 0 skips), BENCH_WATCH_HTTP1=1, BENCH_ONLY=b,c (just those
 // request scenarios). Writes bench/results.md.
+//
+// Last, the same proxy in front of a real kube-apiserver and etcd (bench/real-cluster.ts, built
+// by test/cluster/build.sh; skipped with the reason when that cannot build): GETs and 1 MB lists
+// direct, through the proxy at its defaults and at --workers 1, CPU per request of the hop and of
+// the apiserver, and a watch fan-out. BENCH_REAL=0 skips it, BENCH_REAL=only runs nothing else;
+// its own settings (BENCH_REAL_ROUNDS, BENCH_REAL_INFLIGHT, BENCH_REAL_GETS, ...) are in that file.
 
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -37,6 +43,7 @@ import { tunnelThroughput } from './tunnel.js';
 import { buildProxy, cpuSeconds, installCleanup, treeCpuSeconds, machineBusySeconds, spawnNode, waitForJsonLine, type Child } from './processes.js';
 import { markdown, textTable, times, type Ratio, type Row } from './report.js';
 import { envNumber } from './env.js';
+import type { RealResult } from './real-cluster.js';
 
 /** A small authorized JSON GET (one Pod, ~700 bytes): the proxy's overhead, not the payload, dominates. */
 const PATH = '/api/v1/namespaces/default/pods/pod-0';
@@ -359,24 +366,43 @@ async function watchScenarios(work: string): Promise<WatchRow[]> {
   return runWatchScenarios({ pki, workDir: work, ...w, http1: process.env.BENCH_WATCH_HTTP1 === '1' });
 }
 
+/** BENCH_REAL: 1 (default) runs the real-apiserver part after the rest, 0 skips it, only runs nothing else. */
+function realMode(): '1' | '0' | 'only' {
+  const mode = process.env.BENCH_REAL ?? '1';
+  if (mode === '' || mode === '1') return '1';
+  if (mode === '0' || mode === 'only') return mode;
+  throw new Error(`BENCH_REAL=${mode}: expected 1, 0 or only`);
+}
+
 async function main(): Promise<number> {
   installCleanup();
   const settings = readSettings();
+  const real = realMode();
   buildProxy();
   const work = workDir();
-  let rows: Row[];
-  let tunnels: Ratio[];
-  let answers: Ratio[];
+  let rows: Row[] = [];
+  let tunnels: Ratio[] = [];
+  let answers: Ratio[] = [];
   let watchRows: WatchRow[] = [];
+  let realResult: RealResult | undefined;
   try {
-    ({ rows, tunnels, answers } = await runAll(settings, work.path));
-    watchRows = await watchScenarios(work.path);
+    if (real !== 'only') {
+      ({ rows, tunnels, answers } = await runAll(settings, work.path));
+      watchRows = await watchScenarios(work.path);
+    }
+    // Its own processes (etcd, kube-apiserver, two proxies), after the rest: it needs the cores.
+    // (Loaded only then: BENCH_REAL=0 never touches test/cluster.)
+    if (real !== '0') realResult = await (await import('./real-cluster.js')).runRealCluster({ workDir: work.path });
   } catch (err) {
     work.keep();
     throw err;
   }
-  const notes = [...ratios(rows), ...answers, ...tunnels, ...noiseWarnings(rows)];
-  process.stdout.write(`\n${setupLines(settings).join('\n')}\n\n${textTable(rows, notes)}\n`);
+  let standinSection = '';
+  if (real !== 'only') {
+    const notes = [...ratios(rows), ...answers, ...tunnels, ...noiseWarnings(rows)];
+    process.stdout.write(`\n${setupLines(settings).join('\n')}\n\n${textTable(rows, notes)}\n`);
+    standinSection = markdown(rows, notes, setupLines(settings));
+  }
   let watchSection = '';
   if (watchRows.length > 0) {
     const setup = watchSetupLines(watchSettings());
@@ -384,10 +410,18 @@ async function main(): Promise<number> {
     process.stdout.write(`\n${setup.join('\n')}\n\n${watchTextTable(watchRows)}\n`);
     watchSection = `\n## ${watchSettings().watches} concurrent watches\n\n${setup.join('\n')}\n\n${watchMarkdown(watchRows)}\n`;
   }
+  let realSection = '';
+  let realErrors = false;
+  if (realResult) {
+    const { realHasErrors, realMarkdown, realTextTable } = await import('./real-cluster.js');
+    realErrors = realHasErrors(realResult);
+    process.stdout.write(`\n${realTextTable(realResult)}\n`);
+    realSection = `${standinSection || watchSection ? '\n' : ''}## In front of a real kube-apiserver\n\n${realMarkdown(realResult)}`;
+  }
   mkdirSync(dirname(RESULTS), { recursive: true });
-  writeFileSync(RESULTS, markdown(rows, notes, setupLines(settings)) + watchSection);
+  writeFileSync(RESULTS, standinSection + watchSection + realSection);
   process.stdout.write(`\nwritten to ${RESULTS}\n`);
-  if (rows.some((r) => r.errors > 0)) {
+  if (rows.some((r) => r.errors > 0) || realErrors) {
     work.keep();
     return 1;
   }

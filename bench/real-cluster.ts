@@ -1,0 +1,813 @@
+// The proxy in front of a real kube-apiserver (v1.34.3 and etcd, built from Go modules by
+// test/cluster/build.sh), everything on this machine's cores: etcd, the apiserver, the proxy and
+// this process as the load generator, as on a small control-plane node with the proxy as a
+// sidecar. No controller-manager, no kubelet: the ServiceAccount admission plugin is disabled so
+// Pods can be created without a `default` ServiceAccount; Pods have no node and stay Pending.
+//
+// Request cases: (1) GET of one Pod (~2.5 KB), (2) a list of BENCH_REAL_PODS Pods (~1 MB as JSON).
+// Paths: direct (kubernetes-admin's client certificate straight to the apiserver), the proxy at
+// its defaults (--workers = CPUs) and at --workers 1, each with a certificate user (cluster CA,
+// O=bench-readers) and, for the GET, a password user whose credential is cached (bcrypt cost 10,
+// once in the warm-up). Also the certificate user straight to the apiserver (same identity
+// without the proxy: the admin's RBAC path is a little shorter). Both proxies run throughout; the
+// idle one costs nothing measurable.
+//
+// Closed loop, BENCH_REAL_INFLIGHT (8) requests in flight over as many HTTP/1.1 keep-alive
+// connections, a fixed number of requests per measurement (BENCH_REAL_GETS 3000, BENCH_REAL_LISTS
+// 300) after a warm-up of a tenth as many, which opens every connection on both legs (in the first
+// round as many as measured: V8 is still compiling the proxy's code). Every case and path once per
+// round, direct and proxied interleaved, BENCH_REAL_ROUNDS (3) rounds; the table gives min-max over
+// rounds. "Share of direct" is each round's req/s over the same round's direct (admin) req/s. CPU
+// is utime+stime from /proc over the measured requests: the proxy's process tree (the "hop"), the
+// apiserver's, etcd's, this process's (load-gen), and "other cores": the machine's busy time minus
+// all of those (other users of the machine make a run noisy; the table says how noisy).
+// BENCH_PROXY_FLAGS adds proxy flags to both proxies; BENCH_PROXY_CPU_PROF=<dir> profiles them.
+//
+// Then a watch fan-out (BENCH_REAL_WATCHES 1000; 0 skips): that many watches on the default
+// namespace's ConfigMaps over HTTP/2 (100 streams a connection, 100 opening at a time), direct
+// (the admin, whom API Priority and Fairness exempts, and the certificate user) and through each
+// proxy (the certificate user); once the apiserver counts them all open (its
+// apiserver_longrunning_requests metric), BENCH_REAL_WATCH_EVENTS (3) changes of one ConfigMap,
+// one at a time, and for each the time from just before the PATCH until every watch has the event.
+// The watch clients run in this process (same for every path).
+//
+// The apiserver writes no audit log here (kubeadm's default; the test harness's Metadata audit
+// log adds apiserver CPU to every request): BENCH_REAL_AUDIT=1 keeps it.
+// Standalone (builds dist/ first): node --import tsx bench/real-cluster.ts
+
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { connect as http2Connect, constants as h2, type ClientHttp2Session } from 'node:http2';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { pathToFileURL } from 'node:url';
+import { Pool, type Dispatcher } from 'undici';
+import { startControlPlane, type ControlPlane } from '../test/cluster/control-plane.js';
+import { proxySettingsFor } from '../test/cluster/proxy-fixture.js';
+import { basicAuth } from '../test/helpers/clients.js';
+import { PROJECT_ROOT } from '../test/helpers/proxy.js';
+import { bcryptLine, settingsToFlags, writeUsersFile, type TestUser } from '../test/helpers/setup.js';
+import { envNumber } from './env.js';
+import { percentile } from './load.js';
+import { buildProxy, cpuSeconds, installCleanup, machineBusySeconds, processTree, spawnNode, treeCpuSeconds, waitForJsonLine, type Child } from './processes.js';
+
+export interface RealSettings {
+  rounds: number;
+  inflight: number;
+  gets: number;
+  lists: number;
+  pods: number;
+  watches: number;
+  watchEvents: number;
+  audit: boolean;
+  /** More proxy flags (BENCH_PROXY_FLAGS, as for the stand-in scenarios). */
+  proxyFlags: string[];
+}
+
+export function realSettings(): RealSettings {
+  return {
+    rounds: Math.round(envNumber('BENCH_REAL_ROUNDS', 3)),
+    inflight: Math.round(envNumber('BENCH_REAL_INFLIGHT', 8)),
+    gets: Math.round(envNumber('BENCH_REAL_GETS', 3000)),
+    lists: Math.round(envNumber('BENCH_REAL_LISTS', 300)),
+    pods: Math.round(envNumber('BENCH_REAL_PODS', 500)),
+    watches: Math.round(envNumber('BENCH_REAL_WATCHES', 1000, true)),
+    watchEvents: Math.round(envNumber('BENCH_REAL_WATCH_EVENTS', 3)),
+    audit: process.env.BENCH_REAL_AUDIT === '1',
+    proxyFlags: (process.env.BENCH_PROXY_FLAGS ?? '').split(' ').filter(Boolean),
+  };
+}
+
+const NAMESPACE = 'default';
+const GROUP = 'bench-readers';
+const CERT_USER = 'bench-cert-user';
+const BASIC_USER: TestUser = { name: 'bench-basic-user', password: 'bench-basic-password-1', groups: [GROUP] };
+const GET_PATH = `/api/v1/namespaces/${NAMESPACE}/pods/pod-0`;
+const LIST_PATH = `/api/v1/namespaces/${NAMESPACE}/pods`;
+const WATCH_PATH = `/api/v1/namespaces/${NAMESPACE}/configmaps?watch=1`;
+const WATCHED = 'bench-watched';
+/** Bytes of annotation per Pod, so that 500 Pods are about 1 MB of JSON. */
+const POD_PADDING = 900;
+const STREAMS_PER_CONNECTION = 100;
+const WATCH_OPEN_CONCURRENCY = 100;
+
+// ---------------------------------------------------------------------------------------------
+// Results
+
+/** One measurement: one case on one path in one round. */
+interface Sample {
+  requests: number;
+  seconds: number;
+  perSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+  errors: number;
+  firstError: string | undefined;
+  /** CPU seconds in the window. */
+  hop: number | undefined;
+  apiserver: number;
+  etcd: number;
+  loadgen: number;
+  other: number;
+  bytes: number;
+}
+
+export interface RealRow {
+  kase: string;
+  path: string;
+  requests: number;
+  samples: Sample[];
+  /** Per round: req/s over the same round's direct (admin) req/s; undefined on the direct row itself. */
+  shares: number[] | undefined;
+}
+
+export interface RealWatchRow {
+  path: string;
+  requested: number;
+  opened: number;
+  /** What the apiserver counted open (apiserver_longrunning_requests, WATCH configmaps). */
+  apiserverHeld: number;
+  openSeconds: number;
+  /** Per event: ms until half, and until every watch, had it. */
+  p50Ms: number[];
+  allMs: number[];
+  missed: number;
+  apiserverRssMb: number;
+  hopRssMb: number | undefined;
+  errors: number;
+  firstError: string | undefined;
+}
+
+export interface RealResult {
+  setup: string[];
+  rows: RealRow[];
+  watchRows: RealWatchRow[];
+  notes: string[];
+  /** Why the part did not run (no Go toolchain to build the control plane). */
+  skipped?: string;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+
+/** The pid of `binary` whose command line mentions the control plane's directory. */
+function findPid(binary: string, dir: string): number {
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let argv: string[];
+    try {
+      argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+    } catch {
+      continue;
+    }
+    if (basename(argv[0] ?? '') === binary && argv.some((a) => a.includes(dir))) return Number(entry);
+  }
+  throw new Error(`no ${binary} process with ${dir} in its command line`);
+}
+
+function rssMb(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+function treeRssMb(pids: number[]): number {
+  return pids.reduce((sum, p) => {
+    try {
+      return sum + rssMb(p);
+    } catch {
+      return sum;
+    }
+  }, 0);
+}
+
+type Proxy = Child & { stdoutFile: string; url: string; label: string };
+
+async function startRealProxy(cp: ControlPlane, usersFile: string, workers: number | undefined, label: string, extra: string[], logDir: string): Promise<Proxy> {
+  const { workers: _one, ...settings } = proxySettingsFor(cp, usersFile);
+  const flags = settingsToFlags(workers === undefined ? settings : { ...settings, workers });
+  const name = `real-proxy-${workers ?? 'default'}`;
+  // BENCH_PROXY_CPU_PROF=<dir>: V8 CPU profiles of the proxies (workers too), written when they stop.
+  const profileDir = process.env.BENCH_PROXY_CPU_PROF;
+  const profile = profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
+  const child = spawnNode(name, [...profile, join(PROJECT_ROOT, 'dist', 'cli.js'), 'serve', '--listen', '127.0.0.1:0', ...flags, ...extra], logDir, PROJECT_ROOT);
+  const url = await waitForJsonLine(child, (line) => (typeof line.msg === 'string' && line.msg.startsWith('listening on') ? String(line.listen) : undefined), 60_000);
+  return { ...child, url, label };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cluster's objects
+
+interface Identity {
+  cert?: string;
+  key?: string;
+  headers?: Record<string, string>;
+}
+
+interface Endpoint {
+  url: string;
+  ca: string;
+  servername: string;
+}
+
+function pool(endpoint: Endpoint, identity: Identity, connections: number): Pool {
+  return new Pool(endpoint.url, {
+    connections,
+    pipelining: 1,
+    keepAliveTimeout: 30_000,
+    connect: { ca: endpoint.ca, servername: endpoint.servername, ...(identity.cert ? { cert: identity.cert, key: identity.key } : {}) },
+  });
+}
+
+async function call(dispatcher: Dispatcher, method: Dispatcher.HttpMethod, path: string, body?: unknown, contentType = 'application/json'): Promise<{ status: number; text: string }> {
+  const res = await dispatcher.request({
+    method,
+    path,
+    headers: { accept: 'application/json', ...(body === undefined ? {} : { 'content-type': contentType }) },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  return { status: res.statusCode, text: await res.body.text() };
+}
+
+async function callOk(dispatcher: Dispatcher, method: Dispatcher.HttpMethod, path: string, body?: unknown, contentType?: string): Promise<string> {
+  const { status, text } = await call(dispatcher, method, path, body, contentType);
+  if (status < 200 || status > 299) throw new Error(`${method} ${path}: HTTP ${status}: ${text.slice(0, 500)}`);
+  return text;
+}
+
+/** A Role to read Pods and ConfigMaps, bound to the users' group; the Pods; the watched ConfigMap. */
+async function createObjects(admin: Dispatcher, pods: number, concurrency: number): Promise<void> {
+  await callOk(admin, 'POST', `/apis/rbac.authorization.k8s.io/v1/namespaces/${NAMESPACE}/roles`, {
+    apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', metadata: { name: 'bench-reader' },
+    rules: [{ apiGroups: [''], resources: ['pods', 'configmaps'], verbs: ['get', 'list', 'watch'] }],
+  });
+  await callOk(admin, 'POST', `/apis/rbac.authorization.k8s.io/v1/namespaces/${NAMESPACE}/rolebindings`, {
+    apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'RoleBinding', metadata: { name: 'bench-reader' },
+    roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'bench-reader' },
+    subjects: [{ apiGroup: 'rbac.authorization.k8s.io', kind: 'Group', name: GROUP }],
+  });
+  await callOk(admin, 'POST', `/api/v1/namespaces/${NAMESPACE}/configmaps`, { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: WATCHED }, data: { seq: '0' } });
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < pods) {
+      const i = next++;
+      await callOk(admin, 'POST', `/api/v1/namespaces/${NAMESPACE}/pods`, {
+        apiVersion: 'v1', kind: 'Pod',
+        metadata: { name: `pod-${i}`, labels: { app: 'bench', index: String(i) }, annotations: { 'bench.kube-front-proxy.io/padding': 'x'.repeat(POD_PADDING) } },
+        spec: { automountServiceAccountToken: false, containers: [{ name: 'main', image: 'x' }] },
+      });
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load
+
+interface LoadResult {
+  latencies: number[];
+  errors: number;
+  firstError: string | undefined;
+  bytes: number;
+  seconds: number;
+}
+
+/** `total` requests, `inflight` at a time, each reading its whole body. */
+async function closedLoop(dispatcher: Dispatcher, options: Dispatcher.RequestOptions, total: number, inflight: number): Promise<LoadResult> {
+  const latencies: number[] = [];
+  let errors = 0;
+  let firstError: string | undefined;
+  let bytes = 0;
+  let issued = 0;
+  const started = performance.now();
+  const loop = async (): Promise<void> => {
+    while (issued < total) {
+      issued++;
+      const sent = performance.now();
+      try {
+        const res = await dispatcher.request(options);
+        const body = await res.body.arrayBuffer();
+        bytes = body.byteLength;
+        if (res.statusCode !== 200) {
+          errors++;
+          firstError ??= `HTTP ${res.statusCode}: ${Buffer.from(body).toString('utf8').slice(0, 300)}`;
+        }
+      } catch (err) {
+        errors++;
+        firstError ??= String(err);
+        await sleep(10);
+      }
+      latencies.push(performance.now() - sent);
+    }
+  };
+  await Promise.all(Array.from({ length: inflight }, loop));
+  return { latencies, errors, firstError, bytes, seconds: (performance.now() - started) / 1000 };
+}
+
+interface Pids {
+  apiserver: number;
+  etcd: number;
+}
+
+function counters(pids: Pids, hop: Proxy | undefined) {
+  return {
+    hop: hop ? treeCpuSeconds(hop.pid) : undefined,
+    apiserver: cpuSeconds(pids.apiserver),
+    etcd: cpuSeconds(pids.etcd),
+    loadgen: cpuSeconds(process.pid),
+    machine: machineBusySeconds(),
+  };
+}
+
+interface Target {
+  path: string;
+  endpoint: Endpoint;
+  identity: Identity;
+  hop: Proxy | undefined;
+}
+
+interface Case {
+  kase: string;
+  requestPath: string;
+  count: number;
+}
+
+async function measure(target: Target, kase: Case, pids: Pids, inflight: number, warmup: number): Promise<Sample> {
+  const dispatcher = pool(target.endpoint, target.identity, inflight);
+  const options: Dispatcher.RequestOptions = { method: 'GET', path: kase.requestPath, headers: { accept: 'application/json', ...target.identity.headers } };
+  try {
+    const warm = await closedLoop(dispatcher, options, Math.max(inflight * 2, warmup), inflight);
+    if (warm.errors > 0) throw new Error(`${kase.kase} via ${target.path}: the warm-up failed: ${warm.firstError}`);
+    const before = counters(pids, target.hop);
+    const run = await closedLoop(dispatcher, options, kase.count, inflight);
+    const after = counters(pids, target.hop);
+    target.hop?.assertAlive();
+    const sorted = [...run.latencies].sort((a, b) => a - b);
+    const hop = target.hop ? after.hop! - before.hop! : undefined;
+    const apiserver = after.apiserver - before.apiserver;
+    const etcd = after.etcd - before.etcd;
+    const loadgen = after.loadgen - before.loadgen;
+    return {
+      requests: kase.count,
+      seconds: run.seconds,
+      perSecond: kase.count / run.seconds,
+      p50Ms: percentile(sorted, 0.5),
+      p99Ms: percentile(sorted, 0.99),
+      errors: run.errors,
+      firstError: run.firstError,
+      hop,
+      apiserver,
+      etcd,
+      loadgen,
+      other: Math.max(0, after.machine - before.machine - (hop ?? 0) - apiserver - etcd - loadgen),
+      bytes: run.bytes,
+    };
+  } finally {
+    await dispatcher.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Watches
+
+interface WatchClients {
+  opened: number;
+  failed: number;
+  errors: number;
+  firstError: string | undefined;
+  seconds: number;
+  /** Resolves with each watch's latency (ms from `sentAt`) once all have `seq`, or at the timeout. */
+  collect(seq: number, sentAt: number, timeoutMs: number): Promise<number[]>;
+  close(): void;
+}
+
+/** `count` watches over HTTP/2, STREAMS_PER_CONNECTION to a connection. */
+async function openWatches(endpoint: Endpoint, identity: Identity, count: number): Promise<WatchClients> {
+  const started = performance.now();
+  const sessions: ClientHttp2Session[] = [];
+  const arrivals = new Map<number, number[]>();
+  const waiters = new Set<() => void>();
+  const state = { opened: 0, failed: 0, errors: 0, firstError: undefined as string | undefined };
+  const fail = (what: string): void => {
+    state.errors++;
+    state.firstError ??= what;
+  };
+  const onLine = (line: string, at: number): void => {
+    const m = /"seq":"(\d+)"/.exec(line);
+    if (!m || !line.includes(`"name":"${WATCHED}"`)) return;
+    const seq = Number(m[1]);
+    if (seq === 0) return;
+    let list = arrivals.get(seq);
+    if (!list) arrivals.set(seq, (list = []));
+    list.push(at);
+    if (list.length >= state.opened) for (const wake of waiters) wake();
+  };
+  const openOne = (session: ClientHttp2Session): Promise<void> =>
+    new Promise((resolve) => {
+      const stream = session.request({ [h2.HTTP2_HEADER_PATH]: WATCH_PATH, accept: 'application/json', ...identity.headers });
+      stream.setEncoding('utf8');
+      let buffer = '';
+      let isOpen = false;
+      stream.once('response', (headers) => {
+        const status = Number(headers[h2.HTTP2_HEADER_STATUS]);
+        if (status !== 200) {
+          state.failed++;
+          state.firstError ??= `watch answered HTTP ${status}`;
+          stream.close();
+        } else {
+          isOpen = true;
+          state.opened++;
+        }
+        resolve();
+      });
+      stream.on('data', (chunk: string) => {
+        const at = performance.now();
+        buffer += chunk;
+        let newline: number;
+        while ((newline = buffer.indexOf('\n')) !== -1) {
+          onLine(buffer.slice(0, newline), at);
+          buffer = buffer.slice(newline + 1);
+        }
+      });
+      stream.once('close', () => {
+        if (!isOpen) {
+          state.failed++;
+          state.firstError ??= `watch closed before its headers (RST ${stream.rstCode})`;
+          resolve();
+        } else {
+          state.opened--;
+        }
+      });
+      stream.on('error', (err) => fail(`watch stream: ${err.message}`));
+    });
+  const connections = Math.ceil(count / STREAMS_PER_CONNECTION);
+  for (let c = 0; c < connections; c++) {
+    const session = http2Connect(endpoint.url, { ca: endpoint.ca, servername: endpoint.servername, ...(identity.cert ? { cert: identity.cert, key: identity.key } : {}), maxSessionMemory: 100 });
+    session.on('error', (err) => fail(`h2 session: ${err.message}`));
+    session.on('goaway', (code) => fail(`h2 session got GOAWAY (code ${code})`));
+    sessions.push(session);
+  }
+  // WATCH_OPEN_CONCURRENCY waiting for their headers at any one time, over all connections: a
+  // user the apiserver does not exempt from API Priority and Fairness gets 429s for a bigger burst.
+  let next = 0;
+  const opener = async (): Promise<void> => {
+    while (next < count) {
+      const i = next++;
+      await openOne(sessions[Math.floor(i / STREAMS_PER_CONNECTION)]!);
+    }
+  };
+  await Promise.race([Promise.all(Array.from({ length: WATCH_OPEN_CONCURRENCY }, opener)), sleep(180_000)]);
+  return {
+    get opened() {
+      return state.opened;
+    },
+    get failed() {
+      return state.failed;
+    },
+    get errors() {
+      return state.errors;
+    },
+    get firstError() {
+      return state.firstError;
+    },
+    seconds: (performance.now() - started) / 1000,
+    async collect(seq, sentAt, timeoutMs) {
+      const have = (): number => arrivals.get(seq)?.length ?? 0;
+      if (have() < state.opened) {
+        await new Promise<void>((resolve) => {
+          const done = (): void => {
+            if (have() < state.opened) return;
+            clearTimeout(timer);
+            waiters.delete(done);
+            resolve();
+          };
+          const timer = setTimeout(() => {
+            waiters.delete(done);
+            resolve();
+          }, timeoutMs);
+          waiters.add(done);
+        });
+      }
+      return (arrivals.get(seq) ?? []).map((at) => at - sentAt);
+    },
+    close() {
+      for (const s of sessions) s.destroy();
+    },
+  };
+}
+
+/** Open WATCH requests on configmaps the apiserver counts (its own metric). */
+async function apiserverWatches(admin: Dispatcher): Promise<number> {
+  const text = await callOk(admin, 'GET', '/metrics');
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (line.startsWith('apiserver_longrunning_requests{') && line.includes('resource="configmaps"') && line.includes('verb="WATCH"')) sum += Number(line.slice(line.lastIndexOf(' ') + 1)) || 0;
+  }
+  return sum;
+}
+
+async function watchFanOut(target: Target, admin: Dispatcher, pids: Pids, s: RealSettings, seqStart: number, log: (line: string) => void): Promise<RealWatchRow> {
+  // The apiserver's own informers watch ConfigMaps over loopback too: count only ours.
+  const baseline = await apiserverWatches(admin);
+  const clients = await openWatches(target.endpoint, target.identity, s.watches);
+  try {
+    // The apiserver counts a watch once it is registered: wait until it has them all (or 30 s).
+    let held = 0;
+    for (const deadline = Date.now() + 30_000; Date.now() < deadline; await sleep(250)) {
+      held = (await apiserverWatches(admin)) - baseline;
+      if (held >= clients.opened) break;
+    }
+    const apiserverRssMb = rssMb(pids.apiserver);
+    const hopRssMb = target.hop ? treeRssMb(processTree(target.hop.pid)) : undefined;
+    const p50Ms: number[] = [];
+    const allMs: number[] = [];
+    let missed = 0;
+    for (let e = 0; e < s.watchEvents; e++) {
+      const seq = seqStart + e;
+      await sleep(500);
+      const sentAt = performance.now();
+      await callOk(admin, 'PATCH', `/api/v1/namespaces/${NAMESPACE}/configmaps/${WATCHED}`, { data: { seq: String(seq) } }, 'application/merge-patch+json');
+      const latencies = (await clients.collect(seq, sentAt, 30_000)).sort((a, b) => a - b);
+      missed += Math.max(0, clients.opened - latencies.length);
+      p50Ms.push(percentile(latencies, 0.5));
+      allMs.push(latencies.length ? latencies[latencies.length - 1]! : NaN);
+    }
+    const row: RealWatchRow = {
+      path: target.path,
+      requested: s.watches,
+      opened: clients.opened,
+      apiserverHeld: held,
+      openSeconds: clients.seconds,
+      p50Ms,
+      allMs,
+      missed,
+      apiserverRssMb,
+      hopRssMb,
+      errors: clients.errors + clients.failed,
+      firstError: clients.firstError,
+    };
+    log(`bench: real watches via ${target.path}: ${clients.opened}/${s.watches} open in ${clients.seconds.toFixed(1)} s (apiserver counts ${held}), every watch had the event after ${allMs.map((v) => v.toFixed(0)).join(', ')} ms${row.errors ? `; ${row.errors} errors, first: ${row.firstError}` : ''}`);
+    return row;
+  } finally {
+    clients.close();
+    // Until the apiserver has let go of them, so the next path starts from none.
+    for (const deadline = Date.now() + 30_000; Date.now() < deadline; await sleep(250)) if ((await apiserverWatches(admin)) <= baseline) break;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run
+
+export interface RealOptions {
+  /** Where the proxies' stdout/stderr files go. */
+  workDir: string;
+  settings?: RealSettings;
+  /** Progress lines (default: stderr). */
+  log?: (line: string) => void;
+}
+
+function machineLine(): string {
+  const cpu = cpus();
+  const [one, five, fifteen] = loadavg();
+  return `${cpu.length} × ${cpu[0]?.model.trim() ?? 'unknown CPU'}; load average at start ${one!.toFixed(2)}, ${five!.toFixed(2)}, ${fifteen!.toFixed(2)}`;
+}
+
+/** Starts the control plane and both proxies, runs every round and the watch fan-out, stops everything. */
+export async function runRealCluster(options: RealOptions): Promise<RealResult> {
+  const s = options.settings ?? realSettings();
+  const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const machine = machineLine();
+  log('bench: real kube-apiserver: starting etcd and kube-apiserver (test/cluster)');
+  let cp: ControlPlane;
+  try {
+    cp = await startControlPlane({
+      kubelet: false,
+      controllerManager: false,
+      apiserverFlags: ['--disable-admission-plugins=ServiceAccount', ...(s.audit ? [] : ['--audit-log-path=', '--audit-policy-file='])],
+    });
+  } catch (err) {
+    const message = (err as Error).message;
+    // No Go toolchain (or the build failed): the stand-in results stand; say why this part is missing.
+    if (message.includes('build.sh')) return { setup: [machine], rows: [], watchRows: [], notes: [], skipped: message };
+    throw err;
+  }
+  const pids: Pids = { apiserver: findPid('kube-apiserver', cp.dir), etcd: findPid('etcd', cp.dir) };
+  // The control plane's processes are not the bench's children: kill them on any way out.
+  const killOnExit = (): void => {
+    for (const pid of [pids.apiserver, pids.etcd]) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    rmSync(cp.dir, { recursive: true, force: true });
+  };
+  process.once('exit', killOnExit);
+  const proxies: Proxy[] = [];
+  const direct: Endpoint = { url: cp.apiservers[0]!.url, ca: cp.pki.read('ca.crt'), servername: 'kubernetes' };
+  const adminId: Identity = { cert: cp.pki.read('admin.crt'), key: cp.pki.read('admin.key') };
+  const admin = pool(direct, adminId, 8);
+  try {
+    log(`bench: real kube-apiserver: ${cp.version} up; creating ${s.pods} Pods`);
+    const creating = performance.now();
+    await createObjects(admin, s.pods, 8);
+    log(`bench: real kube-apiserver: ${s.pods} Pods created in ${((performance.now() - creating) / 1000).toFixed(1)} s; starting the proxies`);
+    const certUser = await cp.pki.issueUser(CERT_USER, { commonName: CERT_USER, organizations: [GROUP] });
+    const usersFile = writeUsersFile(cp.dir, [bcryptLine(BASIC_USER, 10)], 'bench-users.htpasswd');
+    proxies.push(await startRealProxy(cp, usersFile, undefined, 'proxy, defaults', s.proxyFlags, options.workDir));
+    proxies.push(await startRealProxy(cp, usersFile, 1, 'proxy, --workers 1', s.proxyFlags, options.workDir));
+    const [defaults, one] = proxies as [Proxy, Proxy];
+    const workersLine = workersOf(defaults);
+    const front = (p: Proxy): Endpoint => ({ url: p.url, ca: cp.pki.read('proxy-ca.crt'), servername: 'localhost' });
+    const cert: Identity = { cert: certUser.cert, key: certUser.key };
+    const basic: Identity = { headers: { authorization: basicAuth(BASIC_USER) } };
+    const targets = {
+      direct: { path: 'direct (admin cert)', endpoint: direct, identity: adminId, hop: undefined },
+      directUser: { path: 'direct (cert user)', endpoint: direct, identity: cert, hop: undefined },
+      defaultsCert: { path: `proxy defaults (--workers ${workersLine}), cert`, endpoint: front(defaults), identity: cert, hop: defaults },
+      oneCert: { path: 'proxy --workers 1, cert', endpoint: front(one), identity: cert, hop: one },
+      defaultsBasic: { path: `proxy defaults (--workers ${workersLine}), basic (cached)`, endpoint: front(defaults), identity: basic, hop: defaults },
+      oneBasic: { path: 'proxy --workers 1, basic (cached)', endpoint: front(one), identity: basic, hop: one },
+    } satisfies Record<string, Target>;
+    const getCase: Case = { kase: 'GET 1 Pod', requestPath: GET_PATH, count: s.gets };
+    const listCase: Case = { kase: `list ${s.pods} Pods`, requestPath: LIST_PATH, count: s.lists };
+    // Direct and proxied interleaved, each case's direct first (the share is against it).
+    const plan: [Case, Target][] = [
+      [getCase, targets.direct],
+      [getCase, targets.defaultsCert],
+      [getCase, targets.oneCert],
+      [getCase, targets.directUser],
+      [getCase, targets.defaultsBasic],
+      [getCase, targets.oneBasic],
+      [listCase, targets.direct],
+      [listCase, targets.defaultsCert],
+      [listCase, targets.oneCert],
+    ];
+    const rows: RealRow[] = plan.map(([c, t]) => ({ kase: c.kase, path: t.path, requests: c.count, samples: [], shares: t === targets.direct ? undefined : [] }));
+    for (let round = 1; round <= s.rounds; round++) {
+      for (const [i, [c, t]] of plan.entries()) {
+        // The first time a path serves a case its code is cold (V8 still compiling): a warm-up as long as the measurement.
+        const sample = await measure(t, c, pids, s.inflight, round === 1 ? c.count : Math.ceil(c.count / 10));
+        const row = rows[i]!;
+        row.samples.push(sample);
+        const directRow = rows.find((r) => r.kase === c.kase && r.shares === undefined)!;
+        const directSample = directRow.samples[round - 1];
+        if (row.shares && directSample) row.shares.push(sample.perSecond / directSample.perSecond);
+        const us = (cpu: number): string => `${Math.round((cpu / sample.requests) * 1e6)} µs`;
+        log(
+          `bench: real round ${round}/${s.rounds}, ${c.kase}, ${t.path}: ${sample.perSecond.toFixed(0)} req/s` +
+            `${sample.hop === undefined ? '' : `, hop ${us(sample.hop)}`}, apiserver ${us(sample.apiserver)}, etcd ${us(sample.etcd)}, load-gen ${us(sample.loadgen)}, other ${(sample.other / sample.seconds).toFixed(2)} cores` +
+            `${sample.errors ? `; ${sample.errors} errors, first: ${sample.firstError}` : ''}`,
+        );
+      }
+    }
+    const getBytes = rows[0]!.samples[0]?.bytes ?? 0;
+    const listBytes = rows.find((r) => r.kase === listCase.kase)?.samples[0]?.bytes ?? 0;
+
+    const watchRows: RealWatchRow[] = [];
+    if (s.watches > 0) {
+      let seq = 1;
+      // The admin is exempt from API Priority and Fairness; the certificate user direct is the
+      // same identity (and APF priority level) as the proxied rows.
+      for (const t of [targets.direct, targets.directUser, targets.defaultsCert, targets.oneCert]) {
+        watchRows.push(await watchFanOut(t, admin, pids, s, seq, log));
+        seq += s.watchEvents;
+      }
+    }
+    const setup = [
+      `Real control plane: ${cp.version.replace('Kubernetes', 'kube-apiserver')} and etcd 3.6.16 (test/cluster, no controller-manager, no kubelet, ${s.audit ? 'Metadata audit log on' : 'no audit log'}), the proxy (dist/), and this process as the load generator, all on this machine: ${machine}.`,
+      `Closed loop, ${s.inflight} in flight (HTTP/1.1 keep-alive, one connection each); per round ${s.gets} GETs of one Pod (${(getBytes / 1024).toFixed(1)} KB JSON) and ${s.lists} lists of ${s.pods} Pods (${(listBytes / 1048576).toFixed(2)} MB JSON) on each path, after a warm-up of a tenth as many (as many in the first round); ${s.rounds} rounds, cases and paths interleaved; ranges are min-max over rounds.`,
+      `CPU from /proc (utime+stime) over each measurement: hop = the proxy's process tree; apiserver and etcd each; load-gen = this process; other = the rest of the machine. Load average at the end ${loadavg().map((l) => l.toFixed(2)).join(', ')}. Extra proxy flags: ${s.proxyFlags.join(' ') || 'none'}.`,
+    ];
+    const notes = realNotes(rows, watchRows);
+    return { setup, rows, watchRows, notes };
+  } finally {
+    await admin.close().catch(() => undefined);
+    await Promise.all(proxies.map((p) => p.stop()));
+    await cp.stop();
+    process.off('exit', killOnExit);
+  }
+}
+
+/** The worker count the proxy's start-up line reports (a supervised proxy has `workers`; one process has not). */
+function workersOf(proxy: Proxy): number {
+  const line = readFileSync(proxy.stdoutFile, 'utf8').split('\n').find((l) => l.includes('listening on'));
+  const workers = line ? (JSON.parse(line) as { workers?: unknown }).workers : undefined;
+  return typeof workers === 'number' ? workers : 1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Formatting
+
+function thousands(n: number): string {
+  return Math.round(n).toLocaleString('en-US');
+}
+
+/** "lo-hi" (or one value) with the unit once: "42-75 %". */
+function range(values: number[], format: (n: number) => string, unit = ''): string {
+  const finite = values.filter((v) => Number.isFinite(v));
+  if (finite.length === 0) return '—';
+  const [a, b] = [format(Math.min(...finite)), format(Math.max(...finite))];
+  return `${a === b ? a : `${a}-${b}`}${unit}`;
+}
+
+const perRequestUs = (cpu: number | undefined, sample: Sample): number => (cpu === undefined ? NaN : (cpu / sample.requests) * 1e6);
+
+const HEADERS = ['case', 'path', 'requests/round', 'req/s', 'share of direct', 'hop CPU µs/req', 'apiserver CPU µs/req', 'etcd CPU µs/req', 'hop / apiserver CPU', 'load-gen CPU µs/req', 'p50 ms', 'p99 ms', 'other cores', 'errors'];
+
+function cells(row: RealRow): string[] {
+  const ss = row.samples;
+  return [
+    row.kase,
+    row.path,
+    String(row.requests),
+    range(ss.map((x) => x.perSecond), thousands),
+    row.shares ? range(row.shares.map((x) => x * 100), (n) => n.toFixed(0), ' %') : '—',
+    range(ss.map((x) => perRequestUs(x.hop, x)), thousands),
+    range(ss.map((x) => perRequestUs(x.apiserver, x)), thousands),
+    range(ss.map((x) => perRequestUs(x.etcd, x)), thousands),
+    range(ss.map((x) => (x.hop === undefined ? NaN : x.hop / x.apiserver)), (n) => n.toFixed(2), 'x'),
+    range(ss.map((x) => perRequestUs(x.loadgen, x)), thousands),
+    range(ss.map((x) => x.p50Ms), (n) => n.toFixed(n < 10 ? 2 : 1)),
+    range(ss.map((x) => x.p99Ms), (n) => n.toFixed(n < 10 ? 2 : 1)),
+    range(ss.map((x) => x.other / x.seconds), (n) => n.toFixed(2)),
+    String(ss.reduce((n, x) => n + x.errors, 0)),
+  ];
+}
+
+const WATCH_HEADERS = ['watch fan-out (ConfigMaps)', 'open / asked', 'apiserver holds', 'open s', 'ms to half the watches', 'ms to every watch', 'missed', 'apiserver RSS MB', 'hop RSS MB', 'errors'];
+
+function watchCells(row: RealWatchRow): string[] {
+  const ms = (n: number): string => n.toFixed(n < 10 ? 1 : 0);
+  return [
+    row.path,
+    `${row.opened} / ${row.requested}`,
+    String(row.apiserverHeld),
+    row.openSeconds.toFixed(1),
+    range(row.p50Ms, ms),
+    range(row.allMs, ms),
+    String(row.missed),
+    row.apiserverRssMb.toFixed(0),
+    row.hopRssMb === undefined ? '—' : row.hopRssMb.toFixed(0),
+    String(row.errors),
+  ];
+}
+
+function realNotes(rows: RealRow[], watchRows: RealWatchRow[]): string[] {
+  const notes: string[] = [];
+  for (const r of rows) {
+    const failed = r.samples.find((x) => x.errors > 0);
+    if (failed) notes.push(`${r.kase}, ${r.path}: ${r.samples.reduce((n, x) => n + x.errors, 0)} errors, first: ${failed.firstError}`);
+  }
+  for (const w of watchRows) if (w.errors > 0 || w.missed > 0) notes.push(`watches via ${w.path}: ${w.errors} errors, ${w.missed} events missed; first error: ${w.firstError ?? 'none'}`);
+  const busiest = Math.max(0, ...rows.flatMap((r) => r.samples.map((x) => x.other / x.seconds)));
+  if (busiest >= 0.1) notes.push(`warning: other processes used up to ${busiest.toFixed(2)} cores during a measurement; the numbers are noisy`);
+  return notes;
+}
+
+function textGrid(headers: string[], body: string[][]): string[] {
+  const table = [headers, ...body];
+  const widths = headers.map((_, c) => Math.max(...table.map((r) => r[c]!.length)));
+  return table.map((r) => r.map((cell, c) => (c < 2 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  ').trimEnd());
+}
+
+function markdownGrid(headers: string[], body: string[][]): string[] {
+  const line = (r: string[]): string => `| ${r.join(' | ')} |`;
+  return [line(headers), line(headers.map((_, c) => (c < 2 ? '---' : '---:'))), ...body.map(line)];
+}
+
+export function realTextTable(result: RealResult): string {
+  if (result.skipped) return [...result.setup, `real kube-apiserver: skipped: ${result.skipped}`].join('\n');
+  const out = [...result.setup, '', ...textGrid(HEADERS, result.rows.map(cells))];
+  if (result.watchRows.length > 0) out.push('', ...textGrid(WATCH_HEADERS, result.watchRows.map(watchCells)).map((l) => l));
+  if (result.notes.length > 0) out.push('', ...result.notes);
+  return out.join('\n');
+}
+
+export function realMarkdown(result: RealResult): string {
+  if (result.skipped) return [...result.setup.map((l) => `${l}  `), '', `Skipped: ${result.skipped}`, ''].join('\n');
+  const out = [...result.setup.map((l) => `${l}  `), '', ...markdownGrid(HEADERS, result.rows.map(cells))];
+  if (result.watchRows.length > 0) out.push('', ...markdownGrid(WATCH_HEADERS, result.watchRows.map(watchCells)));
+  if (result.notes.length > 0) out.push('', ...result.notes.map((n) => `- ${n}`));
+  return `${out.join('\n')}\n`;
+}
+
+export function realHasErrors(result: RealResult): boolean {
+  return result.rows.some((r) => r.samples.some((x) => x.errors > 0)) || result.watchRows.some((w) => w.errors > 0 || w.missed > 0 || w.opened < w.requested);
+}
+
+// Standalone: node --import tsx bench/real-cluster.ts
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  installCleanup();
+  buildProxy();
+  const work = mkdtempSync(join(tmpdir(), 'kfp-bench-real-'));
+  const result = await runRealCluster({ workDir: work });
+  process.stdout.write(`\n${realTextTable(result)}\n`);
+  if (realHasErrors(result)) {
+    process.stderr.write(`bench: proxy logs kept in ${work}\n`);
+    process.exitCode = 1;
+  } else {
+    rmSync(work, { recursive: true, force: true });
+  }
+}
