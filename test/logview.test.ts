@@ -23,6 +23,7 @@ import {
   type LogsOptions,
   type StatsSummary,
 } from '../src/observe/logview.js';
+import { auditEvent, type AccessRecord, type AuthFailureRecord } from '../src/observe/accesslog.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'logview-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -153,6 +154,19 @@ const FIXTURE = [L.list, GARBAGE[0], L.log, GARBAGE[1], GARBAGE[2], L.authFail, 
 const fixtureFile = join(dir, 'access.log');
 writeFileSync(fixtureFile, FIXTURE);
 
+// The same requests as --access-log-format audit writes them (accesslog.ts auditEvent), each at
+// its line's time.
+const toAudit = (line: string) => {
+  const r = JSON.parse(line) as (AccessRecord | AuthFailureRecord) & { time: string };
+  return JSON.stringify(auditEvent(r, Date.parse(r.time)));
+};
+const A = Object.fromEntries(Object.entries(L).map(([k, v]) => [k, toAudit(v)])) as Record<keyof typeof L, string>;
+/** What an apiserver writes before it answers: no responseStatus, so not a line the viewer shows. */
+const REQUEST_RECEIVED = JSON.stringify({ kind: 'Event', apiVersion: 'audit.k8s.io/v1', level: 'Metadata', auditID: 'r5', stage: 'RequestReceived', requestURI: '/api', verb: 'get', user: { username: 'carol' } });
+const AUDIT_FIXTURE = [A.list, GARBAGE[0], A.log, A.authFail, REQUEST_RECEIVED, A.watchStart, A.forbidden, GARBAGE[2], A.version, A.watchEnd, A.patch].join('\n') + '\n';
+const auditFile = join(dir, 'audit.log');
+writeFileSync(auditFile, AUDIT_FIXTURE);
+
 const HEADER = 'TIME (UTC)    USER              VERB        RESOURCE                                  STATUS    DURATION';
 const ROW = {
   list: '15:20:06.612  alice             list        pods default                              200          3.2ms',
@@ -217,6 +231,23 @@ t.test('parseLine: requests and authentication failures; anything else is skippe
   t.equal(entry(`${L.list}\r`).raw, `${L.list}\r`, 'a CRLF line parses, raw kept as read');
   t.equal(parseLine(JSON.stringify({ msg: 'request', time: 1764000000000, status: 200 }))?.time, 1764000000000, 'epoch-ms time');
   for (const g of GARBAGE) t.equal(parseLine(g), undefined, `skipped: ${JSON.stringify(g)}`);
+  t.equal(e.auditId, 'r2', 'the reqId is the audit ID');
+  t.equal(entry(L.authFail).auditId, 'r3');
+});
+
+t.test('parseLine: the audit format (audit.k8s.io/v1 Events), the same fields as the json format', async (t) => {
+  const e = entry(A.log);
+  t.match(e, { kind: 'request', auditId: 'r2', user: 'bob', verb: 'get', resource: 'pods', subresource: 'log', namespace: 'default', name: 'web-1', path: '/api/v1/namespaces/default/pods/web-1/log', status: 200, phase: undefined });
+  t.equal(e.time, Date.parse('2026-11-24T15:20:07.001Z'), 'stageTimestamp');
+  t.equal(e.raw, A.log);
+  t.match(entry(A.authFail), { kind: 'auth-failure', auditId: 'r3', user: 'mallory', verb: '-', status: 401, path: '/api' });
+  t.match(entry(A.forbidden), { auditId: 'r5', apiGroup: 'apps', resource: 'deployments', namespace: 'prod', name: 'api', status: 403 });
+  t.match(entry(A.version), { auditId: 'r6', resource: '', path: '/version' });
+  t.equal(entry(A.watchStart).phase, 'start', 'stage ResponseStarted: the start line');
+  const patch = entry(A.patch).durationMs ?? -1;
+  t.ok(patch >= 250 && patch <= 251, `duration from the two timestamps (ms): ${patch}`);
+  t.equal(parseLine(REQUEST_RECEIVED), undefined, 'no responseStatus: skipped');
+  t.equal(parseLine(JSON.stringify({ kind: 'Event', apiVersion: 'v1', reason: 'Pulled' })), undefined, 'a core/v1 Event is not an audit event');
 });
 
 t.test('parseSince and parseStatusFilter: good values, and a one-line error for bad ones', async (t) => {
@@ -276,7 +307,13 @@ t.test('compileFilter: each filter, and all of them together', async (t) => {
   t.same(ids({ since: '10s' }), ['r7']);
   t.same(ids({ since: '1h' }), ['r1', 'r2', 'r3', 'r4s', 'r5', 'r6', 'r4e', 'r7']);
   t.same(ids({ user: 'alice', verb: 'watch', namespace: 'default', resource: 'pods', status: '200', since: '30s' }), ['r4e'], 'all filters at once');
-  t.same(ids({ user: '', verb: '' }), ids({}), 'empty values are no filter');
+  t.same(ids({ auditId: 'r5' }), ['r5'], 'auditId: the reqId');
+  t.same(ids({ auditId: 'r4' }), ['r4s', 'r4e'], 'a long-lived request\'s start and end lines');
+  t.same(ids({ auditId: 'r3' }), ['r3'], 'an authentication failure');
+  t.same(ids({ auditId: 'r' }), [], 'auditId is exact');
+  t.same(ids({ auditId: 'R5' }), [], 'and case-sensitive');
+  t.same(ids({ auditId: 'r4', status: '200', since: '30s' }), ['r4e'], 'with the other filters');
+  t.same(ids({ user: '', verb: '', auditId: '' }), ids({}), 'empty values are no filter');
   t.throws(() => compileFilter({ status: '4xy' }, 0), /^invalid --status "4xy"/);
   t.throws(() => compileFilter({ since: 'yesterday' }, 0), /^invalid --since "yesterday"/);
 });
@@ -373,6 +410,50 @@ t.test('-o json: the matching lines exactly as read, one per line, no header', a
   const line = '{ "msg" : "request", "status": 418, "extra": {"a": [1, 2]}, "time": "2026-11-24T00:00:00Z", "user":"tea" }';
   writeFileSync(odd, `${line}\n`);
   t.equal((await run({ file: odd, output: 'json' })).text, `${line}\n`);
+});
+
+t.test('--audit-id: that request\'s lines only, in the json and the audit format; -o wide shows the ID', async (t) => {
+  t.equal((await run({ auditId: 'r5', output: 'json' })).text, `${L.forbidden}\n`);
+  t.equal((await run({ auditId: 'r4', output: 'json' })).text, `${L.watchStart}\n${L.watchEnd}\n`, 'a watch: its start and end lines');
+  t.equal((await run({ auditId: 'r3' })).text, `${HEADER}\n${ROW.authFail}\n`, 'an authentication failure, in the table');
+  t.equal((await run({ auditId: 'r9' })).text, `${HEADER}\n`, 'an ID not in the log: the header only');
+
+  t.equal((await run({ file: auditFile, auditId: 'r5', output: 'json' })).text, `${A.forbidden}\n`, 'audit format: the event as read');
+  t.equal((await run({ file: auditFile, auditId: 'r4', output: 'json' })).text, `${A.watchStart}\n${A.watchEnd}\n`);
+  t.equal((await run({ file: auditFile, auditId: 'r3', output: 'json' })).text, `${A.authFail}\n`);
+  const auditTable = (await run({ file: auditFile, auditId: 'r5' })).text.split('\n');
+  t.equal(auditTable[0], HEADER);
+  t.match(auditTable[1], /^15:20:11\.500  carol {13}delete      deployments prod\/api {22}403 +\d+\.\dms$/, 'audit format in the table');
+  t.equal(auditTable.length, 3);
+  t.equal((await run({ file: auditFile, output: 'json' })).text.split('\n').length - 1, 8, 'audit format: all 8 events, the RequestReceived one and garbage skipped');
+  t.equal((await run({ file: auditFile, output: 'json', auditId: '' })).text, (await run({ file: auditFile, output: 'json' })).text, 'an empty --audit-id is no filter');
+
+  const WIDE_HEADER = `${HEADER}  PHASE  AUDIT-ID`;
+  t.equal(
+    (await run({ output: 'wide' })).text,
+    [
+      WIDE_HEADER,
+      `${ROW.list}         r1`,
+      `${ROW.log}         r2`,
+      `${ROW.authFail}         r3`,
+      `${ROW.watchStart}  r4`,
+      `${ROW.forbidden}         r5`,
+      `${ROW.version}         r6`,
+      `${ROW.watchEnd}    r4`,
+      `${ROW.patch}         r7`,
+      '',
+    ].join('\n'),
+    '-o wide: the phase as a column and the ID last',
+  );
+  const uuid = '0f8fad5b-d9cb-469f-a165-70867728950e';
+  const longId = join(dir, 'long-id.log');
+  writeFileSync(longId, `${requestLine({ reqId: uuid, time: '2026-11-24T15:20:06.612Z', user: 'alice', verb: 'list', ...pods, status: 200, durationMs: 3.2 })}\n`);
+  t.equal((await run({ file: longId, output: 'wide', auditId: uuid })).text, `${WIDE_HEADER}\n${ROW.list}         ${uuid}\n`, 'a UUID in full, never cut');
+  t.notMatch((await run({})).text, /AUDIT-ID|r1/, 'the default table has no ID');
+
+  const cli = spawnSync(process.execPath, cliArgs(['logs', auditFile, '--audit-id', 'r5', '-o', 'json']), { encoding: 'utf8' });
+  t.equal(cli.status, 0, cli.stderr);
+  t.equal(cli.stdout, `${A.forbidden}\n`, 'kube-front-proxy logs FILE --audit-id ID');
 });
 
 t.test('--stats: counts by user, verb and status; the slowest calls; long-lived requests once', async (t) => {

@@ -16,10 +16,11 @@ export function registerLogs(program: Command): void {
     .option('--namespace <namespace>', 'only this namespace')
     .option('--status <status>', '2xx, 3xx, 4xx, 5xx or an exact code')
     .option('--since <duration>', 'only lines newer than this (30s, 10m, 1h, 2d)')
-    .addOption(new Option('-o, --output <format>', 'table for people, json for the matching lines as they are').choices(['table', 'json']).default('table'))
+    .option('--audit-id <id>', "only the request with this ID: the log's reqId (auditID in the audit format), the Audit-Id response header and the apiserver audit event's auditID")
+    .addOption(new Option('-o, --output <format>', 'table for people, wide for the table with each request\'s audit ID, json for the matching lines as they are').choices(['table', 'wide', 'json']).default('table'))
     .option('--stats', 'print a summary instead: by user, by verb, by status, and the slowest calls')
     .option('--no-color', 'no colours even on a terminal')
-    .action(async (file: string | undefined, options: { follow?: boolean; user?: string; verb?: string; resource?: string; namespace?: string; status?: string; since?: string; output: 'table' | 'json'; stats?: boolean; color: boolean }) => {
+    .action(async (file: string | undefined, options: { follow?: boolean; user?: string; verb?: string; resource?: string; namespace?: string; status?: string; since?: string; auditId?: string; output: 'table' | 'wide' | 'json'; stats?: boolean; color: boolean }) => {
       const controller = new AbortController();
       process.once('SIGINT', () => controller.abort());
       process.once('SIGTERM', () => controller.abort());
@@ -34,6 +35,7 @@ export function registerLogs(program: Command): void {
             namespace: options.namespace,
             status: options.status,
             since: options.since,
+            auditId: options.auditId,
             output: options.output,
             stats: options.stats === true,
             ...(options.color ? {} : { color: false }),

@@ -1,5 +1,6 @@
 // `kube-front-proxy logs`: reads the traffic log (the JSON lines written by accesslog.ts, from a
-// file or from standard input), keeps the requests that match the filters and prints them as an
+// file or from standard input; or, with --access-log-format audit, the audit.k8s.io/v1 Events
+// written instead), keeps the requests that match the filters and prints them as an
 // aligned table, passes them through as JSON, or summarises them (--stats).
 //
 // Three layers, kept apart:
@@ -33,8 +34,10 @@ export interface LogsOptions {
   status?: string;
   /** only lines newer than this, relative to now: '30s', '10m', '1h', '2d' (or combined: '1h30m') */
   since?: string;
-  /** table: aligned columns; json: the matching lines as read, one per line */
-  output: 'table' | 'json';
+  /** only this request: its reqId (json format) or auditID (audit format), exactly */
+  auditId?: string;
+  /** table: aligned columns; wide: the same plus each line's audit ID; json: the matching lines as read, one per line */
+  output: 'table' | 'wide' | 'json';
   /** a summary instead of lines; reads to the end (never follows) */
   stats: boolean;
   /** default: the output stream is a TTY and NO_COLOR is unset or empty */
@@ -47,6 +50,9 @@ export interface LogsOptions {
 /** One request line or authentication failure, reduced to what the viewer shows and filters on. */
 export interface LogEntry {
   kind: 'request' | 'auth-failure';
+  /** the request's ID: reqId in the json format, auditID in the audit format ('' if none); the
+   *  apiserver's audit event for the request has it as its auditID */
+  auditId: string;
   /** epoch milliseconds; NaN when the line has no usable time */
   time: number;
   /** the authenticated user; for an authentication failure the claimed user name ('' if none) */
@@ -68,6 +74,7 @@ export interface LogEntry {
 
 const str = (v: unknown): string => (typeof v === 'string' ? v : '');
 const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
+const obj = (v: unknown): Record<string, unknown> => (typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : {});
 
 function parseTime(v: unknown): number {
   if (typeof v === 'number' && Number.isFinite(v)) return v; // pino's default epoch-ms timestamp
@@ -75,7 +82,11 @@ function parseTime(v: unknown): number {
   return Number.NaN;
 }
 
-/** A traffic-log line as a LogEntry; undefined for anything else (not JSON, other messages). */
+/**
+ * A traffic-log line as a LogEntry; undefined for anything else (not JSON, other messages).
+ * Both formats of --access-log-format: json (msg "request" / "authentication failed") and audit
+ * (an audit.k8s.io/v1 Event with a responseStatus; see parseAuditEvent).
+ */
 export function parseLine(line: string): LogEntry | undefined {
   const text = line.trim();
   if (!text.startsWith('{')) return undefined;
@@ -87,11 +98,13 @@ export function parseLine(line: string): LogEntry | undefined {
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
   const r = value as Record<string, unknown>;
+  if (r.kind === 'Event' && typeof r.apiVersion === 'string' && r.apiVersion.startsWith('audit.k8s.io/')) return parseAuditEvent(r, line);
   if (r.msg === 'request') {
     const status = num(r.status);
     if (status === undefined) return undefined;
     return {
       kind: 'request',
+      auditId: str(r.reqId),
       time: parseTime(r.time),
       user: str(r.user),
       verb: str(r.verb),
@@ -110,6 +123,7 @@ export function parseLine(line: string): LogEntry | undefined {
   if (r.msg === 'authentication failed') {
     return {
       kind: 'auth-failure',
+      auditId: str(r.reqId),
       time: parseTime(r.time),
       user: str(r.claimedUser),
       verb: '-',
@@ -126,6 +140,45 @@ export function parseLine(line: string): LogEntry | undefined {
     };
   }
   return undefined;
+}
+
+/**
+ * An audit event (observe/accesslog.ts auditEvent) as a LogEntry: an authentication failure when
+ * it has the kube-front-proxy/auth-failure annotation, a request otherwise; the time is
+ * stageTimestamp, the duration stageTimestamp - requestReceivedTimestamp, and stage
+ * ResponseStarted is a long-lived request's 'start' line (its end, ResponseComplete, can't be
+ * told apart from an ordinary request, so it has no phase). Events without a responseStatus code
+ * (an apiserver's RequestReceived stage) are skipped.
+ */
+function parseAuditEvent(r: Record<string, unknown>, line: string): LogEntry | undefined {
+  const status = num(obj(r.responseStatus).code);
+  if (status === undefined) return undefined;
+  const time = parseTime(r.stageTimestamp);
+  const received = parseTime(r.requestReceivedTimestamp);
+  const durationMs = Number.isNaN(time) || Number.isNaN(received) ? undefined : time - received;
+  const user = str(obj(r.user).username);
+  const path = str(r.requestURI);
+  if (typeof obj(r.annotations)['kube-front-proxy/auth-failure'] === 'string') {
+    return { kind: 'auth-failure', auditId: str(r.auditID), time, user, verb: '-', apiGroup: '', resource: '', subresource: '', namespace: '', name: '', path, status, durationMs, phase: undefined, raw: line };
+  }
+  const ref = obj(r.objectRef);
+  return {
+    kind: 'request',
+    auditId: str(r.auditID),
+    time,
+    user,
+    verb: str(r.verb),
+    apiGroup: str(ref.apiGroup),
+    resource: str(ref.resource),
+    subresource: str(ref.subresource),
+    namespace: str(ref.namespace),
+    name: str(ref.name),
+    path,
+    status,
+    durationMs,
+    phase: r.stage === 'ResponseStarted' ? 'start' : undefined,
+    raw: line,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -156,7 +209,7 @@ export function parseStatusFilter(value: string): StatusFilter {
   throw new Error(`invalid --status "${value}": expected a class (2xx, 3xx, 4xx, 5xx) or a code such as 403`);
 }
 
-export type FilterOptions = Pick<LogsOptions, 'user' | 'verb' | 'resource' | 'namespace' | 'status' | 'since'>;
+export type FilterOptions = Pick<LogsOptions, 'user' | 'verb' | 'resource' | 'namespace' | 'status' | 'since' | 'auditId'>;
 
 /**
  * The predicate for the filters in `options`, all of which must match. Empty values are no
@@ -167,10 +220,12 @@ export type FilterOptions = Pick<LogsOptions, 'user' | 'verb' | 'resource' | 'na
  *    or a path for non-resource requests (`/version`, `/apis` matches `/apis/...` too)
  *  - namespace: exact
  *  - since: lines with a time at or after now - since; lines without a time never match
+ *  - auditId: exact, against reqId (json format) or auditID (audit format); a long-lived
+ *    request's start and end lines share it
  */
 export function compileFilter(options: FilterOptions, now: number): (entry: LogEntry) => boolean {
   const tests: Array<(e: LogEntry) => boolean> = [];
-  const { user, verb, resource, namespace, status, since } = options;
+  const { user, verb, resource, namespace, status, since, auditId } = options;
   if (status) {
     const f = parseStatusFilter(status);
     tests.push(f.kind === 'class' ? (e) => Math.floor(e.status / 100) === f.class : (e) => e.status === f.code);
@@ -186,6 +241,7 @@ export function compileFilter(options: FilterOptions, now: number): (entry: LogE
   }
   if (namespace) tests.push((e) => e.namespace === namespace);
   if (resource) tests.push(resourceMatcher(resource.trim()));
+  if (auditId) tests.push((e) => e.auditId === auditId);
   return (e) => tests.every((test) => test(e));
 }
 
@@ -273,24 +329,28 @@ export function formatDuration(ms: number | undefined): string {
   return ms < 100 ? `${ms.toFixed(1)}ms` : `${Math.round(ms)}ms`;
 }
 
-const W = { time: 12, user: 16, verb: 10, resource: 40, status: 6, duration: 10 } as const;
+const W = { time: 12, user: 16, verb: 10, resource: 40, status: 6, duration: 10, phase: 5 } as const;
 const GAP = '  ';
 
-/** The table's header line. */
-export function formatHeader(color: boolean): string {
-  const line = [
+/** The table's header line; `wide` (-o wide) adds PHASE and AUDIT-ID. */
+export function formatHeader(color: boolean, wide = false): string {
+  const cells = [
     fit('TIME (UTC)', W.time),
     fit('USER', W.user),
     fit('VERB', W.verb),
     fit('RESOURCE', W.resource),
     fit('STATUS', W.status),
     fit('DURATION', W.duration, 'right'),
-  ].join(GAP);
-  return paint(line, BOLD, color);
+  ];
+  if (wide) cells.push(fit('PHASE', W.phase), 'AUDIT-ID');
+  return paint(cells.join(GAP), BOLD, color);
 }
 
-/** One table row: fixed-width columns, so that rows line up however they arrive. */
-export function formatEntry(e: LogEntry, color: boolean): string {
+/**
+ * One table row: fixed-width columns, so that rows line up however they arrive. `wide` adds the
+ * phase as a column and the audit ID last, never cut (it is there to be copied into --audit-id).
+ */
+export function formatEntry(e: LogEntry, color: boolean, wide = false): string {
   const cells = [
     fit(timeOfDay(e.time), W.time),
     fit(sanitize(displayUser(e)), W.user),
@@ -299,6 +359,7 @@ export function formatEntry(e: LogEntry, color: boolean): string {
     paint(fit(String(e.status), W.status), statusColor(e.status), color),
     fit(formatDuration(e.durationMs), W.duration, 'right'),
   ];
+  if (wide) return [...cells, fit(e.phase ?? '', W.phase), sanitize(e.auditId || '-')].join(GAP);
   return e.phase ? `${cells.join(GAP)}${GAP}${e.phase}` : cells.join(GAP);
 }
 
@@ -554,14 +615,14 @@ export async function runLogs(
       if (!e || !filter(e)) continue;
       if (stats) stats.add(e);
       else if (options.output === 'json') text += `${e.raw}\n`;
-      else text += `${formatEntry(e, color)}\n`;
+      else text += `${formatEntry(e, color, options.output === 'wide')}\n`;
     }
     await write(text);
   };
 
   try {
     const file = options.file === undefined ? undefined : await openTail(options.file);
-    if (!stats && options.output === 'table') await write(`${formatHeader(color)}\n`);
+    if (!stats && options.output !== 'json') await write(`${formatHeader(color, options.output === 'wide')}\n`);
     if (file === undefined) await readStream(input, handle, stop.signal);
     else if (follow) await followFile(file.path, file, handle, stop.signal);
     else {

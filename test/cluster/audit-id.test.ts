@@ -1,12 +1,16 @@
 // One ID per request on the real kube-apiserver: the proxy's traffic-log line for a request and
 // the apiserver's audit event for it carry the same ID (the proxy sends its request ID as
 // Audit-ID, which the apiserver adopts), for kubectl's own requests, an RBAC denial, a client's
-// own Audit-ID, a watch over the HTTP/2 upstream path and an exec upgrade that RBAC refuses.
+// own Audit-ID, a watch over the HTTP/2 upstream path and an exec upgrade that RBAC refuses; and
+// `kube-front-proxy logs --audit-id` finds that one request's line, in the proxy's stdout and in
+// --access-log files in both --access-log-format json and audit.
+import { existsSync, readFileSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
+import { join } from 'node:path';
 import t from 'tap';
 import { request } from 'undici';
 import { kubectl, requireKubectl } from '../helpers/kubectl.js';
-import type { LogLine } from '../helpers/proxy.js';
+import { runCli, type LogLine } from '../helpers/proxy.js';
 import { readAuditEvents, startControlPlane, type AuditEvent } from './control-plane.js';
 import { ALICE, CAROL, startProxyInFront } from './proxy-fixture.js';
 
@@ -57,6 +61,67 @@ t.test('kubectl get through the proxy: the log line\'s ID is the audit event\'s 
   t.match(event, { verb: 'list', user: { username: 'alice' }, objectRef: { resource: 'pods', namespace: 'audit-a' }, responseStatus: { code: 200 } });
   t.comment(`proxy: ${JSON.stringify(line)}`);
   t.comment(`audit: ${JSON.stringify(event)}`);
+
+  // `logs --audit-id` over the proxy's log (its stdout, which holds kubectl's discovery requests
+  // and the other log lines too) finds exactly this request's line.
+  const stdoutLog = front.proxy.logs.map((l) => JSON.stringify(l)).join('\n') + '\n';
+  const json = await runCli(['logs', '--audit-id', id, '-o', 'json'], {}, stdoutLog);
+  t.equal(json.code, 0, json.stderr);
+  const found = json.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as LogLine);
+  t.equal(found.length, 1, 'logs --audit-id: one line');
+  t.match(found[0], { reqId: id, verb: 'list', namespace: 'audit-a', user: 'alice', status: 200 });
+  const wide = await runCli(['logs', '--audit-id', id, '-o', 'wide'], {}, stdoutLog);
+  t.equal(wide.code, 0, wide.stderr);
+  const rows = wide.stdout.trimEnd().split('\n');
+  t.equal(rows.length, 2, 'header and one row');
+  t.match(rows[0], /DURATION\s+PHASE\s+AUDIT-ID$/);
+  t.match(rows[1], new RegExp(`^\\S+\\s+alice\\s+list\\s+pods audit-a\\s+200\\s.*\\s${id}$`));
+});
+
+t.test('logs --audit-id over --access-log files, json and audit format: the one request the apiserver audited under that ID', async (t) => {
+  for (const format of ['json', 'audit'] as const) {
+    const file = join(cp.dir, `access-${format}-${Date.now()}.log`);
+    const other = await startProxyInFront(t, cp, { settings: { accessLog: file, accessLogFormat: format } });
+    const client = other.client();
+    const ask = async (path: string) => {
+      const res = await request(`${other.proxy.url}${path}`, { dispatcher: client, headers: { authorization: basic(ALICE) } });
+      await res.body.dump();
+      return { status: res.statusCode, id: String(res.headers['audit-id']) };
+    };
+    const before = await ask('/api/v1/namespaces/audit-a/pods');
+    const wanted = await ask('/api/v1/namespaces/audit-a/pods/nope');
+    const after = await ask('/version');
+    t.equal(wanted.status, 404, `${format}: the request asked for`);
+    t.match(wanted.id, UUID);
+    t.not(wanted.id, before.id);
+    t.match(await auditEvent(wanted.id), { verb: 'get', objectRef: { resource: 'pods', namespace: 'audit-a', name: 'nope' }, responseStatus: { code: 404 } }, `${format}: the apiserver's audit event for it`);
+    // The file is written in batches (at least every 100 ms): wait for all three lines.
+    const deadline = Date.now() + 10_000;
+    while (!(existsSync(file) && readFileSync(file, 'utf8').includes(after.id)) && Date.now() < deadline) await sleep(50);
+    const idKey = format === 'json' ? 'reqId' : 'auditID';
+    const all = readFileSync(file, 'utf8').split('\n').filter((l) => l.includes(`"${idKey}"`));
+    t.ok(all.length >= 3, `${format}: the file has ${all.length} request lines`);
+
+    const res = await runCli(['logs', file, '--audit-id', wanted.id, '-o', 'json']);
+    t.equal(res.code, 0, res.stderr);
+    const lines = res.stdout.split('\n').filter(Boolean);
+    t.equal(lines.length, 1, `${format}: logs --audit-id finds one line`);
+    const line = JSON.parse(lines[0] ?? '{}') as Record<string, unknown>;
+    t.equal(line[idKey], wanted.id, `${format}: its ${idKey} is the audit event's auditID`);
+    if (format === 'json') t.match(line, { msg: 'request', verb: 'get', resource: 'pods', name: 'nope', status: 404, user: 'alice' });
+    else t.match(line, { kind: 'Event', verb: 'get', objectRef: { resource: 'pods', name: 'nope' }, responseStatus: { code: 404 }, user: { username: 'alice' } });
+
+    const table = await runCli(['logs', file, '--audit-id', wanted.id]);
+    t.equal(table.code, 0, table.stderr);
+    const rows = table.stdout.trimEnd().split('\n');
+    t.equal(rows.length, 2, `${format}: the table: header and one row`);
+    t.match(rows[1], /alice\s+get\s+pods audit-a\/nope\s+404\s/);
+    t.notMatch(rows[0], /AUDIT-ID/, 'the default table has no ID column');
+    const none = await runCli(['logs', file, '--audit-id', `${wanted.id.slice(0, -1)}x`, '-o', 'json']);
+    t.equal(none.stdout, '', `${format}: an ID that is not in the log: nothing`);
+    await client.close();
+    await other.proxy.stop();
+  }
 });
 
 t.test('an RBAC denial (403) is found in both logs by one ID', async (t) => {
