@@ -53,6 +53,7 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'upstreamHeaderTimeout', flag: 'upstream-header-timeout', kind: 'duration', help: "longest wait for the apiserver's response headers (0 = none); never limits a response body, so watches and logs -f are not cut", defaultText: '0' },
   { key: 'upstreamHttp2', flag: 'upstream-http2', kind: 'boolean', help: 'carry watches and log follows to the apiserver over HTTP/2 (multiplexed); false: one HTTP/1.1 connection each', defaultText: 'true' },
   { key: 'allowImpersonation', flag: 'allow-impersonation', kind: 'boolean', help: 'pass Impersonate-* headers on for the apiserver to authorize against the user; false drops them', defaultText: 'true' },
+  { key: 'tokenPassthrough', flag: 'token-passthrough', kind: 'boolean', help: "forward a request that has Authorization: Bearer (or a WebSocket bearer subprotocol) and no client certificate or password to the apiserver as it is, for the apiserver to authenticate (ServiceAccount tokens); sent over a connection without the front-proxy certificate and with no X-Remote-* headers", defaultText: 'false' },
   { key: 'authCacheTtl', flag: 'auth-cache-ttl', kind: 'duration', help: 'how long a verified password is trusted before bcrypt runs again', defaultText: '60s' },
   { key: 'authCacheSize', flag: 'auth-cache-size', kind: 'integer', help: 'most verified credentials kept', defaultText: '10000' },
   { key: 'workers', flag: 'workers', kind: 'integer', help: 'proxy processes sharing the listener (1 = a single process); in a container, set it to the CPU limit', defaultText: 'the CPUs available to the process' },
@@ -99,6 +100,7 @@ const rawSettingsSchema = z
     upstreamHeaderTimeout: z.union([z.string(), z.number()]),
     upstreamHttp2: z.boolean(),
     allowImpersonation: z.boolean(),
+    tokenPassthrough: z.boolean(),
     authCacheTtl: z.union([z.string(), z.number()]),
     authCacheSize: z.number().int().min(0),
     workers: z.number().int().min(1).max(64),
@@ -157,6 +159,8 @@ export interface Config {
   /** Watches and log follows multiplexed over HTTP/2 sessions to the apiserver (else one HTTP/1.1 connection each). */
   upstreamHttp2: boolean;
   allowImpersonation: boolean;
+  /** Bearer tokens go to the apiserver for it to authenticate (over a connection without the front-proxy certificate). */
+  tokenPassthrough: boolean;
   authCacheTtlMs: number;
   authCacheSize: number;
   workers: number;
@@ -203,6 +207,7 @@ const DEFAULTS = {
   upstreamHeaderTimeout: 0,
   upstreamHttp2: true,
   allowImpersonation: true,
+  tokenPassthrough: false,
   bcryptQueueLimit: 1024,
   authFailureLimit: 10,
   authFailureWindow: '1m',
@@ -353,6 +358,7 @@ function resolve(raw: RawSettings): Config {
     upstreamHeaderTimeoutMs: parseDuration('upstreamHeaderTimeout', s.upstreamHeaderTimeout ?? 0),
     upstreamHttp2: s.upstreamHttp2 ?? DEFAULTS.upstreamHttp2,
     allowImpersonation: s.allowImpersonation ?? DEFAULTS.allowImpersonation,
+    tokenPassthrough: s.tokenPassthrough ?? DEFAULTS.tokenPassthrough,
     authCacheTtlMs: parseDuration('authCacheTtl', s.authCacheTtl ?? DEFAULTS.authCacheTtl),
     authCacheSize: s.authCacheSize ?? DEFAULTS.authCacheSize,
     workers,

@@ -155,7 +155,7 @@ export async function createProxyServer(config: Config, material: Material, logg
   const bcrypt = new BcryptPool(config.bcryptWorkers, config.bcryptQueueLimit);
   const basic = material.users ? new BasicAuthenticator(material.users, bcrypt, { cacheTtlMs: config.authCacheTtlMs, cacheSize: config.authCacheSize, credentialKey: shared?.credentialKey }) : undefined;
   const failures = shared ? shared.loginLimiter : config.authFailureLimit > 0 ? localLoginLimiter(new FailureLimiter({ limit: config.authFailureLimit, windowMs: config.authFailureWindowMs })) : undefined;
-  const authenticator = new Authenticator({ certificates: material.clientCa !== undefined, basic, revocations: material.clientCrl, clientCas: material.clientCas, failures, refusalDelayMs: config.authFailureDelayMs });
+  const authenticator = new Authenticator({ certificates: material.clientCa !== undefined, basic, revocations: material.clientCrl, clientCas: material.clientCas, failures, refusalDelayMs: config.authFailureDelayMs, tokenPassthrough: config.tokenPassthrough });
   const clientAddresses = new ClientAddressResolver(config.trustedProxies);
   const crlExpiry = new CrlExpiryWarning(config.clientCrlFile, logger);
   crlExpiry.watch(material.clientCrl);
@@ -170,7 +170,11 @@ export async function createProxyServer(config: Config, material: Material, logg
     readyzCheck(() => agent),
     logger,
   );
-  const dispatcher = new PoolDispatcher(pool, () => agent);
+  // --token-passthrough: tokens go over connections that present no client certificate
+  // (tls.ts withoutClientCertificate), so that a token can never ride on the front-proxy identity.
+  let tokenConnector = config.tokenPassthrough ? UpstreamConnector.withoutClientCertificate(material.upstream) : undefined;
+  let tokenAgent: Agent | undefined = tokenConnector?.createAgent({ headersTimeoutMs: config.upstreamHeaderTimeoutMs });
+  const dispatcher = new PoolDispatcher(pool, () => agent, () => tokenAgent);
   // Watches and log follows share a few HTTP/2 sessions per apiserver instead of a connection each.
   const http2 = config.upstreamHttp2 ? new Http2Upstreams(connector, logger) : undefined;
   const streams = new StreamRegistry((identity) => authenticator.stillHolds(identity));
@@ -220,9 +224,9 @@ export async function createProxyServer(config: Config, material: Material, logg
       await sendStatus(reply, status);
       return;
     }
-    const outcome = await authenticator.authenticate(socket as TLSSocket, request.headers.authorization, request.clientAddress);
+    const outcome = await authenticator.authenticate(socket as TLSSocket, authenticator.authorizationOf(request.raw.rawHeaders, request.headers.authorization), request.clientAddress);
     if (outcome.ok) {
-      metrics.authenticated(outcome.identity.method, 'success');
+      metrics.authenticated(outcome.identity.method, outcome.identity.method === 'bearer' ? 'passthrough' : 'success');
       request.identity = outcome.identity;
       request.info = requestInfo(request.method, request.url);
       return;
@@ -246,11 +250,15 @@ export async function createProxyServer(config: Config, material: Material, logg
   });
 
   const headerPolicy = { allowImpersonation: config.allowImpersonation };
-  await registerForwarding(app, { upstream: config.upstreams[0] as URL, dispatcher, headerPolicy, streams, onStreamStart, http2, pool, upstreamHeaderTimeoutMs: config.upstreamHeaderTimeoutMs });
+  await registerForwarding(app, { upstream: config.upstreams[0] as URL, dispatcher, headerPolicy, streams, onStreamStart, http2, pool, upstreamHeaderTimeoutMs: config.upstreamHeaderTimeoutMs, onTokenRejected: (request) => {
+    // The apiserver refused the token: a failed login for the client address, as a wrong password is.
+    metrics.authenticated('bearer', 'token-rejected');
+    if (request.identity) void authenticator.recordTokenRejected(request.identity, request.clientAddress);
+  } });
 
   // exec, attach, cp, port-forward: Node hands HTTP/1.1 upgrade requests to this event instead
   // of the request handler.
-  const upgrades = new UpgradeProxy({ authenticator, clientAddresses, pool, connector: () => connector, headerPolicy, logger, accessLog, metrics });
+  const upgrades = new UpgradeProxy({ authenticator, clientAddresses, pool, connector: () => connector, tokenConnector: () => tokenConnector, headerPolicy, logger, accessLog, metrics });
   listener.on('upgrade', upgrades.handle);
   // fastify.close() waits for every socket, and a tunnel or a watch can last for hours.
   app.addHook('preClose', async () => {
@@ -304,6 +312,12 @@ export async function createProxyServer(config: Config, material: Material, logg
       agent = connector.createAgent({ headersTimeoutMs: config.upstreamHeaderTimeoutMs });
       // close() lets requests and watches on the old connections finish; it drops none.
       void previous.close();
+      if (tokenConnector) {
+        const previousToken = tokenAgent;
+        tokenConnector = UpstreamConnector.withoutClientCertificate(next.upstream);
+        tokenAgent = tokenConnector.createAgent({ headersTimeoutMs: config.upstreamHeaderTimeoutMs });
+        void previousToken?.close();
+      }
       // New watches open new HTTP/2 sessions; the old ones close when their last stream ends.
       http2?.setConnector(connector);
       closeWithdrawn();
@@ -328,7 +342,7 @@ export async function createProxyServer(config: Config, material: Material, logg
         clearTimeout(force);
         accessLog.close();
         http2?.destroy();
-        await Promise.allSettled([agent.destroy(), bcrypt.close()]);
+        await Promise.allSettled([agent.destroy(), tokenAgent?.destroy(), bcrypt.close()]);
       }
     },
   };

@@ -3,7 +3,11 @@
 import type { TLSSocket } from 'node:tls';
 import type { UserEntry } from './htpasswd.js';
 
-export type AuthMethod = 'basic' | 'x509';
+/**
+ * `bearer`: --token-passthrough. The proxy did not authenticate the request; it forwards the
+ * client's own token for the apiserver to authenticate, and knows no user name (empty).
+ */
+export type AuthMethod = 'basic' | 'x509' | 'bearer';
 
 export interface Identity {
   method: AuthMethod;
@@ -26,7 +30,12 @@ export type Credential =
    * The users-file entry the password matched: its bcrypt hash and groups are compared with the
    * reloaded file's entry. The password itself is not kept.
    */
-  | { method: 'basic'; entry: UserEntry };
+  | { method: 'basic'; entry: UserEntry }
+  /**
+   * A bearer token passed through (--token-passthrough): the apiserver authenticates it on every
+   * request. `key` names it for the failed-login limits (a SHA-256 of the token, never the token).
+   */
+  | { method: 'bearer'; key: string };
 
 /** Why a login failed: logged for operators, never shown to the client in detail. */
 export type AuthFailureReason =
@@ -44,6 +53,8 @@ export type AuthFailureReason =
   | 'cert-unforwardable'
   | 'cert-revoked'
   | 'rate-limited'
+  /** A passed-through bearer token the apiserver answered 401 for (--token-passthrough). */
+  | 'token-rejected'
   | 'overloaded';
 
 // An identity reaches kube-apiserver as X-Remote-User / X-Remote-Group lines, which Go's HTTP

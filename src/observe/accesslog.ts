@@ -120,7 +120,9 @@ export function auditEvent(record: AccessRecord | AuthFailureRecord, now = Date.
     stage: isRequest && record.phase === 'start' ? 'ResponseStarted' : 'ResponseComplete',
     requestURI: record.path,
     verb: isRequest ? record.verb : record.method.toLowerCase(),
-    user: isRequest ? { username: record.user, groups: [...record.groups, 'system:authenticated'] } : { username: record.claimedUser ?? '', groups: [] },
+    // A passed-through token (auth "bearer") is the apiserver's to authenticate: the proxy knows no
+    // user for it, and its own audit event (same auditID) names the one the apiserver found.
+    user: isRequest && record.auth !== 'bearer' ? { username: record.user, groups: [...record.groups, 'system:authenticated'] } : { username: isRequest ? '' : (record.claimedUser ?? ''), groups: [] },
     sourceIPs: [record.client],
     userAgent: record.userAgent,
     ...(isRequest && record.resource

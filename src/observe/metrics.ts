@@ -31,7 +31,7 @@ export class ProxyMetrics {
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
       registers: [this.registry],
     });
-    this.authentications = new Counter({ name: `${PREFIX}authentications_total`, help: 'Authentication results, by method (basic, x509, none) and outcome (success or the failure reason).', labelNames: ['method', 'outcome'], registers: [this.registry] });
+    this.authentications = new Counter({ name: `${PREFIX}authentications_total`, help: 'Authentication results, by method (basic, x509, bearer, none) and outcome (success or the failure reason; for bearer with --token-passthrough: passthrough when forwarded, token-rejected when the apiserver answered 401).', labelNames: ['method', 'outcome'], registers: [this.registry] });
     this.refusedConnections = new Counter({ name: `${PREFIX}connections_refused_total`, help: 'Client connections reset at accept because their address already held --max-connections-per-client.', registers: [this.registry] });
     this.withdrawn = new Counter({ name: `${PREFIX}withdrawn_credential_closes_total`, help: 'Watches and log follows (kind="stream") and tunnels (kind="tunnel") ended by a reload that revoked the certificate or removed or changed the user that opened them.', labelNames: ['kind'], registers: [this.registry] });
     this.streams = new Gauge({ name: `${PREFIX}open_streams`, help: 'Long-lived requests open now, by kind.', labelNames: ['kind'], registers: [this.registry] });

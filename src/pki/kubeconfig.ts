@@ -10,6 +10,8 @@ export interface KubeconfigCredentials {
   clientCertificate?: string;
   /** PEM */
   clientKey?: string;
+  /** A bearer token (e.g. a ServiceAccount's, for --token-passthrough). */
+  token?: string;
 }
 
 export interface KubeconfigOptions {
@@ -28,12 +30,13 @@ const base64 = (pem: string) => Buffer.from(pem).toString('base64');
 
 export function buildKubeconfig(options: KubeconfigOptions): string {
   const name = options.name ?? 'kube-front-proxy';
-  const { username, password, clientCertificate, clientKey } = options.credentials;
+  const { username, password, clientCertificate, clientKey, token } = options.credentials;
   const user: Record<string, string> = {};
   if (username !== undefined) user.username = username;
   if (password !== undefined) user.password = password;
   if (clientCertificate !== undefined) user['client-certificate-data'] = base64(clientCertificate);
   if (clientKey !== undefined) user['client-key-data'] = base64(clientKey);
+  if (token !== undefined) user.token = token;
   return stringify({
     apiVersion: 'v1',
     kind: 'Config',

@@ -9,7 +9,7 @@ import { constants as http2, type ClientHttp2Stream, type OutgoingHttpHeaders } 
 import type { Readable, Writable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest, RawServerBase, RequestGenericInterface, RouteGenericInterface } from 'fastify';
 import type { RequestInfo } from '../observe/requestinfo.js';
-import { kReportUpstream } from '../upstream/dispatcher.js';
+import { kReportUpstream, kTokenPassthrough } from '../upstream/dispatcher.js';
 import type { Dispatcher } from 'undici';
 import { StatusError, sendStatus } from '../status.js';
 import { NoHealthyUpstreamError, errorCode, isConnectionFailure, isTlsFailure, isUnreachable, tagUpstream, type UpstreamError } from '../upstream/failures.js';
@@ -31,6 +31,8 @@ export interface ForwardOptions {
   pool?: UpstreamPool | undefined;
   /** Longest wait for response headers on the HTTP/2 path; 0 = none. */
   upstreamHeaderTimeoutMs?: number | undefined;
+  /** The apiserver answered 401 for a passed-through bearer token (--token-passthrough). */
+  onTokenRejected?: ((request: AnyRequest) => void) | undefined;
 }
 
 type AnyRequest = FastifyRequest<RequestGenericInterface, RawServerBase>;
@@ -102,7 +104,9 @@ export async function registerForwarding(app: FastifyInstance, options: ForwardO
     // http-proxy has checked the path (no traversal) by the time it calls this.
     handler: (request, reply, dest, replyOptions) => {
       const h2 = options.http2;
-      if (h2 && options.pool && request.method === 'GET' && request.info && isLongRunning(request.info, request.url) && !hasBody(request)) {
+      // A passed-through token goes over HTTP/1.1 only: the HTTP/2 sessions present the front-proxy
+      // certificate, and a token must never travel on that identity (upstream/tls.ts).
+      if (h2 && options.pool && request.identity?.method !== 'bearer' && request.method === 'GET' && request.info && isLongRunning(request.info, request.url) && !hasBody(request)) {
         forwardOverHttp2(request, reply, dest, h2, options.pool, options, () => reply.from(dest, replyOptions)).catch((err: unknown) => {
           if (!reply.sent && !reply.raw.headersSent) fail(request, reply, err as Error);
           else reply.raw.destroy();
@@ -121,11 +125,14 @@ export async function registerForwarding(app: FastifyInstance, options: ForwardO
       rewriteRequestHeaders: (request, headers) => {
         const outgoing: Record<string | symbol, unknown> = headersFor(request, headers, options.headerPolicy);
         outgoing[kReportUpstream] = (origin: string) => (request.upstream = origin);
+        // The dispatcher sends it over the connections without a client certificate.
+        if (request.identity?.method === 'bearer') outgoing[kTokenPassthrough] = true;
         return outgoing as IncomingHttpHeaders;
       },
       rewriteHeaders: (headers) => downstreamResponseHeaders(headers as HeaderRecord) as IncomingHttpHeaders,
       onResponse: (request, reply, upstreamResponse) => {
-        const { headers, stream } = upstreamResponse as unknown as { headers: HeaderRecord; stream: Readable };
+        const { headers, stream, statusCode } = upstreamResponse as unknown as { headers: HeaderRecord; stream: Readable; statusCode: number };
+        if (statusCode === 401 && request.identity?.method === 'bearer') options.onTokenRejected?.(request);
         relayResponse(request, reply, stream, headers, options, () => stream.destroy());
       },
       onError: (reply, { error }) => {

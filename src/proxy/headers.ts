@@ -4,6 +4,9 @@
 
 import type { Identity } from '../auth/identity.js';
 
+/** The subprotocol prefix of a WebSocket bearer token (k8s.io/apiserver authentication/request/websocket). */
+const WEBSOCKET_BEARER_PREFIX = 'base64url.bearer.authorization.k8s.io.';
+
 export type HeaderRecord = Record<string, string | string[] | undefined>;
 export type OutgoingHeaders = Record<string, string | string[]>;
 
@@ -44,18 +47,38 @@ export function isIdentityOrCredentialHeader(lowerName: string): boolean {
 export function upstreamRequestHeaders(incoming: HeaderRecord, identity: Identity, forwardedFor: string | undefined, policy: HeaderPolicy, auditId?: string): OutgoingHeaders {
   const out: OutgoingHeaders = {};
   const named = connectionNamedHeaders(incoming.connection);
+  // --token-passthrough: the client's token is the credential, for the apiserver to check. It goes
+  // with no X-Remote-* header at all (the client's are removed as always, and the proxy states no
+  // identity), over a connection without the front-proxy certificate (forward.ts, upgrade.ts).
+  // Any other identity: the proxy vouches for the user, and a token the client also sent (in
+  // Authorization or a WebSocket subprotocol) is dropped, so it can never speak for the request.
+  const bearer = identity.method === 'bearer';
   for (const [rawName, value] of Object.entries(incoming)) {
     if (value === undefined) continue;
     const name = rawName.toLowerCase();
     // HTTP/2 pseudo-headers (:method, :path, :authority, :scheme) describe this hop's request line.
     if (name.charCodeAt(0) === 0x3a /* : */) continue;
+    if (bearer && name === 'authorization') {
+      // The auth step took it for a bearer token the apiserver reads as one (auth/index.ts bearerToken).
+      out[name] = value;
+      continue;
+    }
     if (HOP_BY_HOP.has(name) || named.has(name) || isIdentityOrCredentialHeader(name) || CLIENT_ADDRESS_CLAIMS.has(name)) continue;
     if (!policy.allowImpersonation && name.startsWith('impersonate-')) continue;
+    if (name === 'sec-websocket-protocol' && !bearer) {
+      const kept = withoutBearerSubprotocols(value);
+      if (kept !== undefined) out[name] = kept;
+      continue;
+    }
     out[name] = value;
   }
   // The request's ID (the client's safe Audit-ID or the proxy's own): the apiserver adopts it as
   // its audit event's auditID. It replaces the client's own header (kept only if safe, as this ID).
   if (auditId !== undefined) out['audit-id'] = auditId;
+  if (bearer) {
+    if (forwardedFor) out['x-forwarded-for'] = forwardedFor;
+    return out;
+  }
   out['x-remote-user'] = identity.user;
   if (identity.groups.length > 0) out['x-remote-group'] = [...identity.groups];
   for (const [key, values] of Object.entries(identity.extra)) {
@@ -63,6 +86,21 @@ export function upstreamRequestHeaders(incoming: HeaderRecord, identity: Identit
   }
   if (forwardedFor) out['x-forwarded-for'] = forwardedFor;
   return out;
+}
+
+/**
+ * Sec-WebSocket-Protocol without its bearer-token subprotocols (undefined when none is left):
+ * outside --token-passthrough a token must not reach the apiserver, whose union of authenticators
+ * would never read it after X-Remote-User but would pass it on (to a kubelet, an aggregated API).
+ */
+export function withoutBearerSubprotocols(value: string | string[]): string | string[] | undefined {
+  // Nothing to remove: the client's lines as they were.
+  if (!(Array.isArray(value) ? value : [value]).some((line) => line.includes(WEBSOCKET_BEARER_PREFIX))) return value;
+  const kept = (Array.isArray(value) ? value : [value])
+    .flatMap((line) => line.split(','))
+    .map((p) => p.trim())
+    .filter((p) => p !== '' && !p.startsWith(WEBSOCKET_BEARER_PREFIX));
+  return kept.length > 0 ? kept.join(', ') : undefined;
 }
 
 /**

@@ -29,6 +29,8 @@ export interface UpgradeOptions {
   pool: UpstreamPool;
   /** The current connector: replaced when the front-proxy certificate or upstream CA is reloaded. */
   connector: () => UpstreamConnector;
+  /** The connector without a client certificate, for passed-through tokens (--token-passthrough); undefined when off. */
+  tokenConnector?: () => UpstreamConnector | undefined;
   headerPolicy: HeaderPolicy;
   logger: FastifyBaseLogger;
   accessLog: AccessLog;
@@ -106,18 +108,22 @@ export class UpgradeProxy {
     const method = req.method ?? 'GET';
     const url = req.url ?? '/';
     const { accessLog, metrics } = this.options;
-    const outcome = await this.options.authenticator.authenticate(client as TLSSocket, req.headers.authorization, clientAddress);
+    const websocket = /^websocket$/i.test(String(req.headers.upgrade ?? ''));
+    const protocols = websocket ? req.headers['sec-websocket-protocol'] : undefined;
+    const outcome = await this.options.authenticator.authenticate(client as TLSSocket, this.options.authenticator.authorizationOf(req.rawHeaders, req.headers.authorization), clientAddress, protocols);
     if (!outcome.ok) {
       metrics.authenticated(outcome.method ?? 'none', outcome.reason);
       accessLog.authFailure({ reqId, client: clientAddress, auth: outcome.method ?? 'none', reason: outcome.reason, claimedUser: outcome.claimedUser, method, path: pathOf(url), status: outcome.error.code, userAgent: req.headers['user-agent'] ?? '' });
       respondAndClose(client, withAuditId(outcome.error, reqId));
       return;
     }
-    metrics.authenticated(outcome.identity.method, 'success');
+    metrics.authenticated(outcome.identity.method, outcome.identity.method === 'bearer' ? 'passthrough' : 'success');
     if (client.destroyed) return;
     const identity = outcome.identity;
     record.identity = identity;
-    const { pool, connector, headerPolicy } = this.options;
+    const { pool, headerPolicy } = this.options;
+    // A passed-through token never travels on the front-proxy certificate (upstream/tls.ts).
+    const connector = identity.method === 'bearer' ? this.options.tokenConnector ?? (() => undefined) : this.options.connector;
     const facts: RequestFacts = { reqId, client: clientAddress, identity, method, protocol: `HTTP/${req.httpVersion}`, info: requestInfo(method, url), userAgent: req.headers['user-agent'] };
     const kind = streamKindOf(facts.info.subresource);
 
@@ -159,7 +165,9 @@ export class UpgradeProxy {
         path: req.url,
         headers: { ...headers, host: target.url.host },
         createConnection: () => {
-          const socket = connector().connect(target.url);
+          const chosen = connector();
+          if (!chosen) throw new Error('a bearer token to pass through, and no upstream connector without a client certificate');
+          const socket = chosen.connect(target.url);
           socket.once('secureConnect', () => (connected = true));
           record.upstream = socket;
           return socket;
@@ -203,6 +211,11 @@ export class UpgradeProxy {
         res.on('error', () => client.destroy());
         res.on('close', release);
         res.on('end', () => log(res.statusCode ?? 0, target.origin));
+        if (res.statusCode === 401 && identity.method === 'bearer') {
+          // The apiserver refused the token: a failed login for the client address.
+          metrics.authenticated('bearer', 'token-rejected');
+          void this.options.authenticator.recordTokenRejected(identity, clientAddress);
+        }
       });
 
       upstreamRequest.on('error', (err: Error) => {

@@ -14,6 +14,13 @@ const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS']);
  */
 export const kReportUpstream = Symbol('kube-front-proxy.reportUpstream');
 
+/**
+ * A request whose headers carry `true` under this symbol is a --token-passthrough request: it goes
+ * over the agent that presents no client certificate (tls.ts withoutClientCertificate), never the
+ * front-proxy one. Without such an agent it fails (closed).
+ */
+export const kTokenPassthrough = Symbol('kube-front-proxy.tokenPassthrough');
+
 function reportUpstream(options: Dispatcher.DispatchOptions, origin: string): void {
   const report = (options.headers as Record<symbol, unknown> | null | undefined)?.[kReportUpstream];
   if (typeof report === 'function') report(origin);
@@ -49,6 +56,8 @@ export class PoolDispatcher extends Dispatcher {
     private readonly pool: UpstreamPool,
     /** The current agent: replaced when the front-proxy certificate or upstream CA is reloaded. */
     private readonly agent: () => Agent,
+    /** The agent without a client certificate, for --token-passthrough; undefined when it is off. */
+    private readonly tokenAgent: () => Agent | undefined = () => undefined,
   ) {
     super();
   }
@@ -59,6 +68,12 @@ export class PoolDispatcher extends Dispatcher {
   }
 
   private attempt(options: Dispatcher.DispatchOptions, handler: Handler, tried: Set<UpstreamTarget>, previous?: Error): void {
+    const passthrough = (options.headers as Record<symbol, unknown> | null | undefined)?.[kTokenPassthrough] === true;
+    const agent = passthrough ? this.tokenAgent() : this.agent();
+    if (!agent) {
+      handler.onError?.(new Error('a bearer token to pass through, and no upstream agent without a client certificate'));
+      return;
+    }
     const target = this.pool.pick(tried);
     if (!target) {
       handler.onError?.(this.pool.exhausted(tried, previous));
@@ -110,14 +125,14 @@ export class PoolDispatcher extends Dispatcher {
     // reply-from names the first configured upstream in Host; the request goes to this one.
     const headers = options.headers as Record<string, unknown> | null | undefined;
     if (headers && !Array.isArray(headers) && typeof headers === 'object') headers.host = target.url.host;
-    this.agent().dispatch({ ...options, origin: target.origin }, wrapped as unknown as Dispatcher.DispatchHandler);
+    agent.dispatch({ ...options, origin: target.origin }, wrapped as unknown as Dispatcher.DispatchHandler);
   }
 
   override async close(): Promise<void> {
-    await this.agent().close();
+    await Promise.all([this.agent().close(), this.tokenAgent()?.close()]);
   }
 
   override async destroy(): Promise<void> {
-    await this.agent().destroy();
+    await Promise.all([this.agent().destroy(), this.tokenAgent()?.destroy()]);
   }
 }

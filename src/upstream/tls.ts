@@ -31,9 +31,26 @@ export class UpstreamConnector {
   readonly secureContext: SecureContext;
   readonly serverName: string;
 
-  constructor(tls: UpstreamTls) {
-    this.secureContext = createSecureContext({ ca: tls.ca, cert: tls.cert, key: tls.key });
+  /** False for withoutClientCertificate()'s connector. */
+  readonly presentsClientCertificate: boolean;
+
+  constructor(tls: UpstreamTls | (Omit<UpstreamTls, 'cert' | 'key'> & { cert?: undefined; key?: undefined })) {
+    this.secureContext = tls.cert === undefined ? createSecureContext({ ca: tls.ca }) : createSecureContext({ ca: tls.ca, cert: tls.cert, key: tls.key });
     this.serverName = tls.serverName;
+    this.presentsClientCertificate = tls.cert !== undefined;
+  }
+
+  /**
+   * A connector to the same apiservers, verified the same way, that presents no client
+   * certificate: for --token-passthrough. A request carried over it is authenticated by its own
+   * token or not at all: the front-proxy certificate, which the apiserver trusts to set
+   * X-Remote-User, is never on its connection, so nothing the client sends can borrow that trust
+   * (whatever the cluster's --client-ca-file or --requestheader-allowed-names say). A token the
+   * apiserver refuses is its 401 (its anonymous authenticator never takes a request whose token
+   * failed: union.NewFailOnError in kube-apiserver's authenticator config).
+   */
+  static withoutClientCertificate(tls: UpstreamTls): UpstreamConnector {
+    return new UpstreamConnector({ ca: tls.ca, serverName: tls.serverName });
   }
 
   /** A pooled, keep-alive dispatcher for plain requests. */

@@ -2,7 +2,8 @@
 // k8s.io/apiserver does (v1.34), so a proxy that passes against it passes against a real cluster:
 //
 //   union( requestheader: x509request.Verifier(front-proxy CA, allowed names) + headerrequest,
-//          x509: client CA -> CN user, O groups )
+//          x509: client CA -> CN user, O groups,
+//          bearertoken + websocket protocol: `tokens` (static, like --token-auth-file) )
 //   -> AuthenticatedGroupAdder (system:authenticated)
 //   -> FailOnError(..., anonymous)
 //
@@ -72,6 +73,13 @@ export interface ApiServerOptions {
    * an apiserver without WebSocket streaming, and kubectl falls back to SPDY/3.1.
    */
   websocketExec?: boolean;
+  /**
+   * Bearer tokens the apiserver's token authenticators accept (like --token-auth-file or
+   * ServiceAccount tokens): token -> user. Read from `Authorization: Bearer` and from a WebSocket
+   * upgrade's `base64url.bearer.authorization.k8s.io.` subprotocol, after requestheader and x509
+   * found nobody, as the real union does. Default: none.
+   */
+  tokens?: Record<string, { username: string; groups?: string[] }>;
 }
 
 export interface UserInfo {
@@ -83,7 +91,7 @@ export interface UserInfo {
 }
 
 /** 'rejected' = an authenticator failed and none succeeded: answered 401. */
-export type AuthnMethod = 'requestheader' | 'x509' | 'anonymous' | 'rejected';
+export type AuthnMethod = 'requestheader' | 'x509' | 'token' | 'anonymous' | 'rejected';
 
 export interface SeenRequest {
   method: string;
@@ -340,11 +348,53 @@ function withAuthenticatedGroup(user: UserInfo): UserInfo {
   return { ...user, groups: [...user.groups, 'system:authenticated'] };
 }
 
+const WEBSOCKET_BEARER_PREFIX = 'base64url.bearer.authorization.k8s.io.';
+
+/**
+ * bearertoken.Authenticator, then websocket.ProtocolAuthenticator (k8s.io/apiserver
+ * authentication/request): undefined = no token here (the union moves on); a string = the token
+ * to look up; an Error = a malformed one (a union error: 401).
+ */
+function requestToken(req: IncomingMessage): string | Error | undefined {
+  // bearertoken: TrimSpace(Header.Get), SplitN(" ", 3), "bearer" in any case, a non-empty parts[1].
+  const auth = (firstHeader(req.rawHeaders, 'authorization') ?? '').trim();
+  if (auth !== '') {
+    const parts = auth.split(' ');
+    const token = parts.length >= 2 && parts[0]!.toLowerCase() === 'bearer' ? parts[1]! : '';
+    if (token !== '') return token;
+  }
+  // websocket.ProtocolAuthenticator: only on a WebSocket upgrade (wsstream.IsWebSocketRequest).
+  const upgrade = String(req.headers.upgrade ?? '').toLowerCase();
+  const connection = String(req.headers.connection ?? '').toLowerCase();
+  if (upgrade !== 'websocket' || !connection.split(',').some((t) => t.trim() === 'upgrade')) return undefined;
+  let token = '';
+  let seen = false;
+  const others: string[] = [];
+  for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
+    if (req.rawHeaders[i]!.toLowerCase() !== 'sec-websocket-protocol') continue;
+    for (const raw of req.rawHeaders[i + 1]!.split(',')) {
+      const protocol = raw.trim();
+      if (!protocol.startsWith(WEBSOCKET_BEARER_PREFIX)) {
+        others.push(protocol);
+        continue;
+      }
+      if (seen) return new Error('multiple base64.bearer.authorization tokens specified');
+      seen = true;
+      const encoded = protocol.slice(WEBSOCKET_BEARER_PREFIX.length);
+      if (!/^[A-Za-z0-9_-]*$/.test(encoded) || encoded.length % 4 === 1) return new Error('invalid base64.bearer.authorization token encoding');
+      token = Buffer.from(encoded, 'base64url').toString('utf8');
+    }
+  }
+  if (token.length > 0 && others.length === 0) return new Error('missing additional subprotocol');
+  return token.length > 0 ? token : undefined;
+}
+
 function authenticate(
   req: IncomingMessage,
   peer: PeerCertificate | null,
   allowedNames: string[],
   hasClientCA: boolean,
+  tokens: Record<string, { username: string; groups?: string[] }> = {},
 ): Authentication {
   const errors: string[] = [];
   if (peer) {
@@ -376,6 +426,15 @@ function authenticate(
         }
       }
     }
+  }
+  // The token authenticators come after requestheader and x509 in kube-apiserver's union: a token
+  // counts only when neither found a user (a front-proxy connection without X-Remote-User).
+  const token = requestToken(req);
+  if (token instanceof Error) errors.push(token.message);
+  else if (token !== undefined) {
+    const found = Object.hasOwn(tokens, token) ? tokens[token] : undefined;
+    if (!found) errors.push('invalid bearer token');
+    else return { authn: 'token', user: withAuthenticatedGroup({ username: found.username, groups: [...(found.groups ?? [])], extra: {} }), errors };
   }
   if (errors.length > 0) return { authn: 'rejected', user: null, errors };
   return { authn: 'anonymous', user: null, errors };
@@ -907,7 +966,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       (res as unknown as { stream: { close(code: number): void } }).stream.close(0x1 /* PROTOCOL_ERROR */);
       return;
     }
-    const auth = authenticate(req, peer, allowedNames, clientCA !== null);
+    const auth = authenticate(req, peer, allowedNames, clientCA !== null, opts.tokens);
     const rawHeaders: [string, string][] = [];
     for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
       rawHeaders.push([req.rawHeaders[i]!, req.rawHeaders[i + 1]!]);
