@@ -111,7 +111,10 @@ async function start(bin: string, dir: string, options: ControlPlaneOptions, pro
     const port = await freePort();
     const url = `https://127.0.0.1:${port}`;
     const auditLog = join(dir, `audit-${index}.log`);
-    const flags = apiserverFlags(pki, { port, etcd: `http://127.0.0.1:${etcdClient}`, auditPolicy, auditLog }, options.apiserverFlags ?? []);
+    // Without the controller-manager no namespace gets its `default` ServiceAccount, which the
+    // ServiceAccount admission plugin requires of every Pod.
+    const withoutServiceAccounts = options.controllerManager === false ? ['--disable-admission-plugins=ServiceAccount'] : [];
+    const flags = apiserverFlags(pki, { port, etcd: `http://127.0.0.1:${etcdClient}`, auditPolicy, auditLog }, [...withoutServiceAccounts, ...(options.apiserverFlags ?? [])]);
     let proc: ManagedProcess | undefined;
     const launch = async () => {
       proc = startProcess(`kube-apiserver-${index}`, join(bin, 'kube-apiserver'), flags, join(dir, `apiserver-${index}.log`));
