@@ -29,9 +29,17 @@ const PROTOCOLS = [
   { name: 'SPDY', method: 'POST', env: { KUBECTL_REMOTE_COMMAND_WEBSOCKETS: 'false', KUBECTL_PORT_FORWARD_WEBSOCKETS: 'false' } },
 ] as const;
 
-/** The proxy's traffic-log lines for upgrades to `subresource` since `from`. */
-function upgradeLines(from: number, subresource: string): LogLine[] {
-  return front.proxy.logs.slice(from).filter((l) => typeof l.path === 'string' && l.path.includes(`/pods/pod-0/${subresource}`) && l.status === 101);
+/**
+ * The proxy's traffic-log lines for upgrades to `subresource` since `from`, once there are at
+ * least `count` (log lines reach stdout in batches, up to 100 ms after the request).
+ */
+async function upgradeLines(from: number, subresource: string, count: number): Promise<LogLine[]> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const lines = front.proxy.logs.slice(from).filter((l) => typeof l.path === 'string' && l.path.includes(`/pods/pod-0/${subresource}`) && l.status === 101);
+    if (lines.length >= count || Date.now() > deadline) return lines;
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 t.test('logs and logs -f', async (t) => {
@@ -61,7 +69,7 @@ for (const protocol of PROTOCOLS) {
     t.equal(failing.code, 7, 'the exit code travels back');
     t.equal(failing.stdout, 'out\n');
     t.match(failing.stderr, /^err\n/);
-    const lines = upgradeLines(from, 'exec');
+    const lines = await upgradeLines(from, 'exec', 2);
     t.ok(lines.length >= 2 && lines.every((l) => l.method === protocol.method), `the proxy carried ${protocol.name} upgrades (${lines.map((l) => l.method).join(', ')})`);
   });
 
