@@ -1,9 +1,10 @@
 // The hand-built request line must be byte for byte what pino wrote before it (same keys, same
-// order, same escaping): log shippers and `kube-front-proxy logs` parse it.
+// order, same escaping), except that C1 controls, bidi characters and U+2028/U+2029, which pino
+// writes raw, are \uXXXX escapes (escapeLogLine): log shippers and `kube-front-proxy logs` parse it.
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import t from 'tap';
-import { requestLine, type AccessRecord } from '../src/observe/accesslog.js';
+import { escapeLogLine, requestLine, type AccessRecord } from '../src/observe/accesslog.js';
 
 function pinoLine(record: AccessRecord, pid: number, time: Date): Promise<string> {
   return new Promise((resolve) => {
@@ -51,6 +52,8 @@ const cases: [string, AccessRecord][] = [
 for (const [name, record] of cases) {
   t.test(name, async (t) => {
     const time = new Date('2026-11-24T15:42:51.885Z');
-    t.equal(requestLine(record, 4242, time), await pinoLine(record, 4242, time), 'identical to pino\'s line');
+    const line = requestLine(record, 4242, time);
+    t.equal(line, escapeLogLine(await pinoLine(record, 4242, time)), 'identical to pino\'s line, escaped');
+    t.same(JSON.parse(line), JSON.parse(await pinoLine(record, 4242, time)), 'the same JSON value as pino\'s line');
   });
 }

@@ -6,7 +6,7 @@
 
 import { createHmac, randomBytes } from 'node:crypto';
 import { BcryptOverloadedError, type BcryptPool } from './bcrypt-pool.js';
-import type { UserEntry, UserTable } from './htpasswd.js';
+import { costWarning, type UserEntry, type UserTable } from './htpasswd.js';
 import type { AuthFailureReason, Identity } from './identity.js';
 import { LimiterUnavailableError, type LoginAdmission, type LoginLimiter } from './login-limiter.js';
 
@@ -24,6 +24,11 @@ export interface BasicAuthOptions {
    */
   credentialKey?: Buffer;
   now?: () => number;
+  /**
+   * Told once per users file (at construction and each setUsers) when its users have more than
+   * one bcrypt cost: pass the logger's warn (`(fields, msg) => logger.warn(fields, msg)`).
+   */
+  warn?: (fields: Record<string, unknown>, msg: string) => void;
 }
 
 /** Clients remembered per verified credential (a user's laptop, CI, a second kubeconfig...). */
@@ -58,7 +63,11 @@ function isGuessFailure(result: BasicAuthResult): boolean {
   return !result.ok && (result.reason === 'bad-password' || result.reason === 'unknown-user');
 }
 
-/** A well-formed bcrypt hash of nothing: comparing against it costs what a real user costs. */
+/**
+ * A well-formed bcrypt hash of nothing: comparing against it costs what a real user of that cost
+ * costs. Unknown users are compared with one of the users file's decoyCost (htpasswd.ts): the
+ * cost most of its users have.
+ */
 function decoyHash(cost: number): string {
   return `$2b$${String(cost).padStart(2, '0')}$C6UzMDM.H6dfI/f/IKxGhuWAKr4fHYpBe7XeVd4KUQrbfWr6qu9ZG`;
 }
@@ -83,7 +92,8 @@ export class BasicAuthenticator {
     private readonly options: BasicAuthOptions,
   ) {
     this.table = table;
-    this.decoy = decoyHash(table.maxCost);
+    this.decoy = decoyHash(table.decoyCost ?? table.maxCost);
+    this.warnMixedCosts(table);
     this.now = options.now ?? Date.now;
     this.hmacKey = options.credentialKey ?? randomBytes(32);
   }
@@ -91,10 +101,16 @@ export class BasicAuthenticator {
   /** New users file: forget every verified credential so removed users and changed passwords take effect. */
   setUsers(table: UserTable): void {
     this.table = table;
-    this.decoy = decoyHash(table.maxCost);
+    this.decoy = decoyHash(table.decoyCost ?? table.maxCost);
+    this.warnMixedCosts(table);
     this.cache.clear();
     this.inflight.clear();
     this.generation++;
+  }
+
+  private warnMixedCosts(table: UserTable): void {
+    const warning = costWarning(table);
+    if (warning) this.options.warn?.({ bcryptCosts: warning.costs, decoyCost: warning.decoyCost }, warning.msg);
   }
 
   /**

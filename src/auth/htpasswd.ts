@@ -17,8 +17,54 @@ export interface UserEntry {
 
 export interface UserTable {
   users: Map<string, UserEntry>;
-  /** The highest bcrypt cost in the file: unknown users are checked against a hash of this cost. */
+  /** The highest bcrypt cost in the file. */
   maxCost: number;
+  /** How many users have each bcrypt cost, in ascending cost order. */
+  costs?: Map<number, number>;
+  /**
+   * The cost of the hash an unknown user's password is compared with (see decoyCost); without
+   * it, maxCost.
+   */
+  decoyCost?: number;
+}
+
+/**
+ * The bcrypt cost an unknown user name is checked at: the cost most users have (the higher one
+ * on a tie). A refused login takes as long for a name that does not exist as for the largest
+ * group of names that do; only users whose hash has another cost answer in a time of their own.
+ * (The highest cost, used before, hid only the users at that cost: with 100 users at 10 and one
+ * admin at 14, every cost-10 name was told apart from a stranger, 5 ms against 386 ms.) No
+ * single decoy hides every user of a file with mixed costs: hence the load warning
+ * (costWarning), and `user set-password --cost` to bring the file to one cost.
+ */
+export function decoyCost(costs: Map<number, number>): number {
+  let best = 0;
+  let bestUsers = 0;
+  for (const [cost, users] of costs) {
+    if (users > bestUsers || (users === bestUsers && cost > best)) {
+      best = cost;
+      bestUsers = users;
+    }
+  }
+  return best || 10;
+}
+
+/**
+ * One warning line's text and fields when the users have more than one bcrypt cost (timing then
+ * tells some names from unknown ones); undefined for a file with one cost.
+ */
+export function costWarning(table: UserTable): { msg: string; costs: Record<string, number>; decoyCost: number } | undefined {
+  const costs = table.costs;
+  if (costs === undefined || costs.size < 2) return undefined;
+  const decoy = table.decoyCost ?? decoyCost(costs);
+  const listed = [...costs].map(([cost, users]) => `cost ${cost}: ${users} user${users === 1 ? '' : 's'}`).join(', ');
+  return {
+    msg:
+      `users file mixes bcrypt costs (${listed}): a failed login's duration tells the names whose cost is not ${decoy} from unknown names; ` +
+      `unknown names are checked at cost ${decoy}. Give every user one cost (kube-front-proxy user set-password --cost ${decoy})`,
+    costs: Object.fromEntries([...costs].map(([cost, users]) => [String(cost), users])),
+    decoyCost: decoy,
+  };
 }
 
 const BCRYPT_HASH = /^\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}$/;
@@ -57,6 +103,7 @@ export function usersFileValueProblem(value: string): string | undefined {
 export function parseHtpasswd(text: string): UserTable {
   const users = new Map<string, UserEntry>();
   let maxCost = 0;
+  const counts = new Map<number, number>();
   // A byte-order mark is the file's, not the first user's.
   const lines = text.replace(/^\ufeff/, '').split(/\r?\n/);
   lines.forEach((line, index) => {
@@ -84,6 +131,8 @@ export function parseHtpasswd(text: string): UserTable {
     }
     users.set(name, { name, hash, groups });
     maxCost = Math.max(maxCost, Number(cost));
+    counts.set(Number(cost), (counts.get(Number(cost)) ?? 0) + 1);
   });
-  return { users, maxCost: maxCost || 10 };
+  const costs = new Map([...counts].sort(([a], [b]) => a - b));
+  return { users, maxCost: maxCost || 10, costs, decoyCost: decoyCost(costs) };
 }

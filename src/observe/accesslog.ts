@@ -142,17 +142,53 @@ export function auditEvent(record: AccessRecord | AuthFailureRecord, now = Date.
  */
 export function requestLine(record: AccessRecord, pid: number, time = new Date()): string {
   const q = JSON.stringify;
-  return (
+  return escapeLogLine(
     `{"level":30,"time":"${time.toISOString()}","pid":${pid},"reqId":${q(record.reqId)},"client":${q(record.client)},"auth":${q(record.auth)},` +
     `"user":${q(record.user)},"groups":${q(record.groups)},"method":${q(record.method)},"protocol":${q(record.protocol)},"path":${q(record.path)},` +
     `"verb":${q(record.verb)},"apiGroup":${q(record.apiGroup)},"apiVersion":${q(record.apiVersion)},"resource":${q(record.resource)},` +
     `"subresource":${q(record.subresource)},"namespace":${q(record.namespace)},"name":${q(record.name)},"status":${record.status},` +
     `"bytesIn":${record.bytesIn},"bytesOut":${record.bytesOut},"durationMs":${record.durationMs},"upstream":${q(record.upstream)},` +
-    `"userAgent":${q(record.userAgent)}${record.phase ? `,"phase":${q(record.phase)}` : ''},"msg":"request"}\n`
+    `"userAgent":${q(record.userAgent)}${record.phase ? `,"phase":${q(record.phase)}` : ''},"msg":"request"}\n`,
   );
 }
 
+/**
+ * Characters JSON.stringify (and so pino) writes raw that a terminal or an editor acts on: C1
+ * controls (U+0080-U+009F; U+0085 is a line break to some), the bidirectional marks, embeddings,
+ * overrides and isolates (U+061C, U+200E, U+200F, U+202A-U+202E, U+2066-U+2069: text shown in
+ * another order than it is stored) and the Unicode line and paragraph separators (U+2028, U+2029).
+ * C0 controls, '"' and '\\' JSON.stringify escapes itself.
+ */
+// eslint-disable-next-line no-control-regex
+export const UNSAFE_CHARS = /[\u0080-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/;
+const UNSAFE_CHARS_ALL = new RegExp(UNSAFE_CHARS.source, 'g');
+
+const escapeChar = (c: string): string => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`;
+
+/**
+ * A JSON text with every UNSAFE_CHARS character written as a \uXXXX escape: the same JSON value,
+ * which JSON.parse reads back to the same strings. Applied to a whole line: in valid JSON these
+ * characters can only stand inside a string, where the escape means the character itself. One
+ * regex test per line; lines without them (nearly all) are returned as they are.
+ */
+export function escapeLogLine(line: string): string {
+  return UNSAFE_CHARS.test(line) ? line.replace(UNSAFE_CHARS_ALL, escapeChar) : line;
+}
+
+/**
+ * pino options for every logger whose lines can carry client-sent strings (user names, paths,
+ * user agents): its serialiser escapes like JSON.stringify, which leaves UNSAFE_CHARS raw.
+ */
+export const escapingHooks = { streamWrite: escapeLogLine } as const;
+
+/** An authentication-failure line, as pino would write `logger.info(record, 'authentication failed')`, escaped. */
+export function authFailureLine(record: AuthFailureRecord, level: number, pid: number, time = new Date()): string {
+  const fields = JSON.stringify(record).slice(1, -1);
+  return escapeLogLine(`{"level":${level},"time":"${time.toISOString()}","pid":${pid}${fields ? `,${fields}` : ''},"msg":"authentication failed"}\n`);
+}
+
 const INFO = pino.levels.values.info as number;
+const DEBUG = pino.levels.values.debug as number;
 
 type JsonLogger = Pick<Logger, 'info' | 'debug' | 'level'>;
 
@@ -176,11 +212,11 @@ export class AccessLog {
     if (!file && format === 'json') return new AccessLog(fallback, (fallback as unknown as Record<symbol, SonicBoom>)[pino.symbols.streamSym], format, false);
     const destination = batchedDestination({ dest: file ?? 1, append: true, mkdir: false }) as SonicBoom;
     if (format === 'audit') return new AccessLog(undefined, destination, format, true);
-    return new AccessLog(pino({ base: { pid: process.pid }, timestamp: stdTimeFunctions.isoTime }, destination), destination, format, true);
+    return new AccessLog(pino({ base: { pid: process.pid }, timestamp: stdTimeFunctions.isoTime, hooks: escapingHooks }, destination), destination, format, true);
   }
 
   request(record: AccessRecord): void {
-    if (this.format === 'audit') this.destination?.write(`${JSON.stringify(auditEvent(record))}\n`);
+    if (this.format === 'audit') this.destination?.write(escapeLogLine(`${JSON.stringify(auditEvent(record))}\n`));
     // --log-level warn (or above) turns request lines off, as it did when pino wrote them.
     else if (this.logger && (pino.levels.values[this.logger.level] ?? 0) <= INFO) this.destination?.write(requestLine(record, process.pid));
   }
@@ -188,12 +224,16 @@ export class AccessLog {
   authFailure(record: AuthFailureRecord): void {
     // The failed logins that led to a lockout are logged; the refusals during it (thousands a
     // second under a flood) only at debug: the authentications_total metric counts them all.
+    // Written by hand (as pino would, then escaped), not through the logger: without a file it
+    // is the process's main logger, whose lines this module does not escape.
     if (record.reason === 'rate-limited') {
-      this.logger?.debug(record, 'authentication failed');
+      if (this.logger && (pino.levels.values[this.logger.level] ?? Infinity) <= DEBUG) this.destination?.write(authFailureLine(record, DEBUG, process.pid));
       return;
     }
-    if (this.format === 'json') this.logger?.info(record, 'authentication failed');
-    else this.destination?.write(`${JSON.stringify(auditEvent(record))}\n`);
+    if (this.format === 'json') {
+      // 'silent' (no number in levels.values) writes none, as pino did.
+      if (this.logger && (pino.levels.values[this.logger.level] ?? Infinity) <= INFO) this.destination?.write(authFailureLine(record, INFO, process.pid));
+    } else this.destination?.write(escapeLogLine(`${JSON.stringify(auditEvent(record))}\n`));
   }
 
   /** After logrotate moved the file (SIGUSR1): continue in a new file at the same path. */

@@ -16,10 +16,13 @@
 //
 // Times in the table are the UTC time of day (HH:MM:SS.mmm), as the log stores them; the header
 // says so. Nothing from the log reaches the terminal with control characters in it: a user name or
-// path carrying an escape sequence is shown with '?' in its place.
+// path carrying an escape sequence, a bidi override or a line separator shows it as \uXXXX, and
+// -o json writes C1 controls, bidi characters and U+2028/U+2029 as JSON \uXXXX escapes (the same
+// JSON value), also when an older or foreign writer left them raw in the file.
 
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import { StringDecoder } from 'node:string_decoder';
+import { escapeLogLine } from './accesslog.js';
 
 export interface LogsOptions {
   /** path of the traffic-log file; undefined = read `input` (standard input by default) */
@@ -291,10 +294,16 @@ function paint(text: string, code: string, color: boolean): string {
   return color && code ? `${code}${text}${RESET}` : text;
 }
 
-/** Control characters (C0, DEL, C1) and bidirectional overrides shown as '?'. */
-function sanitize(text: string): string {
-  // eslint-disable-next-line no-control-regex
-  return text.replace(/[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g, '?');
+// eslint-disable-next-line no-control-regex
+const TERMINAL_UNSAFE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/;
+const TERMINAL_UNSAFE_ALL = new RegExp(TERMINAL_UNSAFE.source, 'g');
+
+/**
+ * Control characters (C0, DEL, C1), bidirectional marks, overrides and isolates and the Unicode
+ * line separators shown as a visible \uXXXX (as JSON writes them), never acted on by the terminal.
+ */
+export function sanitize(text: string): string {
+  return TERMINAL_UNSAFE.test(text) ? text.replace(TERMINAL_UNSAFE_ALL, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`) : text;
 }
 
 /** Exactly `width` characters: cut with '…' when longer, padded when shorter. */
@@ -614,7 +623,7 @@ export async function runLogs(
       const e = parseLine(line);
       if (!e || !filter(e)) continue;
       if (stats) stats.add(e);
-      else if (options.output === 'json') text += `${e.raw}\n`;
+      else if (options.output === 'json') text += `${escapeLogLine(e.raw)}\n`;
       else text += `${formatEntry(e, color, options.output === 'wide')}\n`;
     }
     await write(text);
@@ -635,7 +644,7 @@ export async function runLogs(
     }
     if (stats) {
       const summary = stats.summary();
-      await write(options.output === 'json' ? `${JSON.stringify(summary)}\n` : formatStats(summary, color));
+      await write(options.output === 'json' ? `${escapeLogLine(JSON.stringify(summary))}\n` : formatStats(summary, color));
     }
   } finally {
     signal?.removeEventListener('abort', onAbort);
