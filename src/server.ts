@@ -26,7 +26,7 @@ import { ProxyMetrics, type StreamKind } from './observe/metrics.js';
 import { requestInfo, type RequestInfo } from './observe/requestinfo.js';
 import { observeTraffic } from './observe/traffic.js';
 import { registerForwarding, StreamRegistry } from './proxy/forward.js';
-import { clientAuditId } from './proxy/headers.js';
+import { clientAuditId, type HeaderPolicy } from './proxy/headers.js';
 import { UpgradeProxy } from './proxy/upgrade.js';
 import { StatusError, pathOf, sendStatus } from './status.js';
 import { PoolDispatcher } from './upstream/dispatcher.js';
@@ -34,6 +34,7 @@ import { Http2Upstreams } from './upstream/h2.js';
 import { readyzCheck } from './upstream/health.js';
 import { UpstreamPool } from './upstream/pool.js';
 import { UpstreamConnector } from './upstream/tls.js';
+import { TrustedHeaderLearner } from './upstream/trusted-headers.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -153,7 +154,7 @@ export async function createProxyServer(config: Config, material: Material, logg
   connections.attach(listener);
 
   const bcrypt = new BcryptPool(config.bcryptWorkers, config.bcryptQueueLimit);
-  const basic = material.users ? new BasicAuthenticator(material.users, bcrypt, { cacheTtlMs: config.authCacheTtlMs, cacheSize: config.authCacheSize, credentialKey: shared?.credentialKey }) : undefined;
+  const basic = material.users ? new BasicAuthenticator(material.users, bcrypt, { cacheTtlMs: config.authCacheTtlMs, cacheSize: config.authCacheSize, credentialKey: shared?.credentialKey, warn: (fields, msg) => logger.warn(fields, msg) }) : undefined;
   const failures = shared ? shared.loginLimiter : config.authFailureLimit > 0 ? localLoginLimiter(new FailureLimiter({ limit: config.authFailureLimit, windowMs: config.authFailureWindowMs })) : undefined;
   const authenticator = new Authenticator({ certificates: material.clientCa !== undefined, basic, revocations: material.clientCrl, clientCas: material.clientCas, failures, refusalDelayMs: config.authFailureDelayMs, tokenPassthrough: config.tokenPassthrough });
   const clientAddresses = new ClientAddressResolver(config.trustedProxies);
@@ -249,7 +250,10 @@ export async function createProxyServer(config: Config, material: Material, logg
     void sendStatus(reply, status);
   });
 
-  const headerPolicy = { allowImpersonation: config.allowImpersonation };
+  const headerPolicy: HeaderPolicy = { allowImpersonation: config.allowImpersonation };
+  // The apiservers' other identity header names, removed from every request like X-Remote-*:
+  // learned by this process (each worker of --workers too), at start and every minute.
+  const trustedHeaders = new TrustedHeaderLearner({ upstreams: config.upstreams, connector: () => connector, policy: headerPolicy, logger });
   await registerForwarding(app, { upstream: config.upstreams[0] as URL, dispatcher, headerPolicy, streams, onStreamStart, http2, pool, upstreamHeaderTimeoutMs: config.upstreamHeaderTimeoutMs, onTokenRejected: (request) => {
     // The apiserver refused the token: a failed login for the client address, as a wrong password is.
     metrics.authenticated('bearer', 'token-rejected');
@@ -278,6 +282,7 @@ export async function createProxyServer(config: Config, material: Material, logg
   };
 
   pool.start();
+  trustedHeaders.start();
   await app.ready();
   // Node starts the HTTP/1.1 header-timeout checks on 'listening'; this server never listens
   // itself (connections come through accept()), so it is told that it serves now.
@@ -325,6 +330,7 @@ export async function createProxyServer(config: Config, material: Material, logg
     async close(graceMs = config.shutdownGraceMs) {
       draining = true;
       pool.stop();
+      trustedHeaders.stop();
       // Node closes idle keep-alive connections once, when the server closes; one whose response
       // finishes later (kubectl keeps its connection for 90 s) would hold the drain to its grace.
       const sweep = setInterval(() => connections.closeIdle(), 100);

@@ -17,6 +17,7 @@ import { logPreflight } from '../upstream/preflight.js';
 import { CREDENTIAL_KEY_ENV, runSupervisor, type Listeners } from '../supervisor.js';
 import { SharedLoginLimiter } from '../workers/login-limits-client.js';
 import { onPrimaryMessage, tellPrimary } from '../workers/messages.js';
+import { escapingHooks } from '../observe/accesslog.js';
 
 export function registerServe(program: Command): void {
   const serve = program
@@ -70,7 +71,8 @@ async function serveCommand(config: Config): Promise<void> {
   // Asynchronous, batched writes: a line per request must not cost a blocking write each (the
   // buffer is flushed before the process exits).
   const destination = batchedDestination({ dest: 1 });
-  const logger = pino({ level: config.logLevel, base: { pid: process.pid }, timestamp: stdTimeFunctions.isoTime }, destination);
+  // Client-controlled strings (user names, paths) reach these lines too: escaped like the traffic log's.
+  const logger = pino({ level: config.logLevel, base: { pid: process.pid }, timestamp: stdTimeFunctions.isoTime, hooks: escapingHooks }, destination);
   process.once('exit', () => destination.flushSync());
   if (config.workers > 1 && cluster.isPrimary) {
     await runSupervisor(config, logger, {

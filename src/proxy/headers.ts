@@ -13,6 +13,26 @@ export type OutgoingHeaders = Record<string, string | string[]>;
 export interface HeaderPolicy {
   /** Pass Impersonate-* on for the apiserver to authorize; false drops them. */
   allowImpersonation: boolean;
+  /**
+   * The other identity header names the apiserver trusts (its --requestheader-*-headers flags
+   * beyond X-Remote-*, learned from its ConfigMap: upstream/trusted-headers.ts), removed from
+   * every request like the X-Remote-* ones. Replaced whole when a read finds other names.
+   */
+  apiserverTrusted?: TrustedHeaderNames;
+}
+
+/** Identity header names, lower-case: exact names, and prefixes (the extra headers). */
+export interface TrustedHeaderNames {
+  readonly names: ReadonlySet<string>;
+  readonly prefixes: readonly string[];
+}
+
+/** Whether the apiserver reads `lowerName` as identity by these names: one Set lookup, prefixes only when there are any. */
+export function isTrustedHeader(trusted: TrustedHeaderNames, lowerName: string): boolean {
+  if (trusted.names.has(lowerName)) return true;
+  const prefixes = trusted.prefixes;
+  for (let i = 0; i < prefixes.length; i++) if (lowerName.startsWith(prefixes[i]!)) return true;
+  return false;
 }
 
 // Hop-by-hop (RFC 9110 §7.6.1) and framing headers: they describe one connection, not the
@@ -53,6 +73,8 @@ export function upstreamRequestHeaders(incoming: HeaderRecord, identity: Identit
   // Any other identity: the proxy vouches for the user, and a token the client also sent (in
   // Authorization or a WebSocket subprotocol) is dropped, so it can never speak for the request.
   const bearer = identity.method === 'bearer';
+  // Read once: a refresh replaces the whole object, never a part of one in use.
+  const trusted = policy.apiserverTrusted;
   for (const [rawName, value] of Object.entries(incoming)) {
     if (value === undefined) continue;
     const name = rawName.toLowerCase();
@@ -64,6 +86,7 @@ export function upstreamRequestHeaders(incoming: HeaderRecord, identity: Identit
       continue;
     }
     if (HOP_BY_HOP.has(name) || named.has(name) || isIdentityOrCredentialHeader(name) || CLIENT_ADDRESS_CLAIMS.has(name)) continue;
+    if (trusted !== undefined && isTrustedHeader(trusted, name)) continue;
     if (!policy.allowImpersonation && name.startsWith('impersonate-')) continue;
     if (name === 'sec-websocket-protocol' && !bearer) {
       const kept = withoutBearerSubprotocols(value);

@@ -101,6 +101,27 @@ export async function logPreflight(upstreams: readonly URL[], proxy: UpstreamTls
   }
 }
 
+/** The identity header names an apiserver publishes it trusts, as it wrote them; or why they could not be read. */
+export type IdentityHeaderRead = { names: string[]; prefixes: string[] } | { failure: string };
+
+/**
+ * Reads one upstream's ConfigMap as PREFLIGHT_USER (with `agent`: the front-proxy certificate)
+ * for every identity header name the apiserver reads: the username, group and UID headers, and
+ * the extra-header prefixes. upstream/trusted-headers.ts strips them from forwarded requests.
+ */
+export async function readIdentityHeaderNames(agent: ReturnType<UpstreamConnector['createAgent']>, upstream: URL): Promise<IdentityHeaderRead> {
+  const read = await readConfigMap(agent, upstream, { 'x-remote-user': PREFLIGHT_USER });
+  if (!('data' in read)) return { failure: describe(read) };
+  const names: string[] = [];
+  const prefixes: string[] = [];
+  for (const setting of HEADER_SETTINGS) {
+    const list = jsonList(read.data, setting.key);
+    if (!Array.isArray(list)) return { failure: list };
+    ('prefix' in setting ? prefixes : names).push(...list);
+  }
+  return { names, prefixes };
+}
+
 interface OurSide {
   leaf: X509Certificate;
   /** Intermediates sent after the leaf, which the apiserver may chain through. */

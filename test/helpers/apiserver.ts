@@ -80,7 +80,24 @@ export interface ApiServerOptions {
    * found nobody, as the real union does. Default: none.
    */
   tokens?: Record<string, { username: string; groups?: string[] }>;
+  /**
+   * --requestheader-username-headers, -group-headers, -extra-headers-prefix, -uid-headers:
+   * the names the requestheader authenticator reads (any case) and the ConfigMap publishes.
+   * Default: kubeadm's X-Remote-User, X-Remote-Group, X-Remote-Extra- and no UID header.
+   */
+  requestHeaders?: RequestHeaderNames;
+  /** The proxy's PREFLIGHT_USER may not read the ConfigMap (no RoleBinding): 403, as RBAC would. */
+  preflightForbidden?: boolean;
 }
+
+export interface RequestHeaderNames {
+  username?: string[];
+  group?: string[];
+  extraPrefix?: string[];
+  uid?: string[];
+}
+
+const KUBEADM_REQUEST_HEADERS: Required<RequestHeaderNames> = { username: ['X-Remote-User'], group: ['X-Remote-Group'], extraPrefix: ['X-Remote-Extra-'], uid: [] };
 
 export interface UserInfo {
   username: string;
@@ -136,6 +153,8 @@ export interface ApiServer {
   openUpgrades(): number;
   /** Stops listening and destroys every socket at once, upgraded ones included. */
   close(): Promise<void>;
+  /** As if restarted with other --requestheader-*-headers flags: authenticator and ConfigMap both. */
+  setRequestHeaders(names: RequestHeaderNames): void;
 }
 
 const ANONYMOUS: UserInfo = {
@@ -314,30 +333,49 @@ function goHeaderValue(latin1: string): string {
 
 // headerrequest.requestHeaderAuthRequestHandler over the raw header lines (Go's http.Header keeps
 // every line; Node's req.headers joins repeats with ", ").
-function identityFromHeaders(rawHeaders: string[]): UserInfo | null {
-  const users: string[] = [];
-  const groups: string[] = [];
-  const extra: Record<string, string[]> = {};
-  const prefix = 'x-remote-extra-';
+function identityFromHeaders(rawHeaders: string[], names: Required<RequestHeaderNames> = KUBEADM_REQUEST_HEADERS): UserInfo | null {
+  // Go's http.Header: canonical (case-insensitive) names, each line's value in order.
+  const lines = new Map<string, string[]>();
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
-    const name = rawHeaders[i]!;
+    const lower = rawHeaders[i]!.toLowerCase();
+    const values = lines.get(lower);
     const value = goHeaderValue(rawHeaders[i + 1]!);
-    const lower = name.toLowerCase();
-    if (lower === 'x-remote-user') users.push(value);
-    // allHeaderValues skips empty values; each line is one group, no comma splitting.
-    else if (lower === 'x-remote-group') {
-      if (value.length > 0) groups.push(value);
-    } else if (lower.startsWith(prefix)) {
-      // newExtra: lower-case first, then unescape; every value (even empty) appended.
-      const key = pathUnescape(lower.slice(prefix.length));
-      (extra[key] ??= []).push(value);
+    if (values) values.push(value);
+    else lines.set(lower, [value]);
+  }
+  // headerValue: for each username header in flag order, h.Get (its FIRST value); the first
+  // non-empty one is the user (a later non-empty line of the same header does not count).
+  let username = '';
+  for (const name of names.username) {
+    const first = lines.get(name.toLowerCase())?.[0] ?? '';
+    if (first.length > 0) {
+      username = first;
+      break;
     }
   }
-  // headerValue: h.Get returns the FIRST value of the header; if that is empty there is no user
-  // (a later non-empty line does not count).
-  const username = users[0] ?? '';
   if (username.length === 0) return null;
-  return { username, groups, extra };
+  // allHeaderValues: every non-empty value of every group header, in flag order; each line is one
+  // group, no comma splitting.
+  const groups: string[] = [];
+  for (const name of names.group) for (const value of lines.get(name.toLowerCase()) ?? []) if (value.length > 0) groups.push(value);
+  let uid: string | undefined;
+  for (const name of names.uid) {
+    const first = lines.get(name.toLowerCase())?.[0] ?? '';
+    if (first.length > 0) {
+      uid = first;
+      break;
+    }
+  }
+  const extra: Record<string, string[]> = {};
+  for (const prefix of names.extraPrefix.map((p) => p.toLowerCase())) {
+    for (const [lower, values] of lines) {
+      if (!lower.startsWith(prefix)) continue;
+      // newExtra: lower-case first, then unescape; every value (even empty) appended.
+      const key = pathUnescape(lower.slice(prefix.length));
+      (extra[key] ??= []).push(...values);
+    }
+  }
+  return uid === undefined ? { username, groups, extra } : { username, uid, groups, extra };
 }
 
 // group.AuthenticatedGroupAdder
@@ -395,6 +433,7 @@ function authenticate(
   allowedNames: string[],
   hasClientCA: boolean,
   tokens: Record<string, { username: string; groups?: string[] }> = {},
+  headerNames: Required<RequestHeaderNames> = KUBEADM_REQUEST_HEADERS,
 ): Authentication {
   const errors: string[] = [];
   if (peer) {
@@ -404,7 +443,7 @@ function authenticate(
     } else if (allowedNames.length > 0 && !allowedNames.includes(peer.cn ?? '')) {
       errors.push(`x509: subject with cn=${peer.cn ?? ''} is not in the allowed list`);
     } else {
-      const user = identityFromHeaders(req.rawHeaders);
+      const user = identityFromHeaders(req.rawHeaders, headerNames);
       if (user) return { authn: 'requestheader', user: withAuthenticatedGroup(user), errors };
     }
     // x509 client certificates, present only with --client-ca-file.
@@ -883,11 +922,20 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       ...(opts.clientCA ? { 'client-ca-file': opts.clientCA } : {}),
       'requestheader-client-ca-file': opts.requestHeaderCA,
       'requestheader-allowed-names': JSON.stringify(allowedNames),
-      'requestheader-username-headers': '["X-Remote-User"]',
-      'requestheader-group-headers': '["X-Remote-Group"]',
-      'requestheader-extra-headers-prefix': '["X-Remote-Extra-"]',
-    },
+    } as Record<string, string>,
   };
+  let headerNames: Required<RequestHeaderNames> = KUBEADM_REQUEST_HEADERS;
+  const setRequestHeaders = (names: RequestHeaderNames) => {
+    headerNames = { ...KUBEADM_REQUEST_HEADERS, ...names };
+    const data = authenticationConfigMap.data;
+    data['requestheader-username-headers'] = JSON.stringify(headerNames.username);
+    data['requestheader-group-headers'] = JSON.stringify(headerNames.group);
+    data['requestheader-extra-headers-prefix'] = JSON.stringify(headerNames.extraPrefix);
+    // The controller writes the UID key only when the flag is set (as kube 1.32+).
+    if (headerNames.uid.length > 0) data['requestheader-uid-headers'] = JSON.stringify(headerNames.uid);
+    else delete data['requestheader-uid-headers'];
+  };
+  setRequestHeaders(opts.requestHeaders ?? {});
   const websocketExec = opts.websocketExec ?? process.env.KFP_STANDIN_WEBSOCKET_EXEC !== 'false';
   const upgrades = new Set<Duplex>();
   // The subprotocol chosen for each WebSocket upgrade, before `ws` completes the handshake.
@@ -966,7 +1014,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       (res as unknown as { stream: { close(code: number): void } }).stream.close(0x1 /* PROTOCOL_ERROR */);
       return;
     }
-    const auth = authenticate(req, peer, allowedNames, clientCA !== null, opts.tokens);
+    const auth = authenticate(req, peer, allowedNames, clientCA !== null, opts.tokens, headerNames);
     const rawHeaders: [string, string][] = [];
     for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
       rawHeaders.push([req.rawHeaders[i]!, req.rawHeaders[i + 1]!]);
@@ -1121,6 +1169,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     // The apiserver's published requestheader settings (clusterauthenticationtrust controller),
     // which the proxy's preflight reads; readable by any authenticated user here (no RBAC).
     if (coreRead && info.kind === 'configmaps' && info.namespace === 'kube-system' && info.name === 'extension-apiserver-authentication' && !info.subresource) {
+      if (opts.preflightForbidden && user.username === PREFLIGHT_USER) return sendJson(res, 403, forbidden(user, info));
       return sendJson(res, 200, authenticationConfigMap);
     }
     if (coreRead && !info.subresource && info.kind === 'pods') {
@@ -1327,6 +1376,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     port,
     requests,
     preflightReads,
+    setRequestHeaders,
     openWatches: () => watches.size,
     openUpgrades: () => upgrades.size,
     sendWatchEvent(type, object) {
