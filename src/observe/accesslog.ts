@@ -225,7 +225,7 @@ export class AccessLog {
     // The failed logins that led to a lockout are logged; the refusals during it (thousands a
     // second under a flood) only at debug: the authentications_total metric counts them all.
     // Written by hand (as pino would, then escaped), not through the logger: without a file it
-    // is the process's main logger, whose lines this module does not escape.
+    // is the caller's logger, which may have no escaping hooks.
     if (record.reason === 'rate-limited') {
       if (this.logger && (pino.levels.values[this.logger.level] ?? Infinity) <= DEBUG) this.destination?.write(authFailureLine(record, DEBUG, process.pid));
       return;

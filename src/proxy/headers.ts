@@ -136,6 +136,8 @@ export function withoutBearerSubprotocols(value: string | string[]): string | st
  */
 export function upstreamWireHeaders(incoming: HeaderRecord, identity: Identity, forwardedFor: string | undefined, policy: HeaderPolicy, auditId?: string): OutgoingHeaders {
   const out = upstreamRequestHeaders(incoming, identity, forwardedFor, policy, auditId);
+  // Nearly every identity is ASCII, whose Latin-1 and UTF-8 bytes are the same: nothing to redo.
+  if (isAsciiIdentity(identity)) return out;
   // Every identity header is the proxy's own: the client's were removed (and its look-alikes,
   // such as X-Remote-Users, are a client's Latin-1 strings, left as they are).
   for (const [name, value] of Object.entries(out)) {
@@ -145,6 +147,17 @@ export function upstreamWireHeaders(incoming: HeaderRecord, identity: Identity, 
 }
 
 const ASCII = /^[\x00-\x7f]*$/;
+
+/** Whether every string the identity headers carry (user, groups, extra keys and values) is ASCII. */
+function isAsciiIdentity(identity: Identity): boolean {
+  if (!ASCII.test(identity.user)) return false;
+  for (const group of identity.groups) if (!ASCII.test(group)) return false;
+  for (const key in identity.extra) {
+    if (!ASCII.test(key)) return false;
+    for (const value of identity.extra[key]!) if (!ASCII.test(value)) return false;
+  }
+  return true;
+}
 
 function utf8Bytes(text: string): string {
   return ASCII.test(text) ? text : Buffer.from(text, 'utf8').toString('latin1');
