@@ -11,7 +11,8 @@ import t from 'tap';
 import { request } from 'undici';
 import { kubectl, requireKubectl } from '../helpers/kubectl.js';
 import { runCli, type LogLine } from '../helpers/proxy.js';
-import { readAuditEvents, startControlPlane, type AuditEvent } from './control-plane.js';
+import { pollUntil } from '../helpers/raw-tls.js';
+import { auditEventWhen, readAuditEvents, startControlPlane, type AuditEvent } from './control-plane.js';
 import { ALICE, CAROL, startProxyInFront } from './proxy-fixture.js';
 
 requireKubectl();
@@ -23,30 +24,20 @@ const alice = front.passwordKubeconfig(ALICE);
 const carol = front.passwordKubeconfig(CAROL);
 const basic = (u: typeof ALICE) => `Basic ${Buffer.from(`${u.name}:${u.password}`).toString('base64')}`;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 await cp.adminOk(['create', 'namespace', 'audit-a']);
 await cp.adminOk(['create', 'role', 'pod-reader', '-n', 'audit-a', '--verb=get,list,watch', '--resource=pods']);
 await cp.adminOk(['create', 'rolebinding', 'devs-read-pods', '-n', 'audit-a', '--role=pod-reader', '--group=devs']);
 
 /** The audit event (ResponseComplete) with this auditID, once the apiserver has written it. */
-async function auditEvent(id: string): Promise<AuditEvent | undefined> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const found = readAuditEvents(cp.apiservers[0]!.auditLog).find((e) => e.auditID === id && e.stage === 'ResponseComplete');
-    if (found || Date.now() > deadline) return found;
-    await sleep(50);
-  }
+function auditEvent(id: string): Promise<AuditEvent | undefined> {
+  return auditEventWhen(cp.apiservers[0]!.auditLog, (e) => e.auditID === id);
 }
 
 /** The proxy's traffic-log lines (msg "request") written since `from` that `match` accepts. */
-async function proxyLines(from: number, match: (l: LogLine) => boolean, count = 1): Promise<LogLine[]> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const lines = front.proxy.logs.slice(from).filter((l) => l.msg === 'request' && match(l));
-    if (lines.length >= count || Date.now() > deadline) return lines;
-    await sleep(20);
-  }
+function proxyLines(from: number, match: (l: LogLine) => boolean, count = 1): Promise<LogLine[]> {
+  const read = () => front.proxy.logs.slice(from).filter((l) => l.msg === 'request' && match(l));
+  return pollUntil(read, (lines) => lines.length >= count, 10_000, 20);
 }
 
 t.test('kubectl get through the proxy: the log line\'s ID is the audit event\'s auditID', async (t) => {
@@ -96,8 +87,7 @@ t.test('logs --audit-id over --access-log files, json and audit format: the one 
     t.not(wanted.id, before.id);
     t.match(await auditEvent(wanted.id), { verb: 'get', objectRef: { resource: 'pods', namespace: 'audit-a', name: 'nope' }, responseStatus: { code: 404 } }, `${format}: the apiserver's audit event for it`);
     // The file is written in batches (at least every 100 ms): wait for all three lines.
-    const deadline = Date.now() + 10_000;
-    while (!(existsSync(file) && readFileSync(file, 'utf8').includes(after.id)) && Date.now() < deadline) await sleep(50);
+    await pollUntil(() => existsSync(file) && readFileSync(file, 'utf8').includes(after.id), Boolean, 10_000);
     const idKey = format === 'json' ? 'reqId' : 'auditID';
     const all = readFileSync(file, 'utf8').split('\n').filter((l) => l.includes(`"${idKey}"`));
     t.ok(all.length >= 3, `${format}: the file has ${all.length} request lines`);

@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'undici';
 import { buildKubeconfig } from '../../src/pki/kubeconfig.js';
 import { kubectl, type KubectlOptions, type KubectlResult } from '../helpers/kubectl.js';
+import { pollUntil } from '../helpers/raw-tls.js';
 import { createClusterPki, type ClusterPki } from './cluster-pki.js';
 import { freePort, startProcess, waitForLine, waitUntilReady, type ManagedProcess } from './processes.js';
 
@@ -258,6 +259,16 @@ export function readAuditEvents(auditLog: string): AuditEvent[] {
     return [];
   }
   return text.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as AuditEvent);
+}
+
+/**
+ * The first ResponseComplete audit event `match` accepts, once the apiserver has written it (it
+ * writes as the response completes, so a client may see the answer first); undefined after
+ * `timeoutMs`.
+ */
+export async function auditEventWhen(auditLog: string, match: (e: AuditEvent) => boolean, timeoutMs = 10_000): Promise<AuditEvent | undefined> {
+  const find = () => readAuditEvents(auditLog).find((e) => e.stage === 'ResponseComplete' && match(e));
+  return pollUntil(find, (found) => found !== undefined, timeoutMs);
 }
 
 export interface AuditEvent {

@@ -7,6 +7,7 @@ import { CoreV1Api, KubeConfig, makeInformer, type V1ConfigMap } from '@kubernet
 import { readFileSync } from 'node:fs';
 import { request } from 'undici';
 import { requireKubectl } from '../helpers/kubectl.js';
+import { pollUntil } from '../helpers/raw-tls.js';
 import { startControlPlane } from './control-plane.js';
 import { startProxyInFront } from './proxy-fixture.js';
 
@@ -55,13 +56,9 @@ async function readyz(): Promise<{ status: number; text: string }> {
 }
 
 async function until<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  const value = await pollUntil(probe, Boolean, timeoutMs);
+  if (!value) throw new Error(`timed out waiting for ${what}`);
+  return value;
 }
 
 t.test('GETs with GOAWAYs: none fails', async (t) => {

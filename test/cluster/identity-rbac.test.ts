@@ -5,7 +5,7 @@
 import t from 'tap';
 import { Agent, request } from 'undici';
 import { kubectl, requireKubectl, writeKubeconfig } from '../helpers/kubectl.js';
-import { readAuditEvents, startControlPlane, type AuditEvent } from './control-plane.js';
+import { auditEventWhen, startControlPlane, type AuditEvent } from './control-plane.js';
 import { ALICE, CAROL, startProxyInFront } from './proxy-fixture.js';
 
 requireKubectl();
@@ -29,13 +29,9 @@ async function whoami(kubeconfig: string, extra: string[] = []) {
 
 /** Waits for the audit event `match` accepts (the apiserver writes it as the response completes). */
 async function auditEvent(match: (e: AuditEvent) => boolean): Promise<AuditEvent> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const found = readAuditEvents(cp.apiservers[0]!.auditLog).find((e) => e.stage === 'ResponseComplete' && match(e));
-    if (found) return found;
-    if (Date.now() > deadline) throw new Error('no such audit event within 10 s');
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  const found = await auditEventWhen(cp.apiservers[0]!.auditLog, match);
+  if (!found) throw new Error('no such audit event within 10 s');
+  return found;
 }
 
 t.test('auth whoami: the apiserver sees the users file\'s groups and the certificate\'s O values', async (t) => {

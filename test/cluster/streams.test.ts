@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { echoOverTcp, kubectl, requireKubectl } from '../helpers/kubectl.js';
 import type { LogLine } from '../helpers/proxy.js';
+import { pollUntil } from '../helpers/raw-tls.js';
 import { startControlPlane } from './control-plane.js';
 import { startProxyInFront } from './proxy-fixture.js';
 import { spawnKubectl } from './watch-process.js';
@@ -33,13 +34,9 @@ const PROTOCOLS = [
  * The proxy's traffic-log lines for upgrades to `subresource` since `from`, once there are at
  * least `count` (log lines reach stdout in batches, up to 100 ms after the request).
  */
-async function upgradeLines(from: number, subresource: string, count: number): Promise<LogLine[]> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const lines = front.proxy.logs.slice(from).filter((l) => typeof l.path === 'string' && l.path.includes(`/pods/pod-0/${subresource}`) && l.status === 101);
-    if (lines.length >= count || Date.now() > deadline) return lines;
-    await new Promise((r) => setTimeout(r, 20));
-  }
+function upgradeLines(from: number, subresource: string, count: number): Promise<LogLine[]> {
+  const read = () => front.proxy.logs.slice(from).filter((l) => typeof l.path === 'string' && l.path.includes(`/pods/pod-0/${subresource}`) && l.status === 101);
+  return pollUntil(read, (lines) => lines.length >= count, 10_000, 20);
 }
 
 t.test('logs and logs -f', async (t) => {
