@@ -112,10 +112,12 @@ export async function requestCert(opts: RequestCertOptions): Promise<RequestCert
   };
 
   // Interrupted while waiting (Ctrl-C): withdraw the request too, so a re-run finds the name free.
+  // The wait below then stops where it is: it would otherwise see its own deletion and end first.
+  let interrupted: Promise<never> | undefined;
   const onSignal = (signal: NodeJS.Signals) => {
-    void kubectl.run(['delete', 'csr', csrName, '--wait=false']).then((deleted) => {
+    interrupted ??= kubectl.run(['delete', 'csr', csrName, '--wait=false']).then((deleted) => {
       process.stderr.write(`kube-front-proxy: interrupted (${signal}); ${deleted.code === 0 ? `CSR ${csrName} deleted` : `deleting CSR ${csrName} failed: ${kubectlMessage(deleted.stderr)}`}; no file written\n`);
-      process.exit(130);
+      return process.exit(130);
     });
   };
   if (opts.withdrawOnSignal) {
@@ -150,6 +152,7 @@ export async function requestCert(opts: RequestCertOptions): Promise<RequestCert
     const deadline = started + opts.waitMs;
     for (;;) {
       const got = await kubectl.run(['get', 'csr', csrName, '-o', 'json']);
+      if (interrupted) return interrupted;
       if (got.code !== 0) {
         if (/NotFound|not found/.test(got.stderr)) throw new CsrError(`CSR ${csrName} was deleted before a certificate was issued`);
         throw new CsrError(`reading CSR ${csrName}: ${kubectlMessage(got.stderr)}`);
