@@ -125,14 +125,27 @@ async function withAgent<T>(agent: Agent, use: (agent: Agent) => Promise<T>): Pr
   }
 }
 
+/**
+ * 'handshake failed' for the ways a TLS handshake ends: the server's alert, the connection cut
+ * right after it, or the client's OpenSSL refusing to load the certificate at all; anything else (a timeout on a busy machine, a bug) is thrown as it is, so that
+ * a failing case shows its real error instead of passing for a refused certificate.
+ */
+function handshakeFailure(err: unknown): 'handshake failed' {
+  const code = (err as { code?: string }).code ?? '';
+  const cause = (err as { cause?: { code?: string } }).cause?.code ?? '';
+  const handshakeCodes = ['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET'];
+  if (handshakeCodes.includes(code) || handshakeCodes.includes(cause) || /^ERR_(SSL|OSSL)_/.test(code) || /^ERR_(SSL|OSSL)_/.test(cause)) return 'handshake failed';
+  throw err;
+}
+
 /** The stand-in's reading of `cert` presented to it directly, or 'handshake failed'. */
 function direct(cert: ClientCert): Promise<Seen | 'handshake failed'> {
   const agent = new Agent({ connect: { ca: pki.pem['cluster-ca'].cert, servername: 'localhost', cert: cert.cert, key: cert.key }, keepAliveTimeout: 10 });
   return withAgent(agent, async () => {
     try {
       return (await call(agent, `${apiserver.url}/test/identity`)).body as Seen;
-    } catch {
-      return 'handshake failed';
+    } catch (err) {
+      return handshakeFailure(err);
     }
   });
 }
@@ -148,8 +161,8 @@ function proxied(cert: ClientCert | undefined, path = '/test/identity', headers:
     try {
       const res = await call(agent, `${proxy.url}${path}`, { method: 'GET', headers });
       return { status: res.status, body: res.body as Proxied['body'] };
-    } catch {
-      return 'handshake failed';
+    } catch (err) {
+      return handshakeFailure(err);
     }
   });
 }
