@@ -96,6 +96,11 @@ export function unauthorized(message: string): StatusError {
   });
 }
 
+/** The answer to a request or upgrade that arrives on an open connection during the drain: go elsewhere. */
+export function shuttingDown(): StatusError {
+  return new StatusError('ServiceUnavailable', 'kube-front-proxy is shutting down; retry', { 'retry-after': '1', connection: 'close' });
+}
+
 /** The path of a request-target without its query: queries may carry tokens (a proxied service's ?token=). */
 export function pathOf(url: string): string {
   const index = url.indexOf('?');
@@ -110,7 +115,9 @@ export function statusResponseBytes(error: StatusError): string {
     'Content-Type: application/json',
     `Content-Length: ${Buffer.byteLength(body)}`,
     'Connection: close',
-    ...Object.entries(error.headers).map(([name, value]) => `${name}: ${value}`),
+    ...Object.entries(error.headers)
+      .filter(([name]) => name.toLowerCase() !== 'connection')
+      .map(([name, value]) => `${name}: ${value}`),
   ];
   return `${lines.join('\r\n')}\r\n\r\n${body}`;
 }

@@ -16,7 +16,7 @@ import type { Authenticator } from '../auth/index.js';
 import { accessRecord, type AccessLog, type RequestFacts } from '../observe/accesslog.js';
 import type { ProxyMetrics, StreamKind } from '../observe/metrics.js';
 import { requestInfo } from '../observe/requestinfo.js';
-import { StatusError, pathOf, statusResponseBytes } from '../status.js';
+import { StatusError, pathOf, shuttingDown, statusResponseBytes } from '../status.js';
 import { errorCode, isConnectionFailure, tagUpstream, type UpstreamError } from '../upstream/failures.js';
 import type { UpstreamPool, UpstreamTarget } from '../upstream/pool.js';
 import type { UpstreamConnector } from '../upstream/tls.js';
@@ -50,6 +50,8 @@ interface TunnelRecord {
 
 export class UpgradeProxy {
   private readonly tunnels = new Set<TunnelRecord>();
+  /** Set by closeAll (the drain): upgrades arriving later on kept-alive connections get 503, as requests do. */
+  private draining = false;
 
   constructor(private readonly options: UpgradeOptions) {}
 
@@ -58,8 +60,12 @@ export class UpgradeProxy {
     return this.tunnels.size;
   }
 
-  /** Ends every tunnel (shutdown): fastify.close() would otherwise wait for them forever. */
+  /**
+   * Ends every tunnel (shutdown): fastify.close() would otherwise wait for them forever. Upgrades
+   * that arrive afterwards are refused, or they would tunnel until the forced exit.
+   */
   closeAll(): void {
+    this.draining = true;
     for (const tunnel of this.tunnels) {
       tunnel.client.destroy();
       tunnel.upstream?.destroy();
@@ -110,6 +116,10 @@ export class UpgradeProxy {
     const { accessLog, metrics } = this.options;
     const websocket = /^websocket$/i.test(String(req.headers.upgrade ?? ''));
     const protocols = websocket ? req.headers['sec-websocket-protocol'] : undefined;
+    if (this.draining) {
+      respondAndClose(client, withAuditId(shuttingDown(), reqId));
+      return;
+    }
     const outcome = await this.options.authenticator.authenticate(client as TLSSocket, this.options.authenticator.authorizationOf(req.rawHeaders, req.headers.authorization), clientAddress, protocols);
     if (!outcome.ok) {
       metrics.authenticated(outcome.method ?? 'none', outcome.reason);
