@@ -1,4 +1,6 @@
-import { STATUS_CODES } from 'node:http';
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
+import { limitUnreadBody } from './refused-body.js';
 
 // Every error the proxy itself answers is a Kubernetes `Status` object, so kubectl prints it the
 // way it prints the apiserver's own errors ("error: You must be logged in to the server (...)").
@@ -75,13 +77,19 @@ export class StatusError extends Error {
   }
 }
 
-/** Answers a fastify request with `error` as a Status: code, extra headers, JSON body. */
+/**
+ * Answers a fastify request with `error` as a Status: code, extra headers, JSON body. A body the
+ * request still has to send gets a short grace, not the connection for ever (refused-body.ts).
+ */
 export function sendStatus(reply: StatusReply, error: StatusError): StatusReply {
+  limitUnreadBody(reply.request.raw, reply.raw);
   return reply.code(error.code).headers(error.headers).type('application/json').send(error.toStatus());
 }
 
 /** The part of a fastify reply sendStatus uses (any server type). */
 interface StatusReply {
+  request: { raw: IncomingMessage | Http2ServerRequest };
+  raw: ServerResponse | Http2ServerResponse;
   code(code: number): StatusReply;
   headers(values: Record<string, string>): StatusReply;
   type(contentType: string): StatusReply;
