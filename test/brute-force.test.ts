@@ -2,6 +2,8 @@
 // clients on different loopback addresses (Linux routes all of 127/8 to lo, so each source
 // address is a different client to the proxy). The limit is the default 10; the window is short
 // so the test can see it end.
+import { once } from 'node:events';
+import { connect as http2Connect } from 'node:http2';
 import t from 'tap';
 import { Agent, request } from 'undici';
 import { basicAuth, call, rawRequest, type JsonResponse } from './helpers/clients.js';
@@ -141,4 +143,27 @@ t.test('a refused login waits --auth-failure-delay for its 429; other users do n
   const s2 = performance.now();
   t.equal((await call(other, `${slow.proxy.url}/test/identity`, { method: 'GET', headers: { authorization: basicAuth(CAROL) } })).status, 200);
   t.ok(performance.now() - s2 < 500, 'a login from another address is not delayed');
+});
+
+t.test('refusals are paced per connection: over HTTP/2, concurrent refused logins get one 429 per delay', async (t) => {
+  const DELAY_MS = 150;
+  const STREAMS = 8;
+  const paced = await startStack(t, { pki, flags: ['--auth-failure-delay', `${DELAY_MS}ms`, '--auth-failure-limit', '2'] });
+  const session = http2Connect(paced.proxy.url, { ca: pki.pem['proxy-ca'].cert, servername: 'localhost' });
+  t.teardown(() => session.destroy());
+  const get = async (auth: string): Promise<{ status: number; at: number }> => {
+    const stream = session.request({ ':path': '/test/identity', authorization: auth });
+    stream.resume();
+    const [headers] = (await once(stream, 'response')) as [Record<string, number>];
+    await once(stream, 'end');
+    return { status: headers[':status']!, at: performance.now() };
+  };
+  for (let i = 0; i < 2; i++) t.equal((await get(basicAuth({ name: 'alice', password: `guess-${i}` }))).status, 401);
+  const started = performance.now();
+  const answers = await Promise.all(Array.from({ length: STREAMS }, (_, i) => get(basicAuth({ name: 'alice', password: `guess-more-${i}` }))));
+  t.same(answers.map((a) => a.status), Array(STREAMS).fill(429), 'every one refused');
+  const spread = Math.max(...answers.map((a) => a.at)) - started;
+  t.comment(`${STREAMS} refusals on one connection took ${spread.toFixed(0)} ms (delay ${DELAY_MS} ms)`);
+  // At most one answer per delay: the last comes after STREAMS delays (before, all came after one).
+  t.ok(spread >= STREAMS * DELAY_MS * 0.95, 'one refusal per delay on the connection');
 });

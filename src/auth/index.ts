@@ -11,6 +11,7 @@ import type { RevocationList } from './crl.js';
 import type { AuthFailureReason, AuthMethod, Identity } from './identity.js';
 import type { LoginLimiter } from './login-limiter.js';
 import type { TrustedCas } from './trusted-cas.js';
+import { RefusalPacer } from './refusal-pacer.js';
 import { authenticateCertificate } from './x509.js';
 
 export type AuthOutcome =
@@ -36,7 +37,7 @@ export interface AuthenticatorOptions {
   clientCas?: TrustedCas | undefined;
   /** Failed-login limits (--auth-failure-limit), or undefined when off. */
   failures: LoginLimiter | undefined;
-  /** How long a login refused by the limits waits for its 429 (--auth-failure-delay). */
+  /** How long a login refused by the limits waits for its 429 (--auth-failure-delay), per connection: refusals on one connection queue. */
   refusalDelayMs?: number;
   /** --token-passthrough: a bearer token with no certificate or password goes to the apiserver. */
   tokenPassthrough?: boolean;
@@ -47,10 +48,12 @@ const BAD_CREDENTIALS = 'invalid username or password';
 export class Authenticator {
   private revocations: RevocationList | undefined;
   private clientCas: TrustedCas | undefined;
+  private readonly refusals: RefusalPacer | undefined;
 
   constructor(private readonly options: AuthenticatorOptions) {
     this.revocations = options.revocations;
     this.clientCas = options.clientCas;
+    this.refusals = options.refusalDelayMs ? new RefusalPacer(options.refusalDelayMs) : undefined;
   }
 
   setRevocations(list: RevocationList | undefined): void {
@@ -86,14 +89,14 @@ export class Authenticator {
     }
     if (authorization === undefined || authorization === '') {
       const token = this.options.tokenPassthrough ? websocketBearerToken(websocketProtocols) : undefined;
-      if (token !== undefined) return this.passThrough(token, clientAddress);
+      if (token !== undefined) return this.passThrough(socket, token, clientAddress);
       return { ok: false, method: undefined, reason: 'no-credentials', claimedUser: undefined, error: unauthorized(this.noCredentialsMessage()) };
     }
     const credentials = parseBasicAuthorization(authorization);
     const basic = this.options.basic;
     if (!credentials) {
       const token = this.options.tokenPassthrough ? bearerToken(authorization) : undefined;
-      if (token !== undefined) return this.passThrough(token, clientAddress);
+      if (token !== undefined) return this.passThrough(socket, token, clientAddress);
       const message = basic ? 'malformed Authorization header: expected Basic credentials' : this.noCredentialsMessage();
       return { ok: false, method: undefined, reason: 'malformed-authorization', claimedUser: undefined, error: unauthorized(message) };
     }
@@ -106,9 +109,8 @@ export class Authenticator {
     const result = await basic.verify(credentials.user, credentials.password, clientAddress, this.options.failures);
     if (result.ok) return result;
     // A refusal costs no bcrypt, so a guessing client would get thousands a second and take the
-    // CPU from everyone else: it waits instead (a timer, not work; the cap on connections per
-    // client bounds how many wait at once).
-    if (result.reason === 'rate-limited' && this.options.refusalDelayMs) await delay(this.options.refusalDelayMs);
+    // CPU from everyone else: it waits instead, one per delay per connection (a timer, not work).
+    if (result.reason === 'rate-limited' && this.refusals) await delay(this.refusals.waitFor(socket));
     return { ok: false, method: 'basic', reason: result.reason, claimedUser: credentials.user, error: failureStatus(result) };
   }
 
@@ -155,12 +157,12 @@ export class Authenticator {
    * failed-login limits apply here: a client address locked by failed passwords or by tokens the
    * apiserver refused (recordTokenRejected) gets 429 before anything is forwarded.
    */
-  private async passThrough(token: string, clientAddress: string): Promise<AuthOutcome> {
+  private async passThrough(socket: TLSSocket, token: string, clientAddress: string): Promise<AuthOutcome> {
     const key = tokenKey(token);
     const failures = this.options.failures;
     const waitMs = failures ? await failures.blockedForMs(clientAddress, key, key) : 0;
     if (waitMs > 0) {
-      if (this.options.refusalDelayMs) await delay(this.options.refusalDelayMs);
+      if (this.refusals) await delay(this.refusals.waitFor(socket));
       return { ok: false, method: 'bearer', reason: 'rate-limited', claimedUser: undefined, error: failureStatus({ ok: false, reason: 'rate-limited', retryAfterMs: waitMs }) };
     }
     return { ok: true, identity: { method: 'bearer', user: '', groups: [], extra: {}, credential: { method: 'bearer', key } } };
