@@ -210,16 +210,27 @@ t.test('basic auth: concurrent identical credentials are one check and one count
   t.same(distinct.map((r) => r.ok === false && r.reason), ['unknown-user', 'unknown-user', 'rate-limited', 'rate-limited', 'rate-limited'], 'distinct guesses at once: only as many as the limit are checked');
 });
 
-t.test('basic auth: an overloaded check is not a failure', async (t) => {
+t.test('basic auth: a check shed because the bcrypt queue is full of others\' is not a failure', async (t) => {
   const c = clock();
   const limiter = new FailureLimiter({ limit: 1, windowMs: 60_000, now: c.fn });
   const { BcryptOverloadedError } = await import('../src/auth/bcrypt-pool.js');
-  const pool = { compare: async () => Promise.reject(new BcryptOverloadedError()) };
+  const pool = { compare: async () => Promise.reject(new BcryptOverloadedError(false)) };
   const basic = new BasicAuthenticator(TABLE, pool as unknown as BcryptPool, { cacheTtlMs: 10_000, cacheSize: 100, now: c.fn });
   const login = localLoginLimiter(limiter);
   for (let i = 0; i < 3; i++) t.match(await basic.verify('alice', 'x', '192.0.2.1', login), { ok: false, reason: 'overloaded' });
   t.equal(limiter.blockedForMs('192.0.2.1', 'alice'), 0);
   t.same(limiter.size, { addresses: 0, users: 0 });
+});
+
+t.test('basic auth: a check shed because the client\'s own checks fill the bcrypt queue is a failure', async (t) => {
+  const c = clock();
+  const limiter = new FailureLimiter({ limit: 2, windowMs: 60_000, now: c.fn });
+  const { BcryptOverloadedError } = await import('../src/auth/bcrypt-pool.js');
+  const pool = { compare: async () => Promise.reject(new BcryptOverloadedError(true)) };
+  const basic = new BasicAuthenticator(TABLE, pool as unknown as BcryptPool, { cacheTtlMs: 10_000, cacheSize: 100, now: c.fn });
+  const login = localLoginLimiter(limiter);
+  for (let i = 0; i < 2; i++) t.match(await basic.verify('alice', `x${i}`, '192.0.2.1', login), { ok: false, reason: 'overloaded' });
+  t.match(await basic.verify('alice', 'x2', '192.0.2.1', login), { ok: false, reason: 'rate-limited' }, 'locked after the limit');
 });
 
 t.test('basic auth without a limiter is unchanged', async (t) => {

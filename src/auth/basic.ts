@@ -12,7 +12,9 @@ import { LimiterUnavailableError, type LoginAdmission, type LoginLimiter } from 
 
 export type BasicAuthResult =
   | { ok: true; identity: Identity }
-  | { ok: false; reason: Extract<AuthFailureReason, 'unknown-user' | 'bad-password' | 'overloaded'> }
+  | { ok: false; reason: Extract<AuthFailureReason, 'unknown-user' | 'bad-password'> }
+  /** `ownShare`: the client's own checks were filling the bcrypt queue (bcrypt-pool.ts); counted as a failure. */
+  | { ok: false; reason: 'overloaded'; ownShare?: boolean }
   | { ok: false; reason: 'rate-limited'; retryAfterMs: number };
 
 export interface BasicAuthOptions {
@@ -59,8 +61,9 @@ class VerifiedCredential {
   }
 }
 
-function isGuessFailure(result: BasicAuthResult): boolean {
-  return !result.ok && (result.reason === 'bad-password' || result.reason === 'unknown-user');
+/** A failed login for the limits: a wrong guess, or a client crowding the bcrypt queue with its own. */
+function countsAsFailure(result: BasicAuthResult): boolean {
+  return !result.ok && (result.reason === 'bad-password' || result.reason === 'unknown-user' || (result.reason === 'overloaded' && result.ownShare === true));
 }
 
 /**
@@ -178,7 +181,8 @@ export class BasicAuthenticator {
         check = admission.then((a) => (a.waitMs > 0 ? rateLimited(a.waitMs) : this.admitted(a, key, username, password, client)), unavailable);
       }
     } else {
-      check = this.check(key, username, password, client);
+      // Not limited: a known client, whose re-verification goes first in the bcrypt queue.
+      check = this.check(key, username, password, client, known);
     }
     const shared = check.finally(() => {
       if (this.inflight.get(key)?.result === shared) this.inflight.delete(key);
@@ -211,7 +215,7 @@ export class BasicAuthenticator {
   private admitted(admission: LoginAdmission, key: string, username: string, password: string, client: string): Promise<BasicAuthResult> {
     return this.check(key, username, password, client).then(
       (result) => {
-        admission.finish(result.ok ? 'success' : isGuessFailure(result) ? 'failure' : 'no-verdict');
+        admission.finish(result.ok ? 'success' : countsAsFailure(result) ? 'failure' : 'no-verdict');
         return result;
       },
       (err: unknown) => {
@@ -225,15 +229,15 @@ export class BasicAuthenticator {
     return createHmac('sha256', this.hmacKey).update(username).update('\0').update(password).digest('base64');
   }
 
-  private async check(key: string, username: string, password: string, client: string): Promise<BasicAuthResult> {
+  private async check(key: string, username: string, password: string, client: string, knownClient = false): Promise<BasicAuthResult> {
     const generation = this.generation;
     const entry = this.table.users.get(username);
     let match: boolean;
     try {
       // An unknown user still costs one bcrypt, so response time does not reveal which names exist.
-      match = await this.pool.compare(password, entry?.hash ?? this.decoy);
+      match = await this.pool.compare(password, entry?.hash ?? this.decoy, { client, knownClient });
     } catch (err) {
-      if (err instanceof BcryptOverloadedError) return { ok: false, reason: 'overloaded' };
+      if (err instanceof BcryptOverloadedError) return { ok: false, reason: 'overloaded', ownShare: err.ownShare };
       throw err;
     }
     if (!entry) return { ok: false, reason: 'unknown-user' };

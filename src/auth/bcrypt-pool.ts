@@ -2,6 +2,12 @@
 // API still runs on the main thread, so a flood of wrong passwords would stall every request in
 // flight. A fixed number of worker threads bounds the CPU that bcrypt can take; a bounded queue
 // bounds the memory and the wait.
+//
+// The queue is shared fairly: checks wait in one line per client address, served in turn, so a
+// hundred addresses keeping it full delay a new login by one turn each, not by the whole queue;
+// when it is full, the address with the most checks waiting gives up its latest for a newcomer.
+// Clients re-verifying a credential they have used before (a known client past the cache TTL)
+// go first: a flood of guesses must not log out the users already working.
 
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
@@ -18,16 +24,73 @@ interface CompareResponse {
 }
 
 export class BcryptOverloadedError extends Error {
-  constructor() {
+  /**
+   * @param ownShare the client's own checks were filling the queue (its latest was dropped, or
+   *   it already had one waiting): a cost of its own making, counted against it like a failure.
+   */
+  constructor(readonly ownShare: boolean) {
     super('too many password checks queued');
     this.name = 'BcryptOverloadedError';
   }
+}
+
+/** Who a check is for: its client address, and whether it re-verifies a credential that client has used. */
+export interface CompareFor {
+  client: string;
+  knownClient: boolean;
 }
 
 interface Task {
   request: CompareRequest;
   resolve: (match: boolean) => void;
   reject: (err: Error) => void;
+}
+
+/** Tasks waiting in one line per client, the lines served in turn (a Map keeps the turn order). */
+class FairQueue {
+  private readonly lines = new Map<string, Task[]>();
+  size = 0;
+
+  waiting(client: string): number {
+    return this.lines.get(client)?.length ?? 0;
+  }
+
+  push(client: string, task: Task): void {
+    const line = this.lines.get(client);
+    if (line) line.push(task);
+    else this.lines.set(client, [task]);
+    this.size++;
+  }
+
+  /** The next client's first task; that client goes to the back of the turn. */
+  shift(): Task | undefined {
+    for (const [client, line] of this.lines) {
+      const task = line.shift();
+      this.lines.delete(client);
+      if (line.length > 0) this.lines.set(client, line);
+      if (task) {
+        this.size--;
+        return task;
+      }
+    }
+    return undefined;
+  }
+
+  /** The latest task of the client with the most waiting, if it has more than `than`. */
+  dropLatestOfLongest(than: number): Task | undefined {
+    let longest: Task[] | undefined;
+    for (const line of this.lines.values()) if (!longest || line.length > longest.length) longest = line;
+    if (!longest || longest.length <= than) return undefined;
+    this.size--;
+    return longest.pop();
+  }
+
+  drain(): Task[] {
+    const all = [...this.lines.values()].flat();
+    this.lines.clear();
+    this.size = 0;
+    return all;
+  }
 }
 
 interface Slot {
@@ -54,29 +117,44 @@ parentPort.on('message', ({ id, password, hash }) => {
 
 export class BcryptPool {
   private readonly slots: Slot[] = [];
-  private readonly queue: Task[] = [];
+  /** Known clients' re-verifications, served before anyone else's checks. */
+  private readonly first: Task[] = [];
+  private readonly queue = new FairQueue();
   private nextId = 1;
   private closed = false;
 
   constructor(
     workers: number,
+    /** Checks waiting at most, in each of the two queues. */
     private readonly maxQueued = 1024,
   ) {
     for (let i = 0; i < workers; i++) this.slots.push(this.spawn());
   }
 
-  compare(password: string, hash: string): Promise<boolean> {
+  compare(password: string, hash: string, owner: CompareFor = { client: '', knownClient: false }): Promise<boolean> {
     if (this.closed) return Promise.reject(new Error('bcrypt pool closed'));
-    if (this.queue.length >= this.maxQueued) return Promise.reject(new BcryptOverloadedError());
     return new Promise((resolve, reject) => {
-      this.queue.push({ request: { id: this.nextId++, password, hash }, resolve, reject });
+      const task: Task = { request: { id: this.nextId++, password, hash }, resolve, reject };
+      if (owner.knownClient) {
+        if (this.first.length >= this.maxQueued) return reject(new BcryptOverloadedError(false));
+        this.first.push(task);
+      } else {
+        if (this.queue.size >= this.maxQueued) {
+          const mine = this.queue.waiting(owner.client);
+          // Room is made only by a client with at least two more waiting than this one would have.
+          const dropped = this.queue.dropLatestOfLongest(mine + 1);
+          if (!dropped) return reject(new BcryptOverloadedError(mine > 0));
+          dropped.reject(new BcryptOverloadedError(true));
+        }
+        this.queue.push(owner.client, task);
+      }
       this.dispatch();
     });
   }
 
   async close(): Promise<void> {
     this.closed = true;
-    for (const task of this.queue.splice(0)) task.reject(new Error('bcrypt pool closed'));
+    for (const task of [...this.first.splice(0), ...this.queue.drain()]) task.reject(new Error('bcrypt pool closed'));
     await Promise.all(this.slots.map((slot) => slot.worker.terminate()));
   }
 
@@ -110,7 +188,7 @@ export class BcryptPool {
   private dispatch(): void {
     for (const slot of this.slots) {
       if (slot.task) continue;
-      const task = this.queue.shift();
+      const task = this.first.shift() ?? this.queue.shift();
       if (!task) return;
       slot.task = task;
       slot.worker.postMessage(task.request);
