@@ -1,5 +1,5 @@
 // `kube-front-proxy check`: the start-up preflight (upstream/preflight.ts) on its own, run with
-// serve's command line. Prints one line per upstream when all matches, else one per problem.
+// serve's command line. Prints one line per upstream when all matches, and one per problem or note.
 // Exit 0: every upstream matches; 1: something does not, or could not be read; 2: bad settings.
 
 import type { Command } from 'commander';
@@ -35,9 +35,10 @@ export function registerCheck(program: Command): void {
     const fallback: UpstreamTls | undefined = kubeconfig ? { ...upstream, ...kubeconfigCertificate(kubeconfig) } : undefined;
     let ok = true;
     for (const { upstream: origin, findings } of await preflight(config.upstreams, upstream, { fallback })) {
-      if (findings.length === 0) process.stdout.write(`${origin}: ${MATCHES}\n`);
+      const problems = findings.filter((f) => f.severity !== 'note');
+      if (problems.length === 0) process.stdout.write(`${origin}: ${MATCHES}\n`);
       for (const finding of findings) process.stdout.write(`${origin}: ${finding.text}\n`);
-      ok &&= findings.length === 0;
+      ok &&= problems.length === 0;
     }
     process.exitCode = ok ? 0 : 1;
   });

@@ -30,9 +30,9 @@ const READ_TIMEOUT_MS = 10_000;
 /**
  * mismatch: the apiserver and the proxy disagree (serve warns). unchecked: the settings could
  * not be read (a refusal, no ConfigMap). unreachable: no answer at all, which the health checks
- * already report.
+ * already report. note: worth knowing, not a problem (check still exits 0).
  */
-export type Severity = 'mismatch' | 'unchecked' | 'unreachable';
+export type Severity = 'mismatch' | 'unchecked' | 'unreachable' | 'note';
 
 export interface Finding {
   severity: Severity;
@@ -72,11 +72,11 @@ export async function preflight(upstreams: readonly URL[], proxy: UpstreamTls, o
     return await Promise.all(
       upstreams.map(async (upstream) => {
         const read = await readConfigMap(agent, upstream, { 'x-remote-user': PREFLIGHT_USER });
-        if ('data' in read) return { upstream: upstream.origin, findings: compareWith(read.data, ours) };
+        if ('data' in read) return { upstream: upstream.origin, findings: compareWith(read.data, ours, { proxyReadsIt: true }) };
         const findings = [refusal(read, ours, fallback !== undefined)];
         if (fallback && 'status' in read) {
           const second = await readConfigMap(fallback, upstream, {});
-          findings.push(...('data' in second ? compareWith(second.data, ours) : [{ severity: 'unchecked' as const, text: `--kubeconfig's user could not read it either: ${describe(second)}` }]));
+          findings.push(...('data' in second ? compareWith(second.data, ours, { proxyReadsIt: false }) : [{ severity: 'unchecked' as const, text: `--kubeconfig's user could not read it either: ${describe(second)}` }]));
         }
         return { upstream: upstream.origin, findings };
       }),
@@ -90,9 +90,9 @@ export async function preflight(upstreams: readonly URL[], proxy: UpstreamTls, o
 export async function logPreflight(upstreams: readonly URL[], proxy: UpstreamTls, logger: Logger): Promise<void> {
   try {
     for (const { upstream, findings } of await preflight(upstreams, proxy)) {
-      if (findings.length === 0) logger.info({ upstream }, `preflight: ${MATCHES}`);
+      if (findings.every((f) => f.severity === 'note')) logger.info({ upstream }, `preflight: ${MATCHES}`);
       for (const { severity, text } of findings) {
-        const level = severity === 'mismatch' ? 'warn' : severity === 'unchecked' ? 'info' : 'debug';
+        const level = severity === 'mismatch' ? 'warn' : severity === 'unchecked' || severity === 'note' ? 'info' : 'debug';
         logger[level]({ upstream }, `preflight: ${text}`);
       }
     }
@@ -196,12 +196,20 @@ function refusal(read: Exclude<Read, { data: unknown }>, ours: OurSide, hasFallb
 }
 
 /** What in the apiserver's published settings (the ConfigMap's data) disagrees with the proxy's front-proxy certificate (PEM) and headers. */
-export function compare(data: Record<string, string>, proxyCert: Buffer): Finding[] {
-  return compareWith(data, ourSide(proxyCert));
+export function compare(data: Record<string, string>, proxyCert: Buffer, read: ReadBy = { proxyReadsIt: false }): Finding[] {
+  return compareWith(data, ourSide(proxyCert), read);
+}
+
+/**
+ * `proxyReadsIt`: the proxy's own identity read the ConfigMap, so serve learns the identity
+ * header names in it too and removes them from clients' requests (upstream/trusted-headers.ts).
+ */
+interface ReadBy {
+  proxyReadsIt: boolean;
 }
 
 /** One finding per problem. */
-function compareWith(data: Record<string, string>, ours: OurSide): Finding[] {
+function compareWith(data: Record<string, string>, ours: OurSide, read: ReadBy): Finding[] {
   const mismatch = (text: string): Finding => ({ severity: 'mismatch', text });
   const caBundle = data['requestheader-client-ca-file'];
   if (!caBundle) return [mismatch('no requestheader-client-ca-file: the apiserver trusts no front proxy (it runs without --requestheader-client-ca-file)')];
@@ -237,7 +245,8 @@ function compareWith(data: Record<string, string>, ours: OurSide): Finding[] {
       // For a prefix: whether a header that starts with it is removed (the proxy removes by exact
       // name, and everything under x-remote-extra-).
       if (isIdentityOrCredentialHeader('prefix' in setting ? `${lowerName}x` : lowerName)) continue;
-      findings.push(mismatch(`${setting.key} has ${name}, which the proxy passes on from clients: any user of the proxy could ${setting.abuse}`));
+      if (read.proxyReadsIt) findings.push({ severity: 'note', text: `${setting.key} has ${name} too: serve removes it from every client request (it reads this list at start and every minute)` });
+      else findings.push(mismatch(`${setting.key} has ${name}, which the proxy passes on from clients while it cannot read this ConfigMap itself: any user of the proxy could ${setting.abuse}`));
     }
   }
   return findings;
