@@ -4,7 +4,7 @@
 
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
-import { ConfigError, fileErrorText } from './config.js';
+import { ConfigError, fileErrorText, settingLabel } from './config.js';
 
 const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
 
@@ -25,7 +25,8 @@ export interface KeyPair {
 }
 
 function fail(file: SettingFile, problem: string): never {
-  throw new ConfigError(`${file.flag} ${file.path}: ${problem}`);
+  // A setting from the config file is named by its key there, not by a flag nobody typed.
+  throw new ConfigError(`${settingLabel(file.flag)} ${file.path}: ${problem}`);
 }
 
 export function readSettingFile(file: SettingFile): Buffer {
@@ -63,6 +64,8 @@ export function loadCaBundle(file: SettingFile): Buffer {
 export function loadKeyPair(certFile: SettingFile, keyFile: SettingFile, purpose: 'server' | 'client', now = new Date()): KeyPair {
   const cert = readSettingFile(certFile);
   const key = readSettingFile(keyFile);
+  // What the file is comes first: "chmod 600" is no advice for a certificate given by mistake.
+  checkIsPrivateKey(keyFile, key);
   checkKeyPermissions(keyFile);
   const leaf = parseCertificates(certFile, cert)[0] as X509Certificate;
   let privateKey: KeyObject;
@@ -80,6 +83,15 @@ export function loadKeyPair(certFile: SettingFile, keyFile: SettingFile, purpose
     fail(certFile, `certificate does not allow ${purpose} authentication (extended key usage)`);
   }
   return { cert, key, leaf };
+}
+
+/** One line for a file that holds no PEM private key: a certificate in its place, or something else. */
+function checkIsPrivateKey(file: SettingFile, pem: Buffer): void {
+  const text = pem.toString('latin1');
+  if (/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(text)) return;
+  if (text.includes('-----BEGIN CERTIFICATE-----')) fail(file, 'this is a certificate, not a private key (the key is usually the .key file beside it)');
+  if (text.includes('-----BEGIN CERTIFICATE REQUEST-----')) fail(file, 'this is a certificate request, not a private key');
+  fail(file, 'no PEM private key found (expected -----BEGIN ... PRIVATE KEY-----)');
 }
 
 /**

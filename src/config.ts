@@ -235,6 +235,22 @@ export function flagName(key: keyof RawSettings): string {
   return `--${SETTINGS.find((s) => s.key === key)?.flag ?? key}`;
 }
 
+/** Which source gave each setting of the last loadConfig(), so that errors name what the operator wrote. */
+let settingSources: { configFile: string | undefined; fromFile: ReadonlySet<string>; fromEnv: ReadonlySet<string> } = { configFile: undefined, fromFile: new Set(), fromEnv: new Set() };
+
+/**
+ * How an error line names a setting, given as its key or flag: `--tls-cert-file` when it came from
+ * the command line or a default, `KUBE_FRONT_PROXY_TLS_CERT_FILE` from the environment, and
+ * `config/sidecar.yaml: tlsCertFile` from the config file (whose key is what to look for there).
+ */
+export function settingLabel(keyOrFlag: string): string {
+  const spec = SETTINGS.find((s) => s.key === keyOrFlag || `--${s.flag}` === keyOrFlag);
+  if (!spec) return keyOrFlag;
+  if (settingSources.fromEnv.has(spec.key)) return envVarName(spec);
+  if (settingSources.fromFile.has(spec.key) && settingSources.configFile) return `${settingSources.configFile}: ${spec.key}`;
+  return `--${spec.flag}`;
+}
+
 export interface ConfigSources {
   /** Path given by --config (or KUBE_FRONT_PROXY_CONFIG). */
   configFile?: string | undefined;
@@ -249,6 +265,12 @@ export function loadConfig(sources: ConfigSources): Config {
   const fromEnv = settingsFromEnv(sources.env);
   const fromFlags = settingsFromFlags(sources.flags);
   const merged: RawSettings = { ...DEFAULTS, ...fromFile, ...fromEnv, ...fromFlags };
+  const flagKeys = new Set(Object.keys(fromFlags));
+  settingSources = {
+    configFile: sources.configFile,
+    fromFile: new Set(Object.keys(fromFile).filter((key) => !flagKeys.has(key) && !(key in fromEnv))),
+    fromEnv: new Set(Object.keys(fromEnv).filter((key) => !flagKeys.has(key))),
+  };
   return resolve(merged);
 }
 
@@ -321,7 +343,7 @@ function resolve(raw: RawSettings): Config {
   if (!checked.success) {
     const issue = checked.error.issues[0];
     const key = (issue?.path[0] ?? '') as keyof RawSettings;
-    throw new ConfigError(`${flagName(key)}: ${issue?.message}`);
+    throw new ConfigError(`${settingLabel(key)}: ${issue?.message}`);
   }
   const s = checked.data;
   if (!s.tlsCertFile) throw new ConfigError('--tls-cert-file: required: the proxy\'s serving certificate (see `kube-front-proxy serve --help`)');
@@ -339,7 +361,7 @@ function resolve(raw: RawSettings): Config {
 
   const workers = s.workers ?? availableParallelism();
   return {
-    listen: parseListen(s.listen ?? DEFAULTS.listen, '--listen'),
+    listen: parseListen(s.listen ?? DEFAULTS.listen, settingLabel('listen')),
     tlsCertFile: s.tlsCertFile,
     tlsPrivateKeyFile: s.tlsPrivateKeyFile,
     clientCaFile,
@@ -376,7 +398,7 @@ function resolve(raw: RawSettings): Config {
     http2MaxStreamsPerConnection: s.http2MaxStreamsPerConnection ?? DEFAULTS.http2MaxStreamsPerConnection,
     tlsMinVersion: (s.tlsMinVersion ?? DEFAULTS.tlsMinVersion) === 'VersionTLS13' ? 'TLSv1.3' : 'TLSv1.2',
     tlsCiphers: tls12CipherString(s.tlsCipherSuites),
-    adminListen: s.adminListen === '' ? undefined : parseListen(s.adminListen ?? DEFAULTS.adminListen, '--admin-listen'),
+    adminListen: s.adminListen === '' ? undefined : parseListen(s.adminListen ?? DEFAULTS.adminListen, settingLabel('adminListen')),
     reloadIntervalMs: parsePositiveDuration('reloadInterval', s.reloadInterval ?? DEFAULTS.reloadInterval),
     shutdownGraceMs: parseDuration('shutdownGrace', s.shutdownGrace ?? DEFAULTS.shutdownGrace),
     accessLog: s.accessLog === '' ? undefined : s.accessLog,
@@ -392,7 +414,7 @@ function parseAddressRange(value: string): string {
   const prefix = bits === undefined ? undefined : Number(bits);
   const maxBits = family === 6 ? 128 : 32;
   if (!family || extra !== undefined || (prefix !== undefined && (!/^\d+$/.test(bits ?? '') || (prefix as number) > maxBits))) {
-    throw new ConfigError(`--trusted-proxies: "${value}" is not an IP address or CIDR (e.g. 10.0.0.0/8)`);
+    throw new ConfigError(`${settingLabel('trustedProxies')}: "${value}" is not an IP address or CIDR (e.g. 10.0.0.0/8)`);
   }
   return value;
 }
@@ -401,7 +423,7 @@ function tls12CipherString(names: string[] | undefined): string {
   try {
     return openSslCipherList(names ?? DEFAULT_TLS12_CIPHER_SUITES);
   } catch (err) {
-    throw new ConfigError(`--tls-cipher-suites: ${(err as Error).message}`);
+    throw new ConfigError(`${settingLabel('tlsCipherSuites')}: ${(err as Error).message}`);
   }
 }
 
@@ -417,12 +439,12 @@ function parseUpstream(value: string): URL {
   try {
     url = new URL(value);
   } catch {
-    throw new ConfigError(`--upstream: "${value}" is not a URL (e.g. https://10.0.0.1:6443)`);
+    throw new ConfigError(`${settingLabel('upstreams')}: "${value}" is not a URL (e.g. https://10.0.0.1:6443)`);
   }
   // The identity headers are only trusted over mutual TLS; plain HTTP would send them to anyone.
-  if (url.protocol !== 'https:') throw new ConfigError(`--upstream: "${value}" must be https://`);
+  if (url.protocol !== 'https:') throw new ConfigError(`${settingLabel('upstreams')}: "${value}" must be https://`);
   if ((url.pathname !== '/' && url.pathname !== '') || url.search || url.hash || url.username) {
-    throw new ConfigError(`--upstream: "${value}" must be scheme://host:port with no path, query or credentials`);
+    throw new ConfigError(`${settingLabel('upstreams')}: "${value}" must be scheme://host:port with no path, query or credentials`);
   }
   return url;
 }
@@ -433,13 +455,13 @@ const DURATION_UNITS_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h
 export function parseDuration(key: keyof RawSettings, value: string | number): number {
   if (typeof value === 'number' && value >= 0) return value * 1000;
   const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(String(value).trim());
-  if (!match) throw new ConfigError(`${flagName(key)}: "${value}" is not a duration (e.g. 500ms, 30s, 5m)`);
+  if (!match) throw new ConfigError(`${settingLabel(key)}: "${value}" is not a duration (e.g. 500ms, 30s, 5m)`);
   return Math.round(Number(match[1]) * (DURATION_UNITS_MS[match[2] ?? 's'] ?? 1000));
 }
 
 function parsePositiveDuration(key: keyof RawSettings, value: string | number): number {
   const ms = parseDuration(key, value);
-  if (ms <= 0) throw new ConfigError(`${flagName(key)}: must be more than 0`);
+  if (ms <= 0) throw new ConfigError(`${settingLabel(key)}: must be more than 0`);
   return ms;
 }
 

@@ -48,6 +48,11 @@ const unknownKeyConfig = join(pki.dir, 'unknown-key.yaml');
 writeFileSync(unknownKeyConfig, 'listen: 127.0.0.1:0\nupstreamz: [https://x:6443]\n');
 const badYaml = join(pki.dir, 'bad.yaml');
 writeFileSync(badYaml, 'listen: [unclosed\n');
+// Settings from a config file are named by their key there (and the file), not by a flag.
+const badDurationConfig = join(pki.dir, 'bad-duration.yaml');
+writeFileSync(badDurationConfig, 'healthInterval: soon\n');
+const missingCertConfig = join(pki.dir, 'missing-cert.yaml');
+writeFileSync(missingCertConfig, `tlsCertFile: ${join(pki.dir, 'nope.crt')}\n`);
 
 const busy = createServer();
 await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
@@ -76,7 +81,10 @@ const cases: BadCase[] = [
   { name: 'kubeadm default upstream CA absent', args: withFlag(good, '--upstream-ca-file', undefined), line: /^kube-front-proxy: --upstream-ca-file \/etc\/kubernetes\/pki\/ca\.crt: no such file$/ },
   { name: 'unknown key in the config file', args: ['--config', unknownKeyConfig, ...good], line: /^kube-front-proxy: --config \S+unknown-key\.yaml: \(top level\): unknown setting upstreamz$/ },
   { name: 'config file that is not YAML', args: ['--config', badYaml, ...good], line: /^kube-front-proxy: --config \S+bad\.yaml: not valid YAML/ },
-  { name: 'bad duration from the environment', args: good, env: { KUBE_FRONT_PROXY_AUTH_CACHE_TTL: 'soon' }, line: /^kube-front-proxy: --auth-cache-ttl: "soon" is not a duration/ },
+  { name: 'bad duration from the environment', args: good, env: { KUBE_FRONT_PROXY_AUTH_CACHE_TTL: 'soon' }, line: /^kube-front-proxy: KUBE_FRONT_PROXY_AUTH_CACHE_TTL: "soon" is not a duration/ },
+  { name: 'bad duration in the config file', args: ['--config', badDurationConfig, ...good], line: /^kube-front-proxy: \S+bad-duration\.yaml: healthInterval: "soon" is not a duration/ },
+  { name: 'missing file named in the config file', args: ['--config', missingCertConfig, ...withFlag(good, '--tls-cert-file', undefined)], line: /^kube-front-proxy: \S+missing-cert\.yaml: tlsCertFile \S+nope\.crt: no such file$/ },
+  { name: 'a certificate where the key belongs', args: withFlag(good, '--tls-private-key-file', pki.path('proxy-server', 'crt')), line: /^kube-front-proxy: --tls-private-key-file \S+proxy-server\.crt: this is a certificate, not a private key/ },
   { name: 'listen address in use', args: [...withFlag(good, '--listen', undefined), '--listen', `127.0.0.1:${busyPort}`], line: new RegExp(`^kube-front-proxy: --listen 127\\.0\\.0\\.1:${busyPort}: address already in use$`) },
 ];
 

@@ -1,6 +1,6 @@
 // The upstream side: an apiserver that is down is a 503 Status; one whose certificate does not
 // verify (other CA, wrong name) is a 502 Status and never sees the front-proxy certificate or an
-// identity header; the apiserver's own refusal of our certificate reaches the client.
+// identity header; the apiserver's refusal of our certificate is a 502 that says so.
 import { createServer as createNetServer } from 'node:net';
 import { createServer as createTlsServer } from 'node:tls';
 import t from 'tap';
@@ -69,21 +69,21 @@ t.test('an apiserver certificate without the expected name: 502', async (t) => {
   t.teardown(() => apiserver.close());
   const proxy = await startProxy([...proxyFlags(pki, { upstream: apiserver.url, usersFile }), '--upstream-server-name', 'not-kubernetes.example']);
   t.teardown(() => proxy.stop());
-  const res = await call(client, `${proxy.url}/api`);
+  const res = await call(client, `${proxy.url}/api/v1/namespaces`);
   t.equal(res.status, 502);
   t.match(res.body, { reason: 'BadGateway', message: /not-kubernetes\.example/ });
   t.equal(apiserver.requests.length, 0, 'no request reached it');
 });
 
-t.test('a front-proxy certificate the apiserver does not allow: its 401 reaches the client', async (t) => {
+t.test('a front-proxy certificate the apiserver does not allow: a 502 naming the flags, not a 401 (upstream-refuses-proxy.test.ts)', async (t) => {
   const apiserver = await startApiServer({ cert: pki.pem.apiserver.cert, key: pki.pem.apiserver.key, requestHeaderCA: pki.pem['front-proxy-ca'].cert });
   t.teardown(() => apiserver.close());
   const flags = withFlag(withFlag(proxyFlags(pki, { upstream: apiserver.url, usersFile }), '--proxy-client-cert-file', pki.path('front-proxy-wrong-name', 'crt')), '--proxy-client-key-file', pki.path('front-proxy-wrong-name', 'key'));
   const proxy = await startProxy(flags);
   t.teardown(() => proxy.stop());
-  const res = await call(client, `${proxy.url}/api`);
-  t.equal(res.status, 401, 'the apiserver refused the identity headers from a non-allowed CN');
-  t.match(res.body, { kind: 'Status', reason: 'Unauthorized' });
+  const res = await call(client, `${proxy.url}/api/v1/namespaces`);
+  t.equal(res.status, 502, 'the apiserver refused the identity headers from a non-allowed CN: the proxy\'s misconfiguration');
+  t.match(res.body, { kind: 'Status', reason: 'BadGateway', message: /did not accept the front-proxy client certificate.*--requestheader-allowed-names/ });
   t.equal(apiserver.requests.at(-1)?.peerCN, 'not-the-proxy');
 });
 

@@ -1,10 +1,11 @@
 // `kube-front-proxy kubeconfig`: a kubeconfig whose server is the proxy, with the proxy's CA
 // embedded and the user's credentials, ready for `kubectl --kubeconfig FILE`.
 
-import { writeFileSync } from 'node:fs';
+import { closeSync, fchmodSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import type { Command } from 'commander';
 import { loadCaBundle, loadKeyPair } from '../certfiles.js';
-import { ConfigError } from '../config.js';
+import { ConfigError, fileErrorText } from '../config.js';
 import { buildKubeconfig, type KubeconfigCredentials } from '../pki/kubeconfig.js';
 import { readFirstLine } from './input.js';
 
@@ -36,8 +37,13 @@ export function registerKubeconfig(program: Command): void {
       const certificateAuthority = loadCaBundle({ flag: '--ca', path: flags.ca }).toString('utf8');
       const credentials = await credentialsFrom(flags);
       const text = buildKubeconfig({ server, certificateAuthority, user: flags.user, credentials, name: flags.name });
-      if (flags.output) writeFileSync(flags.output, text, { mode: 0o600 });
-      else process.stdout.write(text);
+      if (!flags.output) {
+        process.stdout.write(text);
+        return;
+      }
+      writePrivateFile(flags.output, text);
+      const how = credentials.password !== undefined ? 'password' : 'client certificate';
+      process.stdout.write(`wrote ${flags.output} (mode 0600): user ${flags.user} (${how}) at ${server}; try: kubectl --kubeconfig ${flags.output} auth whoami\n`);
     });
 }
 
@@ -67,4 +73,25 @@ async function credentialsFrom(flags: KubeconfigFlags): Promise<KubeconfigCreden
   // The same checks the proxy will make: key matches, valid now, allowed for client auth.
   const pair = loadKeyPair({ flag: '--client-cert', path: flags.clientCert }, { flag: '--client-key', path: flags.clientKey }, 'client');
   return { clientCertificate: pair.cert.toString('utf8'), clientKey: pair.key.toString('utf8') };
+}
+
+/**
+ * Writes a file that holds a secret (a password, a private key): mode 0600 whatever the umask or
+ * the mode of a file it replaces, and atomically (a temporary file renamed over it).
+ */
+export function writePrivateFile(path: string, text: string): void {
+  const temporary = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
+  let fd: number | undefined;
+  try {
+    fd = openSync(temporary, 'wx', 0o600);
+    fchmodSync(fd, 0o600);
+    writeSync(fd, text);
+    closeSync(fd);
+    fd = undefined;
+    renameSync(temporary, path);
+  } catch (err) {
+    if (fd !== undefined) closeSync(fd);
+    rmSync(temporary, { force: true });
+    throw new ConfigError(`-o ${path}: ${fileErrorText(err)}`);
+  }
 }

@@ -263,6 +263,10 @@ function signingAlgorithm(key: CryptoKey): webcrypto.EcdsaParams {
 }
 
 async function importSigningKey(keyPem: string): Promise<CryptoKey> {
+  // A certificate where the key belongs: say so, not what the PEM decoder makes of it.
+  if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(keyPem)) {
+    throw new Error(keyPem.includes('-----BEGIN CERTIFICATE-----') ? 'the CA key file holds a certificate, not a private key' : 'the CA key file holds no PEM private key');
+  }
   const key = createPrivateKey(keyPem);
   const der = key.export({ type: 'pkcs8', format: 'der' });
   if (key.asymmetricKeyType === 'rsa') {

@@ -12,7 +12,7 @@ import type { RequestInfo } from '../observe/requestinfo.js';
 import { kReportUpstream, kTokenPassthrough } from '../upstream/dispatcher.js';
 import type { Dispatcher } from 'undici';
 import { StatusError, sendStatus } from '../status.js';
-import { NoHealthyUpstreamError, errorCode, isConnectionFailure, isTlsFailure, isUnreachable, tagUpstream, type UpstreamError } from '../upstream/failures.js';
+import { NoHealthyUpstreamError, ProxyIdentityRefusedError, errorCode, isConnectionFailure, isTlsFailure, isUnreachable, tagUpstream, type UpstreamError } from '../upstream/failures.js';
 import { HTTP1_ONLY, REFUSED_STREAM, responseHeaders, type Http2Upstreams } from '../upstream/h2.js';
 import type { UpstreamPool, UpstreamTarget } from '../upstream/pool.js';
 import { downstreamResponseHeaders, upstreamWireHeaders, withRepeatedHeaders, type HeaderPolicy, type HeaderRecord, type OutgoingHeaders } from './headers.js';
@@ -103,6 +103,13 @@ export async function registerForwarding(app: FastifyInstance, options: ForwardO
     disableRequestLogging: true,
     // http-proxy has checked the path (no traversal) by the time it calls this.
     handler: (request, reply, dest, replyOptions) => {
+      // No apiserver to try: answered here, once logged by the pool, rather than as an error
+      // reply-from would log again (with a stack) for every request.
+      const outage = options.pool?.outage();
+      if (outage) {
+        fail(request, reply, outage);
+        return reply;
+      }
       const h2 = options.http2;
       // A passed-through token goes over HTTP/1.1 only: the HTTP/2 sessions present the front-proxy
       // certificate, and a token must never travel on that identity (upstream/tls.ts).
@@ -133,6 +140,21 @@ export async function registerForwarding(app: FastifyInstance, options: ForwardO
       onResponse: (request, reply, upstreamResponse) => {
         const { headers, stream, statusCode } = upstreamResponse as unknown as { headers: HeaderRecord; stream: Readable; statusCode: number };
         if (statusCode === 401 && request.identity?.method === 'bearer') options.onTokenRejected?.(request);
+        if (statusCode === 401 && request.identity?.method !== 'bearer' && options.pool) {
+          // Sent with the front-proxy certificate and a user: either the apiserver refuses the
+          // proxy itself, or the 401 came from behind it. The body waits (unread) for the verdict.
+          const origin = request.upstream;
+          options.pool.confirmIdentityRefused(origin, sentAt(reply)).then(
+            (refused) => {
+              if (!refused) return relayResponse(request, reply, stream, headers, options, () => stream.destroy());
+              // Read and dropped (a Status of a few bytes): destroying it would tear the client's connection down.
+              stream.resume();
+              answerIdentityRefused(request, reply, origin ?? 'upstream');
+            },
+            () => relayResponse(request, reply, stream, headers, options, () => stream.destroy()),
+          );
+          return;
+        }
         relayResponse(request, reply, stream, headers, options, () => stream.destroy());
       },
       onError: (reply, { error }) => {
@@ -143,8 +165,8 @@ export async function registerForwarding(app: FastifyInstance, options: ForwardO
           return;
         }
         const failure = upstreamFailure(error);
-        reply.request.log.warn({ err: error.cause ?? error }, failure.message);
-        void sendStatus(reply, failure);
+        logFailure(reply.request, error, failure);
+        sendFailure(reply.request, reply, failure);
       },
       // reply-from would retry a GET up to 10 times on a 503, which the apiserver answers for an
       // unavailable aggregated API. Failover belongs to the upstream pool, not here.
@@ -328,11 +350,19 @@ async function forwardOverHttp2(request: AnyRequest, reply: AnyReply, dest: stri
         return;
       }
       const headers = await responseHeaders(stream, target.origin, options.upstreamHeaderTimeoutMs ?? 0);
+      const statusCode = Number(headers[':status']);
+      // A 401 to the front-proxy certificate and a user: the apiserver may refuse the proxy itself.
+      if (statusCode === 401 && (await pool.confirmIdentityRefused(target.origin, sentAt(reply)).catch(() => false))) {
+        stream.close(http2.NGHTTP2_CANCEL);
+        if (!clientGone) answerIdentityRefused(request, reply, target.origin);
+        return;
+      }
+      // (The client may have left while that was checked.)
       if (clientGone) {
         stream.close(http2.NGHTTP2_CANCEL);
         return;
       }
-      void reply.code(Number(headers[':status']));
+      void reply.code(statusCode);
       void reply.headers(downstreamResponseHeaders(headers as HeaderRecord));
       relayResponse(request, reply, stream, headers as HeaderRecord, options, () => {
         if (!stream.closed) stream.close(http2.NGHTTP2_CANCEL);
@@ -382,8 +412,56 @@ function wasNotProcessed(code: string | undefined): boolean {
 
 function fail(request: AnyRequest, reply: AnyReply, error: Error): void {
   const failure = upstreamFailure(error);
-  request.log.warn({ reqId: request.id, err: error }, failure.message);
-  void sendStatus(reply, failure);
+  logFailure(request, error, failure);
+  sendFailure(request, reply, failure);
+}
+
+/**
+ * Answers with the proxy's own failure: a Status, except a 502 to API discovery (GET /api, /apis),
+ * which is plain text. client-go reads a discovery answer with Result.Raw(), which never decodes
+ * a Status: of a JSON 502 kubectl shows only `an error on the server ("unknown")`, of a text one
+ * the text. Nearly every kubectl command starts with discovery. (Of a 503 or 504 it shows a fixed
+ * sentence either way.)
+ */
+function sendFailure(request: AnyRequest, reply: AnyReply, failure: StatusError): void {
+  if (failure.code !== 502 || !isDiscovery(request)) {
+    void sendStatus(reply, failure);
+    return;
+  }
+  void reply.code(failure.code).headers(failure.headers).type('text/plain; charset=utf-8').send(`${failure.message}\n`);
+}
+
+function isDiscovery(request: AnyRequest): boolean {
+  if (request.method !== 'GET') return false;
+  const path = request.url.split('?', 1)[0];
+  return path === '/api' || path === '/api/' || path === '/apis' || path === '/apis/';
+}
+
+/**
+ * A request's failure, logged: a warning with the error, except when the pool has already logged
+ * the reason (once per apiserver per change of state) and every request would repeat it.
+ */
+function logFailure(request: AnyRequest, error: Error, failure: StatusError): void {
+  const cause = error.cause ?? error;
+  if (cause instanceof NoHealthyUpstreamError || cause instanceof ProxyIdentityRefusedError) request.log.debug({ reqId: request.id }, failure.message);
+  else request.log.warn({ reqId: request.id, err: cause }, failure.message);
+}
+
+/**
+ * The apiserver refused the proxy's own identity for this request (UpstreamPool.confirmIdentityRefused):
+ * the answer names the proxy's misconfiguration, not the user's credentials. Nothing of the
+ * apiserver's response is kept but the request's Audit-Id.
+ */
+function answerIdentityRefused(request: AnyRequest, reply: AnyReply, origin: string): void {
+  for (const name of Object.keys(reply.getHeaders())) if (name !== 'audit-id') reply.removeHeader(name);
+  const error = new ProxyIdentityRefusedError([origin]);
+  request.log.debug({ reqId: request.id, upstream: origin }, error.message);
+  sendFailure(request, reply, upstreamFailure(error));
+}
+
+/** When the request arrived (performance.now()): its forwarding began no earlier. */
+function sentAt(reply: AnyReply): number {
+  return performance.now() - reply.elapsedTime;
 }
 
 function rawQuery(url: string): string {
@@ -394,6 +472,10 @@ function rawQuery(url: string): string {
 /** What a forwarding failure means for the client, as a Status. */
 export function upstreamFailure(error: Error): StatusError {
   const cause = (error.cause ?? error) as NodeJS.ErrnoException & UpstreamError;
+  if (cause instanceof ProxyIdentityRefusedError) {
+    // No Retry-After: retrying cannot help until the apiserver's flags or the proxy's certificate change.
+    return new StatusError('BadGateway', cause.message);
+  }
   if (cause instanceof NoHealthyUpstreamError) {
     return new StatusError('ServiceUnavailable', cause.message, { 'retry-after': '1' });
   }

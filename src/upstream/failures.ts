@@ -50,3 +50,24 @@ export function errorCode(err: unknown): string | undefined {
   const code = error?.code ?? error?.cause?.code;
   return typeof code === 'string' ? code : undefined;
 }
+
+/**
+ * Why an apiserver refuses the proxy's own identity, for the health state, the Status and the log.
+ * kube-apiserver's requestheader authenticator (k8s.io/apiserver x509request.Verifier) fails a
+ * connection whose certificate does not chain to --requestheader-client-ca-file or whose CN is not
+ * in a non-empty --requestheader-allowed-names; with nothing else authenticating the request, the
+ * answer is 401 whatever X-Remote-User says.
+ */
+export const PROXY_IDENTITY_REFUSED =
+  'did not accept the front-proxy client certificate (401 to a request with it and X-Remote-User): check the apiserver\'s ' +
+  '--requestheader-client-ca-file (must hold the CA that signed --proxy-client-cert-file) and --requestheader-allowed-names ' +
+  '(must list that certificate\'s CN, or be empty); `kube-front-proxy check` says which';
+
+/** A forwarded request met an apiserver that refuses the proxy's identity: the proxy's misconfiguration, not the user's. */
+export class ProxyIdentityRefusedError extends Error {
+  readonly code = 'KFP_PROXY_IDENTITY_REFUSED';
+  constructor(readonly origins: string[]) {
+    super(`the apiserver${origins.length > 1 ? 's' : ''} ${origins.join(', ')} ${PROXY_IDENTITY_REFUSED}`);
+    this.name = 'ProxyIdentityRefusedError';
+  }
+}

@@ -1,7 +1,7 @@
 // Active health checks: GET /readyz over the same verified mTLS connection pool requests use.
 
 import type { Agent } from 'undici';
-import { errorCode } from './failures.js';
+import { errorCode, PROXY_IDENTITY_REFUSED } from './failures.js';
 import type { HealthCheck } from './pool.js';
 
 /**
@@ -10,6 +10,9 @@ import type { HealthCheck } from './pool.js';
  * fails on a certificate it does not know), and may run with --anonymous-auth=false; /readyz is
  * open to every authenticated user (system:public-info-viewer). So checks carry this name,
  * which also shows them plainly in the apiserver's audit log.
+ *
+ * Carrying a user also makes the check a test of the proxy's identity: /readyz is never proxied
+ * elsewhere, so a 401 to it can only mean the apiserver refused the front-proxy certificate.
  */
 export const HEALTH_CHECK_USER = 'kube-front-proxy:health-check';
 
@@ -26,10 +29,12 @@ export function readyzCheck(agent: () => Agent): HealthCheck {
         signal: AbortSignal.timeout(timeoutMs),
       });
       const body = (await response.body.text()).trim().slice(0, 200);
-      return response.statusCode === 200 ? undefined : `GET /readyz answered ${response.statusCode}${body ? `: ${body}` : ''}`;
+      if (response.statusCode === 200) return undefined;
+      if (response.statusCode === 401) return { reason: PROXY_IDENTITY_REFUSED, identityRefused: true };
+      return { reason: `GET /readyz answered ${response.statusCode}${body ? `: ${body}` : ''}` };
     } catch (err) {
       const code = errorCode(err);
-      return `GET /readyz failed: ${code ? `${code} ` : ''}${(err as Error).message}`;
+      return { reason: `GET /readyz failed: ${code ? `${code} ` : ''}${(err as Error).message}` };
     }
   };
 }

@@ -88,6 +88,19 @@ export interface ApiServerOptions {
   requestHeaders?: RequestHeaderNames;
   /** The proxy's PREFLIGHT_USER may not read the ConfigMap (no RoleBinding): 403, as RBAC would. */
   preflightForbidden?: boolean;
+  /**
+   * Services behind the apiserver's service proxy (/api/v1/namespaces/NS/services/NAME/proxy/...),
+   * "NS/NAME" -> the backend's answer. The real apiserver authenticates and authorizes the caller,
+   * then relays whatever the backend answers, a backend's own 401 included. Default: none (404).
+   */
+  serviceBackends?: Record<string, ServiceBackendAnswer>;
+}
+
+/** What a service behind the service proxy answers every request with. */
+export interface ServiceBackendAnswer {
+  status: number;
+  headers?: Record<string, string>;
+  body: string;
 }
 
 export interface RequestHeaderNames {
@@ -155,6 +168,11 @@ export interface ApiServer {
   close(): Promise<void>;
   /** As if restarted with other --requestheader-*-headers flags: authenticator and ConfigMap both. */
   setRequestHeaders(names: RequestHeaderNames): void;
+  /**
+   * As if restarted with another --requestheader-allowed-names ([] = any CN): authenticator and
+   * ConfigMap both, from the next request on (open connections stay open).
+   */
+  setAllowedNames(names: string[]): void;
 }
 
 const ANONYMOUS: UserInfo = {
@@ -684,7 +702,7 @@ function forbidden(user: UserInfo, info: RequestInfo): Status {
 // ---------------------------------------------------------------------------------------------
 // Objects
 
-type Pod = {
+export type Pod = {
   kind: 'Pod';
   apiVersion: 'v1';
   metadata: { name: string; namespace?: string; creationTimestamp?: string; [k: string]: unknown };
@@ -696,7 +714,8 @@ type Pod = {
   };
 };
 
-function makePod(namespace: string, name: string, index: number): Pod {
+/** A Pod as the stand-in lists it (exported for callers of sendWatchEvent). */
+export function makePod(namespace: string, name: string, index: number): Pod {
   return {
     kind: 'Pod',
     apiVersion: 'v1',
@@ -910,7 +929,7 @@ function firstHeader(rawHeaders: string[], lowerName: string): string {
 }
 
 export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer> {
-  const allowedNames = opts.allowedNames ?? ['front-proxy-client'];
+  let allowedNames = opts.allowedNames ?? ['front-proxy-client'];
   const requestHeaderCA = new X509Certificate(opts.requestHeaderCA);
   const clientCA = opts.clientCA ? new X509Certificate(opts.clientCA) : null;
   const podCount = opts.pods ?? 3;
@@ -1172,6 +1191,13 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       if (opts.preflightForbidden && user.username === PREFLIGHT_USER) return sendJson(res, 403, forbidden(user, info));
       return sendJson(res, 200, authenticationConfigMap);
     }
+    // The service proxy: the backend's answer, relayed as it is.
+    const backend = info.kind === 'services' && /^proxy(\/|$)/.test(info.subresource) ? opts.serviceBackends?.[`${info.namespace}/${info.name}`] : undefined;
+    if (backend) {
+      res.writeHead(backend.status, { 'Content-Length': Buffer.byteLength(backend.body), ...backend.headers });
+      res.end(backend.body);
+      return;
+    }
     if (coreRead && !info.subresource && info.kind === 'pods') {
       if (info.verb === 'watch') return startWatch(req, res);
       // Every namespace holds the same pod names; the all-namespaces list shows "default".
@@ -1377,6 +1403,10 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     requests,
     preflightReads,
     setRequestHeaders,
+    setAllowedNames(names) {
+      allowedNames = [...names];
+      authenticationConfigMap.data['requestheader-allowed-names'] = JSON.stringify(allowedNames);
+    },
     openWatches: () => watches.size,
     openUpgrades: () => upgrades.size,
     sendWatchEvent(type, object) {
