@@ -12,7 +12,11 @@ export interface GoSubject {
   commonName: string;
   /** Every O, in order: the groups. */
   organizations: string[];
-  /** Every UID attribute (0.9.2342.19200300.100.1.1), which kube-apiserver 1.33+ reads as the user's UID. */
+  /**
+   * Every Kubernetes UID attribute (1.3.6.1.4.1.57683.2, apimachinery's asn1.X509UID), which
+   * kube-apiserver 1.33+ reads as the user's UID (AllowParsingUserUIDFromCertAuth, on by default).
+   * The LDAP UID attribute (0.9.2342.19200300.100.1.1) is not it: the apiserver ignores that one.
+   */
   uids: string[];
 }
 
@@ -29,7 +33,7 @@ const VERSION = 0xa0; // [0] EXPLICIT
 
 const CN = '2.5.4.3';
 const O = '2.5.4.10';
-const UID = '0.9.2342.19200300.100.1.1';
+const UID = '1.3.6.1.4.1.57683.2';
 
 interface Element {
   tag: number;

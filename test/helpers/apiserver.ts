@@ -22,8 +22,8 @@
 //
 // Identity is read as Go reads it, not as Node does. A client certificate's subject is Go's
 // (crypto/x509 parseName + pkix FillFromRDNSequence: the last CN, every O, string types checked;
-// a certificate Go cannot parse fails the TLS handshake), with the UID attribute of
-// AllowParsingUserUIDFromCertAuth (on since 1.33). Header values are bytes, read as UTF-8 (Node's
+// a certificate Go cannot parse fails the TLS handshake), with the Kubernetes UID attribute of
+// AllowParsingUserUIDFromCertAuth (on since 1.33; the LDAP UID attribute is ignored). Header values are bytes, read as UTF-8 (Node's
 // parsers give them as Latin-1 strings, one character per byte); HTTP/1.1 values are trimmed of SP
 // and HTAB and a control byte is a 400 in Node as in Go (net/textproto); over HTTP/2 a control
 // byte other than HTAB resets the stream, as golang.org/x/net/http2 does. One difference stays:
@@ -261,7 +261,8 @@ function goAsn1String({ tag, body }: Der): string {
 // DER contents of the attribute types the x509 authenticator reads.
 const OID_CN = '550403';
 const OID_O = '55040a';
-const OID_UID = '0992268993f22c640101';
+// Kubernetes' UID attribute, 1.3.6.1.4.1.57683.2 (apimachinery asn1.X509UID), as DER content bytes.
+const OID_UID = '2b0601040183c25302';
 
 /** pkix.Name's CommonName (the last CN), Organization and the UID values, as Go fills them. */
 function goSubject(raw: Buffer): { cn: string; organizations: string[]; uids: string[] } {
