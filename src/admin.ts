@@ -42,12 +42,32 @@ export function createAdminServer(state: AdminState, logger: FastifyBaseLogger):
   return admin;
 }
 
+export interface AdminConnections {
+  /** Hands a connection its listener accepted to the admin server. */
+  accept: (socket: Socket) => void;
+  /**
+   * Ends every admin connection, at the end of a drain. The server never listened, so its
+   * close() neither waits for them nor closes those in the middle of a request or half-closed.
+   */
+  closeAll: () => void;
+}
+
 /**
  * The admin server ready to serve connections its listener accepts (listeners.ts): it never
  * listens itself. Node starts the HTTP header-timeout checks on 'listening', so it is told.
  */
-export async function adminSink(admin: FastifyInstance): Promise<(socket: Socket) => void> {
+export async function adminSink(admin: FastifyInstance): Promise<AdminConnections> {
   await admin.ready();
   admin.server.emit('listening');
-  return (socket) => admin.server.emit('connection', socket);
+  const open = new Set<Socket>();
+  return {
+    accept: (socket) => {
+      open.add(socket);
+      socket.once('close', () => open.delete(socket));
+      admin.server.emit('connection', socket);
+    },
+    closeAll: () => {
+      for (const socket of open) socket.destroy();
+    },
+  };
 }

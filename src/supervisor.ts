@@ -5,6 +5,7 @@
 // per client for the whole proxy), keeps the failed-login counters for the whole proxy
 // (workers/login-limits-authority.ts), prints the one start-up line, runs the admin listener for
 // all of them, passes signals on (drain, reload, log reopen) and replaces a worker that dies.
+// Its exit (shutdown.ts) takes the workers with it: none outlives the primary.
 
 import cluster, { type Worker } from 'node:cluster';
 import { randomBytes } from 'node:crypto';
@@ -16,6 +17,8 @@ import { FailureLimiter } from './auth/failure-limiter.js';
 import { ConfigError, type Config } from './config.js';
 import { ConnectionLimit } from './connection-limit.js';
 import type { GatedListener } from './listeners.js';
+import type { Shutdown } from './shutdown.js';
+import { stdoutNeverBlocks } from './shutdown-logs.js';
 import { ConnectionDispatcher } from './workers/connections.js';
 import { LoginLimitsAuthority } from './workers/login-limits-authority.js';
 import type { FromWorker, ToWorker } from './workers/messages.js';
@@ -38,9 +41,15 @@ export interface SupervisorHooks {
   announce: (listeners: Listeners) => void;
 }
 
-export async function runSupervisor(config: Config, logger: FastifyBaseLogger, hooks: SupervisorHooks): Promise<void> {
+export async function runSupervisor(config: Config, logger: FastifyBaseLogger, shutdown: Shutdown, hooks: SupervisorHooks): Promise<void> {
   const live = new Set<Worker>();
+  /** Those of `live` that have said they are ready (a replacement may still be starting). */
+  const ready = new Set<Worker>();
   let draining = false;
+  /** Called when the last worker has exited (set while draining). */
+  let noWorkersLeft: (() => void) | undefined;
+  // From the first fork on: a signal during start-up, a drain cut short, any exit kills them.
+  shutdown.killsWithIt(() => [...live].flatMap((worker) => (worker.process.pid === undefined ? [] : [worker.process.pid])));
   let nextReadinessId = 1;
   const pendingReadiness = new Map<number, (answer: Readiness) => void>();
   const credentialKey = randomBytes(32).toString('base64');
@@ -87,22 +96,27 @@ export async function runSupervisor(config: Config, logger: FastifyBaseLogger, h
 
   /** From now on `worker` gets connections, with the limits' refused keys as they stand. */
   const serving = (worker: Worker) => {
+    ready.add(worker);
     if (limits) send(worker, limits.snapshot());
     dispatcher.add(worker);
   };
 
   const fork = (): Worker => {
     const worker = cluster.fork({ [CREDENTIAL_KEY_ENV]: credentialKey });
+    stdoutNeverBlocks();
     live.add(worker);
     worker.on('message', (message: FromWorker) => onMessage(worker, message));
     worker.once('exit', (code, signal) => {
+      stdoutNeverBlocks();
       live.delete(worker);
+      ready.delete(worker);
       dispatcher.remove(worker);
       limits?.workerGone(worker.id);
-      if (draining) return;
+      if (live.size === 0) noWorkersLeft?.();
+      if (draining || shutdown.stopping) return;
       logger.error({ pid: worker.process.pid, code, signal }, `worker exited unexpectedly; starting a new one in ${RESPAWN_DELAY_MS} ms`);
       setTimeout(() => {
-        if (draining) return;
+        if (draining || shutdown.stopping) return;
         const next = fork();
         started(next).then(
           () => serving(next),
@@ -136,6 +150,8 @@ export async function runSupervisor(config: Config, logger: FastifyBaseLogger, h
   } catch (err) {
     draining = true;
     for (const worker of live) worker.process.kill('SIGKILL');
+    // A signal during start-up killed the workers: the exit under way is the answer, not this error.
+    if (shutdown.stopping) return new Promise<never>(() => {});
     throw err;
   }
 
@@ -164,40 +180,32 @@ export async function runSupervisor(config: Config, logger: FastifyBaseLogger, h
     ? createAdminServer({ readiness, metrics: async () => ({ contentType: aggregator.contentType, text: await aggregator.clusterMetrics() }), draining: () => draining }, logger)
     : undefined;
   const adminConnections = admin ? await adminSink(admin) : undefined;
+  // Stopped while the admin server got ready: the exit under way takes the workers.
+  if (shutdown.stopping) return new Promise<never>(() => {});
 
   for (const worker of workers) serving(worker);
   listeners.user.open(dispatcher.dispatch);
-  if (adminConnections) listeners.admin?.open(adminConnections);
+  if (adminConnections) listeners.admin?.open(adminConnections.accept);
   hooks.announce(listeners);
 
   process.on('SIGHUP', () => broadcast({ kfp: 'reload' }));
   process.on('SIGUSR1', () => broadcast({ kfp: 'reopen' }));
-  const stop = (signal: string) => {
-    if (draining) {
-      logger.warn({ signal }, 'second signal: stopping the workers now');
-      for (const worker of live) worker.process.kill('SIGKILL');
-      process.exit(1);
-    }
+  // Each worker drains itself; the primary waits for their exits (shutdown.ts kills any worker
+  // still there at its deadline, and exits).
+  shutdown.serving(async (signal) => {
     draining = true;
     // No new connections from here on; those already with a worker drain there.
     listeners.user.close();
     logger.info({ signal, graceMs: config.shutdownGraceMs, workers: live.size }, 'shutting down: each worker drains');
+    const allGone = new Promise<void>((resolve) => (noWorkersLeft = resolve));
     broadcast({ kfp: 'shutdown' });
-    // A worker stuck past its own last resort is killed; then this process goes too.
-    setTimeout(() => {
-      for (const worker of live) worker.process.kill('SIGKILL');
-      process.exit(1);
-    }, config.shutdownGraceMs + 10_000).unref();
-    const allGone = () => {
-      if (live.size > 0) return;
-      listeners.admin?.close();
-      void admin?.close();
-      logger.info('stopped');
-      process.exit(0);
-    };
-    for (const worker of live) worker.once('exit', allGone);
-    allGone();
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+    // A replacement still starting does not hear the message yet; it has nothing to drain.
+    for (const worker of live) if (!ready.has(worker)) worker.process.kill('SIGTERM');
+    if (live.size > 0) await allGone;
+    // The admin listener said "shutting down" all along; now its port and connections go too.
+    listeners.admin?.close();
+    adminConnections?.closeAll();
+    await admin?.close();
+    logger.info('stopped');
+  });
 }

@@ -270,7 +270,7 @@ t.test('a broken file keeps the previous material and says so in one line; fixin
     await stillServing(what);
   };
 
-  await expectFailure('garbage serving key', () => writeAtomically(files.key, 'this is not a key\n'), new RegExp(`^${escape(RELOAD_FAILED)} --tls-private-key-file ${escape(files.key)}: not a usable private key`));
+  await expectFailure('garbage serving key', () => writeAtomically(files.key, 'this is not a key\n'), new RegExp(`^${escape(RELOAD_FAILED)} --tls-private-key-file ${escape(files.key)}: ${escape('no PEM private key found (expected -----BEGIN ... PRIVATE KEY-----)')}`));
   await expectFailure('a key of another certificate', () => writeAtomically(files.key, pki.pem['user-bob'].key), new RegExp(`--tls-private-key-file ${escape(files.key)}: key does not match the certificate in ${escape(files.cert)}`));
 
   // Fixed in place (truncate and rewrite, not a rename): the proxy notices that too.

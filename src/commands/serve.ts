@@ -6,7 +6,7 @@ import { closeSync, openSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { pino, stdTimeFunctions, type Logger } from 'pino';
 import { AggregatorRegistry } from 'prom-client';
-import { adminSink, createAdminServer, poolReadiness } from '../admin.js';
+import { adminSink, createAdminServer, poolReadiness, type AdminConnections } from '../admin.js';
 import { batchedDestination } from '../observe/destination.js';
 import { ConfigError, SETTINGS, envVarName, fileErrorText, loadConfig, type Config, type RawSettings } from '../config.js';
 import { bindAll, type GatedListener, type ListenerSpec } from '../listeners.js';
@@ -14,6 +14,8 @@ import { loadMaterial, type Material } from '../material.js';
 import { fileSignatures, materialFiles, startReloader, type FileSignatures } from '../reload.js';
 import { createProxyServer, type ProxyServer, type SharedState } from '../server.js';
 import { logPreflight } from '../upstream/preflight.js';
+import { Shutdown } from '../shutdown.js';
+import { stdoutNeverBlocks } from '../shutdown-logs.js';
 import { CREDENTIAL_KEY_ENV, runSupervisor, type Listeners } from '../supervisor.js';
 import { SharedLoginLimiter } from '../workers/login-limits-client.js';
 import { onPrimaryMessage, tellPrimary } from '../workers/messages.js';
@@ -68,14 +70,18 @@ async function serveCommand(config: Config): Promise<void> {
   // Read and checked here in the primary too: a bad file stops start-up with one line, once.
   const material = loadMaterial(config);
   checkAccessLog(config);
+  // Before the first line and before any worker is forked (see shutdown-logs.ts).
+  stdoutNeverBlocks();
   // Asynchronous, batched writes: a line per request must not cost a blocking write each (the
-  // buffer is flushed before the process exits).
+  // buffer is flushed, within a bound, before the process exits: shutdown.ts).
   const destination = batchedDestination({ dest: 1 });
   // Client-controlled strings (user names, paths) reach these lines too: escaped like the traffic log's.
   const logger = pino({ level: config.logLevel, base: { pid: process.pid }, timestamp: stdTimeFunctions.isoTime, hooks: escapingHooks }, destination);
-  process.once('exit', () => destination.flushSync());
+  // SIGTERM and SIGINT are ours before start-up goes any further: a signal now ends start-up.
+  const shutdown = new Shutdown({ graceMs: config.shutdownGraceMs, worker: cluster.isWorker, logger, logs: destination });
+  shutdown.listen();
   if (config.workers > 1 && cluster.isPrimary) {
-    await runSupervisor(config, logger, {
+    await runSupervisor(config, logger, shutdown, {
       bind: () => bindListeners(config, true),
       announce: ({ user, admin }) => {
         announce(logger, config, { ...startupSummary(config, material, user, admin), workers: config.workers }, `${startupLine(config, material, user)}; ${config.workers} workers`);
@@ -85,7 +91,7 @@ async function serveCommand(config: Config): Promise<void> {
     });
     return;
   }
-  await serveProxy(config, material, baseline, logger);
+  await serveProxy(config, material, baseline, logger, shutdown);
 }
 
 /**
@@ -130,7 +136,7 @@ function sharedWithPrimary(config: Config): { state: SharedState; limiter: Share
 }
 
 /** One proxy process: the only one (--workers 1) or a worker of the supervisor. */
-async function serveProxy(config: Config, material: Material, baseline: FileSignatures, logger: Logger): Promise<void> {
+async function serveProxy(config: Config, material: Material, baseline: FileSignatures, logger: Logger, shutdown: Shutdown): Promise<void> {
   const worker = cluster.isWorker;
   const shared = worker ? sharedWithPrimary(config) : undefined;
   let proxy: ProxyServer;
@@ -142,10 +148,10 @@ async function serveProxy(config: Config, material: Material, baseline: FileSign
     tellPrimary({ kfp: 'start-error', message: err.message });
     process.exit(2);
   }
-  let draining = false;
   // Workers serve no admin listener: the primary answers for all of them.
-  const admin = config.adminListen && !worker ? createAdminServer({ readiness: () => poolReadiness(proxy.pool), metrics: registryMetrics(proxy), draining: () => draining }, logger) : undefined;
+  const admin = config.adminListen && !worker ? createAdminServer({ readiness: () => poolReadiness(proxy.pool), metrics: registryMetrics(proxy), draining: () => shutdown.stopping }, logger) : undefined;
   let listeners: Listeners | undefined;
+  let adminConnections: AdminConnections | undefined;
   if (worker) {
     // Answer the primary's /metrics requests with this worker's registry (the constructor is
     // what installs prom-client's worker-side message listener).
@@ -159,43 +165,35 @@ async function serveProxy(config: Config, material: Material, baseline: FileSign
       await proxy.close(0);
       throw err;
     }
-    const adminConnections = admin ? await adminSink(admin) : undefined;
+    adminConnections = admin ? await adminSink(admin) : undefined;
+    // Stopped during start-up: the exit under way ends the process; serve nothing.
+    if (shutdown.stopping) return;
     listeners.user.open((socket) => proxy.accept(socket));
-    if (adminConnections) listeners.admin?.open(adminConnections);
+    if (adminConnections) listeners.admin?.open(adminConnections.accept);
     announce(logger, config, startupSummary(config, material, listeners.user, listeners.admin), startupLine(config, material, listeners.user));
     // In the background: serving does not wait for it, and what it finds is only logged.
     void logPreflight(config.upstreams, material.upstream, logger);
   }
 
   const reloader = startReloader(config, baseline, (next) => proxy.applyMaterial(next), logger);
-  const stop = async (signal: string) => {
-    if (draining) {
-      if (signal === 'primary') return;
-      logger.warn({ signal }, 'second signal: exiting now');
-      process.exit(1);
-    }
-    draining = true;
+  // Then the process exits (shutdown.ts), by the grace plus 550 ms whatever this awaits.
+  shutdown.serving(async (signal) => {
     reloader.stop();
     // No new connections (under --workers the primary stops accepting).
     listeners?.user.close();
-    // The last resort: whatever happens below, a stopping proxy is gone shortly after its grace.
-    setTimeout(() => process.exit(0), config.shutdownGraceMs + 5_000).unref();
     logger.info({ signal, graceMs: config.shutdownGraceMs, streams: proxy.streams.size, tunnels: proxy.upgrades.open }, 'shutting down: no new connections, ending watches and tunnels, letting requests finish');
-    try {
-      await proxy.close();
-      await admin?.close();
-      logger.info('stopped');
-      process.exit(0);
-    } catch (err) {
-      logger.error({ err }, 'error during shutdown');
-      process.exit(1);
-    }
-  };
+    await proxy.close();
+    // The admin listener said "shutting down" all along; now its port and connections go too.
+    listeners?.admin?.close();
+    adminConnections?.closeAll();
+    await admin?.close();
+    logger.info('stopped');
+  });
+  // Stopped while the proxy was starting: it never served; the exit is under way.
+  if (shutdown.stopping) return;
   process.on('SIGHUP', () => reloader.reload('SIGHUP'));
   // logrotate moved the traffic log: continue in a new file at the configured path.
   process.on('SIGUSR1', () => proxy.accessLog.reopen());
-  process.on('SIGTERM', () => void stop('SIGTERM'));
-  process.on('SIGINT', () => void stop('SIGINT'));
   if (worker) {
     onPrimaryMessage((message, handle) => {
       switch (message.kfp) {
@@ -215,7 +213,7 @@ async function serveProxy(config: Config, material: Material, baseline: FileSign
           shared?.limiter?.receive(message);
           return;
         case 'shutdown':
-          void stop('primary');
+          shutdown.stop('primary');
           return;
         case 'reload':
           reloader.reload('SIGHUP');
@@ -229,10 +227,16 @@ async function serveProxy(config: Config, material: Material, baseline: FileSign
       }
     });
     // The primary is gone (killed): nobody hands us connections or answers for the limits any more.
-    process.once('disconnect', () => {
+    const primaryGone = () => {
       shared?.limiter?.disconnected();
-      void stop('primary');
-    });
+      shutdown.stop('primary gone');
+    };
+    process.once('disconnect', primaryGone);
+    // It may have gone while this worker was starting, before anyone listened for it.
+    if (!process.connected) {
+      primaryGone();
+      return;
+    }
     tellPrimary({ kfp: 'ready' });
   }
 }
@@ -243,7 +247,8 @@ function registryMetrics(proxy: ProxyServer): () => Promise<{ contentType: strin
 
 function authMethods(material: Material): string[] {
   const methods: string[] = [];
-  if (material.users) methods.push(`basic (${material.users.users.size} users)`);
+  const userCount = material.users?.users.size ?? 0;
+  if (material.users) methods.push(`basic (${userCount} user${userCount === 1 ? '' : 's'})`);
   if (material.clientCa) methods.push('x509 client certificates');
   return methods;
 }

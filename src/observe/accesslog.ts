@@ -5,6 +5,7 @@
 
 import { pino, stdTimeFunctions, type Logger } from 'pino';
 import type { AuthFailureReason, AuthMethod, Identity } from '../auth/identity.js';
+import { closeLogs, flushLogsWithin } from '../shutdown-logs.js';
 import { batchedDestination } from './destination.js';
 import type { RequestInfo } from './requestinfo.js';
 
@@ -102,7 +103,8 @@ export type AccessLogFormat = 'json' | 'audit';
 interface SonicBoom {
   write(line: string): boolean;
   reopen(): void;
-  flushSync(): void;
+  flush(cb?: (err?: Error) => unknown): void;
+  destroy(): void;
 }
 
 /**
@@ -241,13 +243,15 @@ export class AccessLog {
     if (this.ownsDestination) this.destination?.reopen();
   }
 
-  close(): void {
-    // The shared stdout destination is flushed by its owner when the process exits.
-    if (!this.ownsDestination) return;
-    try {
-      this.destination?.flushSync();
-    } catch {
-      // not yet open, or already closed: nothing to flush
-    }
+  /**
+   * Writes what is buffered, waiting at most 200 ms, then closes. Not flushSync(): sonic-boom
+   * retries a failing write for ever (EAGAIN from a stdout nobody reads, EPIPE, a full disk),
+   * and the drain would wait on it until the process is killed.
+   */
+  async close(): Promise<void> {
+    // The shared stdout destination is flushed by its owner when the process exits (shutdown.ts).
+    if (!this.ownsDestination || !this.destination) return;
+    await flushLogsWithin(this.destination, 200);
+    closeLogs(this.destination);
   }
 }
