@@ -6,7 +6,7 @@ import { loadRevocationList, type RevocationList } from './auth/crl.js';
 import { HtpasswdError, parseHtpasswd, type UserTable } from './auth/htpasswd.js';
 import { TrustedCas } from './auth/trusted-cas.js';
 import { commonName, loadCaBundle, loadKeyPair, type KeyPair } from './certfiles.js';
-import { ConfigError, fileErrorText, type Config } from './config.js';
+import { ConfigError, fileErrorText, settingLabel, type Config } from './config.js';
 import type { UpstreamTls } from './upstream/tls.js';
 
 export interface Material {
@@ -29,12 +29,12 @@ export function loadUsers(path: string): UserTable {
   try {
     text = readFileSync(path, 'utf8');
   } catch (err) {
-    throw new ConfigError(`--htpasswd-file ${path}: ${fileErrorText(err)}`);
+    throw new ConfigError(`${settingLabel('htpasswdFile')} ${path}: ${fileErrorText(err)}`);
   }
   try {
     return parseHtpasswd(text);
   } catch (err) {
-    if (err instanceof HtpasswdError) throw new ConfigError(`--htpasswd-file ${path}: ${err.message}`);
+    if (err instanceof HtpasswdError) throw new ConfigError(`${settingLabel('htpasswdFile')} ${path}: ${err.message}`);
     throw err;
   }
 }
