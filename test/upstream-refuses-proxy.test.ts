@@ -11,6 +11,7 @@ import type { LogLine, ProxyProcess } from './helpers/proxy.js';
 import { waitFor } from './helpers/reload.js';
 import { createTestPki } from './helpers/pki.js';
 import { ALICE, startStack } from './helpers/setup.js';
+import { readToEnd, sendUpgrade } from './helpers/tunnel.js';
 
 requireKubectl();
 
@@ -66,6 +67,12 @@ t.test('an apiserver that does not trust the front-proxy CA: 502 naming the flag
   t.match(discovery.text, /^the apiserver https:\/\/127\.0\.0\.1:\d+ did not accept the front-proxy client certificate/);
   const getPods = await kubectl(kubeconfig, ['get', 'pods']);
   t.match(getPods.stderr, /an error on the server \("the apiserver https:\/\/127\.0\.0\.1:\d+ did not accept the front-proxy client certificate .*--requestheader-allowed-names/, 'kubectl get pods says it too');
+
+  // exec, attach and port-forward (upgrades, their own path) get the same answer.
+  const exec = await sendUpgrade(proxy.port, pki, { path: '/api/v1/namespaces/default/pods/pod-0/exec?command=sh&stdin=true', protocol: 'SPDY/3.1', identity: { cert: 'user-alice' } });
+  const execBody = (await readToEnd(exec.socket, exec.rest)).toString();
+  t.equal(exec.statusCode, 502, 'exec: 502');
+  t.match(JSON.parse(execBody), { kind: 'Status', reason: 'BadGateway', message: REFUSED }, 'exec: the same Status');
 
   for (let i = 0; i < 5; i++) t.equal((await call(client, `${proxy.url}/api`)).status, 502);
   t.equal(upstreamWarnings(proxy).length, 1, 'one warning for the apiserver, not one per request or check');

@@ -17,7 +17,7 @@ import { accessRecord, type AccessLog, type RequestFacts } from '../observe/acce
 import type { ProxyMetrics, StreamKind } from '../observe/metrics.js';
 import { requestInfo } from '../observe/requestinfo.js';
 import { StatusError, pathOf, shuttingDown, statusResponseBytes } from '../status.js';
-import { errorCode, isConnectionFailure, tagUpstream, type UpstreamError } from '../upstream/failures.js';
+import { errorCode, isConnectionFailure, NoHealthyUpstreamError, ProxyIdentityRefusedError, tagUpstream, type UpstreamError } from '../upstream/failures.js';
 import type { UpstreamPool, UpstreamTarget } from '../upstream/pool.js';
 import type { UpstreamConnector } from '../upstream/tls.js';
 import { upstreamFailure } from './forward.js';
@@ -149,7 +149,9 @@ export class UpgradeProxy {
     };
     const fail = (err: Error, upstream: string | undefined) => {
       const failure = upstreamFailure(err);
-      this.options.logger.warn({ err, upstream }, failure.message);
+      // The pool has already said why (one line per apiserver and change): no line per request.
+      if (err instanceof NoHealthyUpstreamError || err instanceof ProxyIdentityRefusedError) this.options.logger.debug({ upstream }, failure.message);
+      else this.options.logger.warn({ err, upstream }, failure.message);
       log(failure.code, upstream);
       respondAndClose(client, withAuditId(failure, reqId));
     };
@@ -210,9 +212,8 @@ export class UpgradeProxy {
         });
       });
 
-      upstreamRequest.on('response', (res: IncomingMessage) => {
-        // Not upgraded: relay the answer as an ordinary response and close, as the apiserver does.
-        client.off('close', abandon);
+      // Not upgraded: relay the answer as an ordinary response and close, as the apiserver does.
+      const relay = (res: IncomingMessage) => {
         const relayed = downstreamResponseHeaders(res.headers);
         relayed['audit-id'] ??= reqId;
         const lines = Object.entries(relayed).flatMap(([name, value]) => (Array.isArray(value) ? value : [value]).map((v) => [name, v]));
@@ -226,6 +227,20 @@ export class UpgradeProxy {
           metrics.authenticated('bearer', 'token-rejected');
           void this.options.authenticator.recordTokenRejected(identity, clientAddress);
         }
+      };
+      upstreamRequest.on('response', (res: IncomingMessage) => {
+        client.off('close', abandon);
+        // A 401 to our front-proxy identity is the proxy's misconfiguration, not the user's (forward.ts).
+        if (res.statusCode === 401 && identity.method !== 'bearer') {
+          void pool.confirmIdentityRefused(target.origin, started).then((refused) => {
+            if (!refused) return relay(res);
+            res.resume();
+            release();
+            fail(new ProxyIdentityRefusedError([target.origin]), target.origin);
+          });
+          return;
+        }
+        relay(res);
       });
 
       upstreamRequest.on('error', (err: Error) => {
