@@ -17,7 +17,7 @@ t.test('a good configuration starts and says where it listens, which auth and wh
   t.teardown(() => proxy.stop());
   t.equal(proxy.logs.length, 1, 'exactly one start-up line');
   const line = proxy.logs.find((l) => l.msg.startsWith('listening on'));
-  t.match(line?.msg, /^listening on https:\/\/127\.0\.0\.1:\d+; auth: basic \(1 users\), x509 client certificates; upstreams: https:\/\/127\.0\.0\.1:6443 as front-proxy-client$/);
+  t.match(line?.msg, /^listening on https:\/\/127\.0\.0\.1:\d+; auth: basic \(1 user\), x509 client certificates; upstreams: https:\/\/127\.0\.0\.1:6443 as front-proxy-client$/);
   t.equal(await proxy.stop(), 0, 'SIGTERM exits 0');
 });
 
