@@ -15,7 +15,8 @@ import { ClientAddressResolver } from './auth/client-address.js';
 import { CrlExpiryWarning } from './auth/crl.js';
 import { FailureLimiter } from './auth/failure-limiter.js';
 import { Authenticator } from './auth/index.js';
-import { localLoginLimiter, type LoginLimiter } from './auth/login-limiter.js';
+import { credentialExpiry } from './auth/credential-expiry.js';
+import { localLoginLimiter, withdrawnUsers, type LoginLimiter } from './auth/login-limiter.js';
 import { ClientConnections } from './client-connections.js';
 import type { Config } from './config.js';
 import { ConnectionLimit } from './connection-limit.js';
@@ -28,7 +29,7 @@ import { observeTraffic } from './observe/traffic.js';
 import { registerForwarding, StreamRegistry } from './proxy/forward.js';
 import { clientAuditId, type HeaderPolicy } from './proxy/headers.js';
 import { UpgradeProxy } from './proxy/upgrade.js';
-import { StatusError, pathOf, sendStatus } from './status.js';
+import { StatusError, pathOf, sendStatus, shuttingDown } from './status.js';
 import { PoolDispatcher } from './upstream/dispatcher.js';
 import { Http2Upstreams } from './upstream/h2.js';
 import { readyzCheck } from './upstream/health.js';
@@ -155,6 +156,8 @@ export async function createProxyServer(config: Config, material: Material, logg
 
   const bcrypt = new BcryptPool(config.bcryptWorkers, config.bcryptQueueLimit);
   const basic = material.users ? new BasicAuthenticator(material.users, bcrypt, { cacheTtlMs: config.authCacheTtlMs, cacheSize: config.authCacheSize, credentialKey: shared?.credentialKey, warn: (fields, msg) => logger.warn(fields, msg) }) : undefined;
+  /** The users file in force: a reload tells the limits whose credentials it withdraws. */
+  let usersInForce = material.users;
   const failures = shared ? shared.loginLimiter : config.authFailureLimit > 0 ? localLoginLimiter(new FailureLimiter({ limit: config.authFailureLimit, windowMs: config.authFailureWindowMs })) : undefined;
   const authenticator = new Authenticator({ certificates: material.clientCa !== undefined, basic, revocations: material.clientCrl, clientCas: material.clientCas, failures, refusalDelayMs: config.authFailureDelayMs, tokenPassthrough: config.tokenPassthrough });
   const clientAddresses = new ClientAddressResolver(config.trustedProxies);
@@ -221,8 +224,7 @@ export async function createProxyServer(config: Config, material: Material, logg
     }
     if (draining) {
       // A request on a connection that was open before the drain began: send it elsewhere.
-      const status = new StatusError('ServiceUnavailable', 'kube-front-proxy is shutting down; retry', { 'retry-after': '1', connection: 'close' });
-      await sendStatus(reply, status);
+      await sendStatus(reply, shuttingDown());
       return;
     }
     const outcome = await authenticator.authenticate(socket as TLSSocket, authenticator.authorizationOf(request.raw.rawHeaders, request.headers.authorization), request.clientAddress);
@@ -280,6 +282,8 @@ export async function createProxyServer(config: Config, material: Material, logg
     const users = [...new Set([...streamUsers, ...tunnelUsers])].sort();
     logger.warn({ streams: streamUsers.length, tunnels: tunnelUsers.length, users }, 'closed streams and tunnels of withdrawn credentials');
   };
+  // A client certificate that expires ends what it opened then, as a reload ends a revoked one.
+  const stopExpiryWatch = credentialExpiry.onExpiry(closeWithdrawn);
 
   pool.start();
   trustedHeaders.start();
@@ -310,7 +314,8 @@ export async function createProxyServer(config: Config, material: Material, logg
       crlExpiry.watch(next.clientCrl);
       if (next.users && basic) {
         basic.setUsers(next.users);
-        failures?.usersChanged();
+        failures?.usersChanged(withdrawnUsers(usersInForce, next.users));
+        usersInForce = next.users;
       }
       const previous = agent;
       connector = new UpstreamConnector(next.upstream);
@@ -329,6 +334,7 @@ export async function createProxyServer(config: Config, material: Material, logg
     },
     async close(graceMs = config.shutdownGraceMs) {
       draining = true;
+      stopExpiryWatch();
       pool.stop();
       trustedHeaders.stop();
       // Node closes idle keep-alive connections once, when the server closes; one whose response
@@ -346,7 +352,7 @@ export async function createProxyServer(config: Config, material: Material, logg
       } finally {
         clearInterval(sweep);
         clearTimeout(force);
-        accessLog.close();
+        await accessLog.close();
         http2?.destroy();
         await Promise.allSettled([agent.destroy(), tokenAgent?.destroy(), bcrypt.close()]);
       }

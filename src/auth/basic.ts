@@ -155,7 +155,7 @@ export class BasicAuthenticator {
         if (this.cache.get(key) !== entry) return this.verifyAs(username, password, client, limiter, mayRetry);
         if (!entry.usedFrom(client)) {
           entry.addClient(client);
-          limiter.usedBy(client, key);
+          limiter.usedBy(client, key, username);
         }
         return this.hit(key, entry);
       });

@@ -6,10 +6,15 @@
 // silently let revoked certificates back in, nor lock everybody out.
 //
 // A revocation is the issuing CA plus the serial number: serials are only unique per CA, so a
-// serial listed by one CA never refuses another CA's certificate. The per-request check is a
-// map lookup on the serial; only when a serial matches is the certificate's signature checked
-// against the CAs that listed it, which settles its issuer without trusting the chain the
-// client sent.
+// serial listed by one CA never refuses another CA's certificate. The check is a map lookup on
+// the serial; only when a serial matches is the certificate's signature checked against the CAs
+// that listed it, which settles its issuer without trusting the chain the client sent.
+//
+// Every certificate of a client's chain is looked up, not only its own (x509.ts): a root's CRL
+// that lists an intermediate CA refuses everything issued under that intermediate. A file may
+// hold the CRLs of several CAs (the root's, listing intermediates, and each intermediate's,
+// listing leaves); an intermediate's CRL needs that intermediate in --client-ca-file, to verify
+// it against.
 //
 // Node's TLS layer could check CRLs itself (the secure context's `crl` option), but it would
 // then refuse every certificate whose CA has no CRL in the file, and it could not reach a
@@ -22,7 +27,7 @@ import { verify as verifySignature, constants as cryptoConstants, type KeyObject
 import { readFileSync } from 'node:fs';
 import * as x509 from '@peculiar/x509';
 import type { FastifyBaseLogger } from 'fastify';
-import { ConfigError, fileErrorText } from '../config.js';
+import { ConfigError, fileErrorText, settingLabel } from '../config.js';
 import { bundleCertificates, issuedBy, type Issuer } from './trusted-cas.js';
 
 const FLAG = '--client-crl-file';
@@ -54,6 +59,11 @@ export class RevocationList {
     return n;
   }
 
+  /** The first certificate of `chain` (leaf first, then its issuers) whose issuer has listed it. */
+  firstRevoked(chain: readonly X509Certificate[]): X509Certificate | undefined {
+    return chain.find((cert) => this.isRevoked(cert));
+  }
+
   /** Whether `cert`'s issuer has listed its serial number. `cert` is one the TLS layer accepted. */
   isRevoked(cert: X509Certificate): boolean {
     const issuers = this.revoked.get(normalizeSerial(cert.serialNumber));
@@ -77,7 +87,7 @@ interface CaCandidate {
  */
 export function loadRevocationList(path: string, clientCa: Buffer | undefined, now = new Date()): RevocationList {
   const fail: (problem: string) => never = (problem) => {
-    throw new ConfigError(`${FLAG} ${path}: ${problem}`);
+    throw new ConfigError(`${settingLabel(FLAG)} ${path}: ${problem}`);
   };
   if (clientCa === undefined) fail('needs --client-ca-file: CRLs are checked against the client CAs');
   let data: Buffer;

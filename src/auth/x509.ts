@@ -2,8 +2,12 @@
 // chain to the client CA, be inside its validity period and allow client authentication; then
 // CN is the user name and each O is a group. Node's TLS layer has already verified all of that
 // (the listener requests a certificate without requiring one); here we read its verdict, check
-// it against --client-crl-file, which Node's TLS layer is not given (see crl.ts), and against
-// the client CAs in force now, which may have been reloaded since the handshake.
+// its chain against --client-crl-file, which Node's TLS layer is not given (see crl.ts), and
+// against the client CAs in force now, which may have been reloaded since the handshake.
+//
+// kube-apiserver checks validity on every request, and so does this: a connection whose
+// certificate (or a CA of its chain) expires while it is open gets 401 from then on, and what
+// it opened that makes no new request (watches, tunnels) is ended then (credential-expiry.ts).
 //
 // The identity is the one kube-apiserver derives from the same certificate presented directly
 // (CommonNameUserConversion in k8s.io/apiserver request/x509): the subject as Go reads it
@@ -13,8 +17,9 @@
 import type { X509Certificate } from 'node:crypto';
 import type { PeerCertificate, TLSSocket } from 'node:tls';
 import type { RevocationList } from './crl.js';
+import { credentialExpiry } from './credential-expiry.js';
 import { identityValueProblem, quoteValue, type AuthFailureReason, type Credential, type Identity } from './identity.js';
-import type { TrustedCas } from './trusted-cas.js';
+import { notAfterOf, type Chain, type TrustedCas } from './trusted-cas.js';
 import { GoParseError, readGoSubject, type GoSubject } from './x509-name.js';
 
 export type CertificateAuthResult =
@@ -27,11 +32,12 @@ function asList(value: string | string[] | undefined): string[] {
 }
 
 const UNTRUSTED = { reason: 'cert-untrusted', message: 'client certificate is not signed by a trusted certificate authority' } as const;
+const EXPIRED = { reason: 'cert-expired', message: 'client certificate has expired' } as const;
 
 function failureFor(code: string): { reason: Extract<AuthFailureReason, `cert-${string}`>; message: string } {
   switch (code) {
     case 'CERT_HAS_EXPIRED':
-      return { reason: 'cert-expired', message: 'client certificate has expired' };
+      return EXPIRED;
     case 'CERT_NOT_YET_VALID':
       return { reason: 'cert-not-yet-valid', message: 'client certificate is not yet valid' };
     case 'INVALID_PURPOSE':
@@ -58,25 +64,37 @@ function failureFor(code: string): { reason: Extract<AuthFailureReason, `cert-${
 // handshake that began before a reload completes against the bundle of its start, and a resumed
 // TLS session carries the verdict of the handshake it resumes (Node gives each new secure
 // context fresh ticket keys, so none from before a reload resumes today; this does not rely on
-// it). A leaf already found to chain costs a set lookup (TrustedCas.vouchesFor), which is also
+// it). A leaf already found to chain costs a map lookup (TrustedCas.chainOf), which is also
 // what lets in a resumed session whose leaf needs intermediates: it does not carry them.
+//
+// Validity is the one check made on every request: a comparison with the clock. A resumed TLS
+// session carries the verdict of the handshake it resumes, expired since or not; this check
+// does not rely on the TLS layer for it.
 interface ConnectionVerdict {
   verdict: CertificateAuthResult | null;
   /** PeerCertificate.fingerprint256 of an accepted certificate. */
   fingerprint: string | undefined;
   /** The certificates the client sent after its own, once read (see peerChain). */
   sent: readonly X509Certificate[] | undefined;
-  /** The CAs `untrusted` was worked out against. */
+  /** The leaf's notAfter (ms since the epoch). */
+  leafNotAfter: number;
+  /** The CAs `untrusted` and `chain` were worked out against. */
   trustedUnder: TrustedCas | undefined;
   untrusted: CertificateAuthResult | undefined;
-  /** The list `revoked` was worked out against. */
+  /** The leaf's issuers up to a root of `trustedUnder`, when it chains. */
+  chain: Chain | undefined;
+  /** The earliest notAfter of the leaf and `chain`: the credential expires once the clock is past it. */
+  notAfter: number;
+  /** The moment last given to the expiry clock. */
+  watchedUntil: number | undefined;
+  /** The list `revoked` was worked out against (with `chain` as it was then). */
   checkedAgainst: RevocationList | undefined;
   revoked: CertificateAuthResult | undefined;
 }
 
 /** Every field set at once: one object shape for every connection on the request path. */
-function connectionVerdict(verdict: CertificateAuthResult | null, fingerprint?: string): ConnectionVerdict {
-  return { verdict, fingerprint, sent: undefined, trustedUnder: undefined, untrusted: undefined, checkedAgainst: undefined, revoked: undefined };
+function connectionVerdict(verdict: CertificateAuthResult | null, fingerprint?: string, leafNotAfter = Number.NEGATIVE_INFINITY): ConnectionVerdict {
+  return { verdict, fingerprint, sent: undefined, leafNotAfter, trustedUnder: undefined, untrusted: undefined, chain: undefined, notAfter: leafNotAfter, watchedUntil: undefined, checkedAgainst: undefined, revoked: undefined };
 }
 
 interface PeerChain {
@@ -102,30 +120,47 @@ export function authenticateCertificate(socket: TLSSocket, revocations?: Revocat
   }
   const verdict = known.verdict;
   if (!verdict?.ok) return verdict;
+  const user = verdict.identity.user;
   if (cas !== undefined && known.trustedUnder !== cas) {
     known.trustedUnder = cas;
-    known.untrusted = trustVerdict(socket, known, verdict.identity.user, cas);
+    known.chain = chainOf(socket, known, cas);
+    known.untrusted = known.chain === undefined ? { ok: false, ...UNTRUSTED, claimedUser: user } : undefined;
+    known.notAfter = Math.min(known.leafNotAfter, known.chain?.notAfter ?? Number.POSITIVE_INFINITY);
+    // Another chain, other certificates to look up.
+    known.checkedAgainst = undefined;
   }
   if (known.untrusted !== undefined) return known.untrusted;
+  if (Date.now() > known.notAfter) return { ok: false, ...EXPIRED, claimedUser: user };
+  if (known.watchedUntil !== known.notAfter) {
+    known.watchedUntil = known.notAfter;
+    credentialExpiry.watch(socket, known.notAfter);
+  }
   if (revocations === undefined) return verdict;
   if (known.checkedAgainst !== revocations) {
     known.checkedAgainst = revocations;
-    known.revoked = revocationVerdict(socket, known, verdict.identity.user, revocations);
+    known.revoked = revocationVerdict(socket, known, user, revocations);
   }
   return known.revoked ?? verdict;
 }
 
-function trustVerdict(socket: TLSSocket, known: ConnectionVerdict, user: string, cas: TrustedCas): CertificateAuthResult | undefined {
-  if (known.fingerprint !== undefined && cas.vouchesFor(known.fingerprint)) return undefined;
+function chainOf(socket: TLSSocket, known: ConnectionVerdict, cas: TrustedCas): Chain | undefined {
+  const vouched = known.fingerprint === undefined ? undefined : cas.knownChain(known.fingerprint);
+  if (vouched !== undefined) return vouched;
   const peer = peerChain(socket, known);
-  if (peer !== undefined && cas.chains(peer.leaf, peer.presented)) return undefined;
-  return { ok: false, ...UNTRUSTED, claimedUser: user };
+  return peer === undefined ? undefined : cas.chainOf(peer.leaf, peer.presented);
 }
 
+/**
+ * The leaf and every CA of its chain are looked up: a CA whose own issuer revoked it vouches for
+ * nobody. Without client CAs to chain to (never so on the request path) only the leaf is.
+ */
 function revocationVerdict(socket: TLSSocket, known: ConnectionVerdict, user: string, revocations: RevocationList): CertificateAuthResult | undefined {
-  const cert = peerChain(socket, known)?.leaf;
-  if (cert === undefined || !revocations.isRevoked(cert)) return undefined;
-  return { ok: false, reason: 'cert-revoked', message: 'client certificate has been revoked', claimedUser: user };
+  const leaf = peerChain(socket, known)?.leaf;
+  const above = known.chain?.above ?? [];
+  const revoked = revocations.firstRevoked(leaf === undefined ? above : [leaf, ...above]);
+  if (revoked === undefined) return undefined;
+  const message = revoked === leaf ? 'client certificate has been revoked' : `client certificate was issued under a revoked CA certificate (${revoked.subject.replaceAll('\n', ', ')})`;
+  return { ok: false, reason: 'cert-revoked', message, claimedUser: user };
 }
 
 /**
@@ -178,7 +213,7 @@ function inspect(socket: TLSSocket): ConnectionVerdict {
   if (refusal !== undefined) return connectionVerdict({ ok: false, ...refusal, claimedUser });
   const credential: Credential = { method: 'x509', connection: socket };
   const identity: Identity = { method: 'x509', user: subject.commonName, groups: subject.organizations, extra: credentialIdExtra(peer.fingerprint256), credential };
-  return connectionVerdict({ ok: true, identity }, peer.fingerprint256);
+  return connectionVerdict({ ok: true, identity }, peer.fingerprint256, notAfterOf(peer.valid_to));
 }
 
 /** Why kube-apiserver would derive no identity, or another one, through the headers; undefined when it is exact. */
@@ -190,7 +225,7 @@ function subjectRefusal(subject: GoSubject): { reason: 'cert-invalid' | 'cert-un
   const inexact = (what: string) => ({ reason: 'cert-unforwardable' as const, message: `certificate subject cannot be forwarded exactly: ${what}` });
   // parseUIDFromCert (AllowParsingUserUIDFromCertAuth, on by default since 1.33) makes a UID
   // attribute the user's UID; kubeadm configures no --requestheader-uid-headers to carry one.
-  if (subject.uids.length > 0) return inexact('it carries a UID attribute (0.9.2342.19200300.100.1.1), which kube-apiserver reads as the user\'s UID and the front-proxy headers do not carry');
+  if (subject.uids.length > 0) return inexact('it carries a Kubernetes UID attribute (1.3.6.1.4.1.57683.2), which kube-apiserver reads as the user\'s UID and the front-proxy headers do not carry');
   const userProblem = identityValueProblem(subject.commonName);
   if (userProblem !== undefined) return inexact(`common name ${quoteValue(subject.commonName)} ${userProblem}`);
   for (const organization of subject.organizations) {

@@ -71,10 +71,12 @@ export class LoginLimitsAuthority {
         return;
       }
       case 'login-used':
-        this.known.add(message.credential, message.client);
+        this.known.add(message.credential, message.client, message.user);
         return;
       case 'login-forget':
-        this.known.clear();
+        // A reload keeps the clients of credentials that still hold (known-clients.ts).
+        if (message.users === undefined) this.known.clear();
+        else this.known.forgetUsers(message.users);
         return;
     }
   }
@@ -99,8 +101,16 @@ export class LoginLimitsAuthority {
   }
 
   private settle(check: RunningCheck, outcome: LoginOutcome): void {
-    if (outcome === 'success') this.known.add(check.credential, check.client);
-    if (!check.counted) return;
+    if (outcome === 'success') this.known.add(check.credential, check.client, check.user);
+    if (!check.counted) {
+      if (outcome !== 'failure') return;
+      // A known client's credential failed: its entry changed since (a reload), so the client
+      // is known no more and this counts as any failed login does.
+      this.known.forget(check.credential);
+      this.limiter.recordFailure(check.client, check.user);
+      this.publish(check.client, check.user);
+      return;
+    }
     this.limiter.finish(check.client, check.user, outcome === 'failure');
     this.publish(check.client, check.user);
   }

@@ -86,12 +86,13 @@ export class SharedLoginLimiter implements LoginLimiter {
     }));
   }
 
-  usedBy(client: string, credential: string): void {
-    this.send({ kfp: 'login-used', client, credential });
+  usedBy(client: string, credential: string, user?: string): void {
+    this.send(user === undefined ? { kfp: 'login-used', client, credential } : { kfp: 'login-used', client, credential, user });
   }
 
-  usersChanged(): void {
-    this.send({ kfp: 'login-forget' });
+  usersChanged(withdrawn?: readonly string[]): void {
+    // Each worker reads the files and says so itself: the primary drops what any of them withdraws.
+    this.send(withdrawn === undefined ? { kfp: 'login-forget' } : { kfp: 'login-forget', users: [...withdrawn] });
   }
 
   /** Milliseconds the copy says `client` / `user` are refused for; 0 when neither is. */

@@ -12,10 +12,10 @@ export type LimitsRequest =
   | { kfp: 'login-check'; id: number; client: string; user: string; credential: string }
   /** The check `id` let through is over. */
   | { kfp: 'login-finish'; id: number; outcome: LoginOutcome }
-  /** The client was let in with a cached credential: it is known to use it. */
-  | { kfp: 'login-used'; client: string; credential: string }
-  /** The users file changed. */
-  | { kfp: 'login-forget' };
+  /** The client was let in with a cached credential (of `user`, if told): it is known to use it. */
+  | { kfp: 'login-used'; client: string; credential: string; user?: string }
+  /** The users file was read again; `users`: those whose credentials it withdrew (LoginLimiter.usersChanged). */
+  | { kfp: 'login-forget'; users?: string[] };
 
 /** Failed-login limits, primary to worker (login-limits-client.ts reads them). */
 export type LimitsReply =

@@ -1,10 +1,13 @@
 // A throw-away PKI, generated fresh for each test run: every trust relation the proxy meets
 // (cluster CA, front-proxy CA, the proxy's own serving CA, the user CA) plus a rogue CA that
 // signs look-alikes of the trusted certificates.
-import { createHash, X509Certificate } from 'node:crypto';
+// @peculiar/x509 (intermediateCa below) needs the Reflect metadata polyfill first.
+import 'reflect-metadata';
+import { createHash, randomBytes, webcrypto, X509Certificate } from 'node:crypto';
 import { chmod, mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import * as x509 from '@peculiar/x509';
 import {
   createCertificateAuthority,
   issueCertificate,
@@ -134,4 +137,34 @@ export async function createTestPki(dir?: string): Promise<TestPki> {
 export function credentialIdExtra(certPem: string): Record<string, string[]> {
   const der = new X509Certificate(certPem).raw;
   return { 'authentication.kubernetes.io/credential-id': [`X509SHA256=${createHash('sha256').update(der).digest('hex')}`] };
+}
+
+/**
+ * A CA signed by `parent` (createCertificateAuthority makes roots only), as an enterprise PKI
+ * issues user certificates from. ECDSA P-256 parent keys only (the test PKI's); valid from an
+ * hour ago for a day unless told otherwise.
+ */
+export async function intermediateCa(parent: CertificateAndKey, commonName: string, validity: { notBefore?: Date; notAfter?: Date } = {}): Promise<CertificateAndKey> {
+  const algorithm = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
+  const keys = (await webcrypto.subtle.generateKey(algorithm, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
+  const parentKey = await webcrypto.subtle.importKey('pkcs8', Buffer.from(parent.key.replace(/-----[^-]+-----|\s/g, ''), 'base64'), algorithm, false, ['sign']);
+  const parentCert = new x509.X509Certificate(parent.cert);
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: `01${randomBytes(15).toString('hex')}`,
+    subject: `CN=${commonName}`,
+    issuer: parentCert.subjectName,
+    notBefore: validity.notBefore ?? new Date(Date.now() - 60 * 60 * 1000),
+    notAfter: validity.notAfter ?? new Date(Date.now() + DAY_MS),
+    publicKey: keys.publicKey,
+    signingKey: parentKey,
+    signingAlgorithm: algorithm,
+    extensions: [
+      new x509.BasicConstraintsExtension(true, 0, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+      await x509.AuthorityKeyIdentifierExtension.create(parentCert),
+    ],
+  });
+  const key = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey)).toString('base64');
+  return { cert: cert.toString('pem'), key: `-----BEGIN PRIVATE KEY-----\n${key.replace(/(.{64})/g, '$1\n')}\n-----END PRIVATE KEY-----\n` };
 }
