@@ -20,6 +20,10 @@ import { localLoginLimiter, withdrawnUsers, type LoginLimiter } from './auth/log
 import { ClientConnections } from './client-connections.js';
 import type { Config } from './config.js';
 import { ConnectionLimit } from './connection-limit.js';
+import type { SessionCloseReason } from './http2-abuse.js';
+import { AbuserCooldown } from './http2-abuser-cooldown.js';
+import { Http2FrameLimits } from './http2-frame-limits.js';
+import { ParkedStreams } from './http2-parked-streams.js';
 import { answerClientError, followsFramingError, framingError, limitHttp1 } from './http1-limits.js';
 import type { Material } from './material.js';
 import { AccessLog } from './observe/accesslog.js';
@@ -193,6 +197,30 @@ export async function createProxyServer(config: Config, material: Material, logg
       logger.debug({ client: address }, 'connection refused: --max-connections-per-client reached');
     },
   }).attach(listener);
+  // HTTP/2 clients that send frames only to cost us work, or leave answers and streams parked:
+  // their connection is ended, and their address refused for a while.
+  const cooldown = new AbuserCooldown({
+    isExempt: (address) => clientAddresses.isTrusted(address),
+    onRefused: (address) => {
+      metrics.abuserConnectionRefused();
+      logger.debug({ client: address }, 'connection refused: the address abused HTTP/2 moments ago');
+    },
+  });
+  cooldown.attach(listener);
+  const onAbusiveSession = (reason: SessionCloseReason, address: string) => {
+    metrics.http2SessionClosed(reason);
+    cooldown.abused(address);
+    logger.warn({ client: address, reason }, 'HTTP/2 connection ended for abuse');
+  };
+  new Http2FrameLimits({ onSessionClosed: onAbusiveSession }).attach(listener);
+  const parkedStreams = new ParkedStreams({
+    stallTimeoutMs: config.keepAliveTimeoutMs,
+    isExempt: (address) => clientAddresses.isTrusted(address),
+    onStreamReset: (reason) => metrics.http2StreamReset(reason),
+    onSessionClosed: onAbusiveSession,
+    onParked: (streams) => metrics.http2Parked(streams),
+  });
+  parkedStreams.attach(listener);
 
   app.decorateRequest('identity', null);
   app.decorateRequest('clientAddress', '');
@@ -213,6 +241,17 @@ export async function createProxyServer(config: Config, material: Material, logg
     request.clientAddress = address.client;
     request.forwardedFor = address.forwardedFor;
     request.bytesWrittenBefore = socket.bytesWritten;
+    if (request.raw.httpVersionMajor === 2) {
+      // Rapid reset (CVE-2023-44487): a client sends HEADERS and RST_STREAM together, and nghttp2
+      // hands us the stream before it reads the reset. One turn of the event loop lets it read
+      // the rest of what arrived; a stream the client has already reset is not authenticated
+      // and forwarded (that cost an upstream request, and an upstream connection, each).
+      await new Promise((resolve) => setImmediate(resolve));
+      if (streamReset(request.raw as unknown as Http2ServerRequest)) {
+        reply.hijack();
+        return;
+      }
+    }
     if (followsFramingError(request.raw)) {
       reply.hijack();
       return;
@@ -337,6 +376,7 @@ export async function createProxyServer(config: Config, material: Material, logg
       stopExpiryWatch();
       pool.stop();
       trustedHeaders.stop();
+      parkedStreams.stop();
       // Node closes idle keep-alive connections once, when the server closes; one whose response
       // finishes later (kubectl keeps its connection for 90 s) would hold the drain to its grace.
       const sweep = setInterval(() => connections.closeIdle(), 100);
@@ -368,6 +408,11 @@ export async function createProxyServer(config: Config, material: Material, logg
  */
 function connectionOf(raw: IncomingMessage | Http2ServerRequest): Socket {
   return (raw.httpVersionMajor === 2 ? (raw as Http2ServerRequest).stream.session?.socket ?? raw.socket : raw.socket) as Socket;
+}
+
+/** The client reset this HTTP/2 stream, or its connection is gone. */
+function streamReset(raw: Http2ServerRequest): boolean {
+  return raw.stream.destroyed || raw.stream.closed;
 }
 
 function statusForFastifyError(error: FastifyError): StatusError {

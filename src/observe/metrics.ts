@@ -2,6 +2,7 @@
 // or paths, and resources (which come from the URL a client sends) are capped.
 
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { SESSION_CLOSE_REASONS, STREAM_RESET_REASONS, type SessionCloseReason, type StreamResetReason } from '../http2-abuse.js';
 import type { UpstreamPool } from '../upstream/pool.js';
 
 const PREFIX = 'kube_front_proxy_';
@@ -18,6 +19,10 @@ export class ProxyMetrics {
   private readonly streams: Gauge<'kind'>;
   private readonly refusedConnections: Counter;
   private readonly withdrawn: Counter<'kind'>;
+  private readonly http2SessionsClosed: Counter<'reason'>;
+  private readonly http2StreamsReset: Counter<'reason'>;
+  private readonly http2ParkedStreams: Gauge;
+  private readonly abuserConnectionsRefused: Counter;
   private readonly resources = new Set<string>();
 
   /** `http2`: the upstream HTTP/2 sessions' counts, when watches go over HTTP/2. */
@@ -34,6 +39,10 @@ export class ProxyMetrics {
     this.authentications = new Counter({ name: `${PREFIX}authentications_total`, help: 'Authentication results, by method (basic, x509, bearer, none) and outcome (success or the failure reason; for bearer with --token-passthrough: passthrough when forwarded, token-rejected when the apiserver answered 401).', labelNames: ['method', 'outcome'], registers: [this.registry] });
     this.refusedConnections = new Counter({ name: `${PREFIX}connections_refused_total`, help: 'Client connections reset at accept because their address already held --max-connections-per-client.', registers: [this.registry] });
     this.withdrawn = new Counter({ name: `${PREFIX}withdrawn_credential_closes_total`, help: 'Watches and log follows (kind="stream") and tunnels (kind="tunnel") ended by a reload that revoked the certificate or removed or changed the user that opened them.', labelNames: ['kind'], registers: [this.registry] });
+    this.http2SessionsClosed = new Counter({ name: `${PREFIX}http2_sessions_closed_total`, help: 'Client HTTP/2 connections ended with GOAWAY ENHANCE_YOUR_CALM for abuse, by reason: rapid-reset, ping-flood, settings-flood, continuation-flood, frame-flood (another flood nghttp2 detected), idle-streams (streams whose request never came), parked-streams (answers the client gives no flow-control window for).', labelNames: ['reason'], registers: [this.registry] });
+    this.http2StreamsReset = new Counter({ name: `${PREFIX}http2_streams_reset_total`, help: 'Client HTTP/2 streams reset by the proxy after --keep-alive-timeout without progress, by reason: stalled-response (an answer the client gives no window for), stalled-request (a request body that does not come).', labelNames: ['reason'], registers: [this.registry] });
+    this.http2ParkedStreams = new Gauge({ name: `${PREFIX}http2_parked_streams`, help: 'Client HTTP/2 streams whose answer has waited a quarter second or more for the client to give it flow-control window.', registers: [this.registry] });
+    this.abuserConnectionsRefused = new Counter({ name: `${PREFIX}http2_abuser_connections_refused_total`, help: 'Client connections reset at accept because their address had an HTTP/2 connection ended for abuse in the last 10 s.', registers: [this.registry] });
     this.streams = new Gauge({ name: `${PREFIX}open_streams`, help: 'Long-lived requests open now, by kind.', labelNames: ['kind'], registers: [this.registry] });
     new Gauge({
       name: `${PREFIX}upstream_healthy`,
@@ -57,6 +66,8 @@ export class ProxyMetrics {
       new Gauge({ name: `${PREFIX}upstream_http2_sessions`, help: 'HTTP/2 connections to the apiservers carrying watches and log follows.', registers: [this.registry], collect() { this.set(http2().sessions); } });
       new Gauge({ name: `${PREFIX}upstream_http2_streams`, help: 'Watches and log follows open on those connections.', registers: [this.registry], collect() { this.set(http2().streams); } });
     }
+    for (const reason of SESSION_CLOSE_REASONS) this.http2SessionsClosed.inc({ reason }, 0);
+    for (const reason of STREAM_RESET_REASONS) this.http2StreamsReset.inc({ reason }, 0);
     for (const kind of ['watch', 'follow', 'exec', 'attach', 'portforward', 'upgrade'] satisfies StreamKind[]) this.streams.set({ kind }, 0);
   }
 
@@ -77,6 +88,22 @@ export class ProxyMetrics {
   withdrawnClosed(streams: number, tunnels: number): void {
     this.withdrawn.inc({ kind: 'stream' }, streams);
     this.withdrawn.inc({ kind: 'tunnel' }, tunnels);
+  }
+
+  http2SessionClosed(reason: SessionCloseReason): void {
+    this.http2SessionsClosed.inc({ reason });
+  }
+
+  http2StreamReset(reason: StreamResetReason): void {
+    this.http2StreamsReset.inc({ reason });
+  }
+
+  abuserConnectionRefused(): void {
+    this.abuserConnectionsRefused.inc();
+  }
+
+  http2Parked(streams: number): void {
+    this.http2ParkedStreams.set(streams);
   }
 
   streamOpened(kind: StreamKind): void {
