@@ -56,7 +56,7 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'tokenPassthrough', flag: 'token-passthrough', kind: 'boolean', help: "forward a request that has Authorization: Bearer (or a WebSocket bearer subprotocol) and no client certificate or password to the apiserver as it is, for the apiserver to authenticate (ServiceAccount tokens); sent over a connection without the front-proxy certificate and with no X-Remote-* headers", defaultText: 'false' },
   { key: 'authCacheTtl', flag: 'auth-cache-ttl', kind: 'duration', help: 'how long a verified password is trusted before bcrypt runs again', defaultText: '60s' },
   { key: 'authCacheSize', flag: 'auth-cache-size', kind: 'integer', help: 'most verified credentials kept', defaultText: '10000' },
-  { key: 'workers', flag: 'workers', kind: 'integer', help: 'proxy processes sharing the listener (1 = a single process); in a container, set it to the CPU limit', defaultText: 'the CPUs available to the process' },
+  { key: 'workers', flag: 'workers', kind: 'integer', help: 'proxy processes sharing the listener (1 = a single process); more only on a host whose cores the proxy has to itself', defaultText: '1' },
   { key: 'bcryptWorkers', flag: 'bcrypt-workers', kind: 'integer', help: 'threads per proxy process that run bcrypt (bounds the CPU a password flood can take)', defaultText: 'half the CPUs shared over the workers, at least 1' },
   { key: 'bcryptQueueLimit', flag: 'bcrypt-queue-limit', kind: 'integer', help: 'password checks that may wait for a bcrypt worker; beyond that, new logins get 503 (cached logins and certificates are unaffected)', defaultText: '1024' },
   { key: 'authFailureLimit', flag: 'auth-failure-limit', kind: 'integer', help: 'failed logins allowed per client address, and per user name, within --auth-failure-window; then 429 until the window passes (0 = no limit)', defaultText: '10' },
@@ -359,7 +359,9 @@ function resolve(raw: RawSettings): Config {
     throw new ConfigError('no authentication method enabled: set --htpasswd-file (basic auth) and/or --client-ca-file (client certificates)');
   }
 
-  const workers = s.workers ?? availableParallelism();
+  // One process by default: beside the apiserver (a sidecar) a second one costs 1.2-1.9x the CPU
+  // per request and lowers throughput (README, Performance); one carries several apiservers' load.
+  const workers = s.workers ?? 1;
   return {
     listen: parseListen(s.listen ?? DEFAULTS.listen, settingLabel('listen')),
     tlsCertFile: s.tlsCertFile,
