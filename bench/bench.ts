@@ -27,7 +27,7 @@
 // the apiserver, and a watch fan-out. BENCH_REAL=0 skips it, BENCH_REAL=only runs nothing else;
 // its own settings (BENCH_REAL_ROUNDS, BENCH_REAL_INFLIGHT, BENCH_REAL_GETS, ...) are in that file.
 
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Pool, type Dispatcher } from 'undici';
@@ -41,7 +41,7 @@ import { PAYLOAD_PATH } from './payload.js';
 import { runWatchScenarios, watchMarkdown, watchSetupLines, watchTextTable, type WatchRow } from './watches.js';
 import { tunnelThroughput } from './tunnel.js';
 import { buildProxy, cpuSeconds, installCleanup, treeCpuSeconds, machineBusySeconds, spawnNode, waitForJsonLine, type Child } from './processes.js';
-import { markdown, textTable, times, type Ratio, type Row } from './report.js';
+import { markdown, replaceLastSection, textTable, times, type Ratio, type Row } from './report.js';
 import { envNumber } from './env.js';
 import type { RealResult } from './real-cluster.js';
 
@@ -419,7 +419,9 @@ async function main(): Promise<number> {
     realSection = `${standinSection || watchSection ? '\n' : ''}## In front of a real kube-apiserver\n\n${realMarkdown(realResult)}`;
   }
   mkdirSync(dirname(RESULTS), { recursive: true });
-  writeFileSync(RESULTS, standinSection + watchSection + realSection);
+  // BENCH_REAL=only replaces just its own section of the last full run's record.
+  const previous = real === 'only' && existsSync(RESULTS) ? readFileSync(RESULTS, 'utf8') : undefined;
+  writeFileSync(RESULTS, previous && realSection ? replaceLastSection(previous, '## In front of a real kube-apiserver', realSection.trimStart(), new Date().toISOString().slice(0, 10)) : standinSection + watchSection + realSection);
   process.stdout.write(`\nwritten to ${RESULTS}\n`);
   if (rows.some((r) => r.errors > 0) || realErrors) {
     work.keep();

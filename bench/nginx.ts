@@ -82,7 +82,7 @@ function findNginx(): { binary: string; version: string } | undefined {
   return undefined;
 }
 
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   const server = createServer();
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
@@ -100,10 +100,42 @@ export interface NginxOptions {
   binary?: string;
 }
 
+/**
+ * The files of nginx's two TLS legs: what it serves to clients (and the CA their certificates
+ * must chain to), and its front-proxy identity towards the apiserver (and the apiserver's CA and
+ * name). The stand-in's PKI and the real cluster's (`pki init`) name them differently.
+ */
+export interface NginxTls {
+  servingCert: string;
+  servingKey: string;
+  /** PEM text of the CA of the serving certificate (for the readiness probe); the name served is "localhost". */
+  servingCaPem: string;
+  clientCa: string;
+  proxyClientCert: string;
+  proxyClientKey: string;
+  upstreamCa: string;
+  /** The apiserver certificate's name ("kubernetes" for kubeadm's). */
+  upstreamName: string;
+}
+
+/** nginx's files in the bench's stand-in PKI (test/helpers/pki.ts). */
+export function standinNginxTls(pki: TestPki): NginxTls {
+  return {
+    servingCert: pki.path('proxy-server', 'crt'),
+    servingKey: pki.path('proxy-server', 'key'),
+    servingCaPem: pki.pem['proxy-ca'].cert,
+    clientCa: pki.path('user-ca', 'crt'),
+    proxyClientCert: pki.path('front-proxy-client', 'crt'),
+    proxyClientKey: pki.path('front-proxy-client', 'key'),
+    upstreamCa: pki.path('cluster-ca', 'crt'),
+    upstreamName: 'kubernetes',
+  };
+}
+
 export interface NginxServer {
-  /** https://127.0.0.1:PORT (serving certificate: the PKI's proxy-server, CA proxy-ca, name localhost). */
+  /** https://127.0.0.1:PORT (serving certificate from NginxTls, name localhost). */
   url: string;
-  /** The master process. */
+  /** The master process (the workers are its children: treeCpuSeconds(pid) is nginx's CPU). */
   pid: number;
   /** Master and workers (their CPU is the server's). */
   pids(): number[];
@@ -112,8 +144,12 @@ export interface NginxServer {
   stop(): Promise<void>;
 }
 
-/** nginx's configuration for the README's setup, plus the client-certificate path. */
-export function nginxConfig(pki: TestPki, upstreamUrl: string, usersFile: string, port: number, dir: string, workerProcesses: number | 'auto' = 1): string {
+/**
+ * nginx's configuration for the README's setup (passwords), plus the client-certificate path,
+ * in one server block: a verified certificate's CN is the user and switches auth_basic off;
+ * without one, auth_basic over the users file. Both benches (stand-in and real apiserver) use it.
+ */
+export function nginxConfig(tls: NginxTls, upstreamUrl: string, usersFile: string, port: number, dir: string, workerProcesses: number | 'auto' = 1): string {
   const upstream = new URL(upstreamUrl);
   return `# kube-front-proxy bench: the nginx setup of README "Why", plus client certificates.
 ${process.getuid?.() === 0 ? '# Workers read the users file (mode 0600, root) on every request.\nuser root;\n' : ''}worker_processes ${workerProcesses};
@@ -149,9 +185,9 @@ http {
 
   server {
     listen 127.0.0.1:${port} ssl http2;
-    ssl_certificate ${pki.path('proxy-server', 'crt')};
-    ssl_certificate_key ${pki.path('proxy-server', 'key')};
-    ssl_client_certificate ${pki.path('user-ca', 'crt')};
+    ssl_certificate ${tls.servingCert};
+    ssl_certificate_key ${tls.servingKey};
+    ssl_client_certificate ${tls.clientCa};
     ssl_verify_client optional;
     ssl_session_cache shared:SSL:10m;
 
@@ -164,15 +200,17 @@ http {
       proxy_set_header Connection "";
       proxy_set_header Host $host;
       proxy_set_header Authorization "";
+      # Client-sent identity headers cleared (X-Remote-Extra-* cannot be: nginx has no
+      # header-prefix match without a third-party module).
       proxy_set_header X-Remote-User $kfp_user;
       proxy_set_header X-Remote-Group "";
       proxy_set_header X-Remote-Uid "";
       proxy_set_header X-Forwarded-For $remote_addr;
-      proxy_ssl_certificate ${pki.path('front-proxy-client', 'crt')};
-      proxy_ssl_certificate_key ${pki.path('front-proxy-client', 'key')};
-      proxy_ssl_trusted_certificate ${pki.path('cluster-ca', 'crt')};
+      proxy_ssl_certificate ${tls.proxyClientCert};
+      proxy_ssl_certificate_key ${tls.proxyClientKey};
+      proxy_ssl_trusted_certificate ${tls.upstreamCa};
       proxy_ssl_verify on;
-      proxy_ssl_name kubernetes;
+      proxy_ssl_name ${tls.upstreamName};
       proxy_ssl_server_name on;
       proxy_ssl_session_reuse on;
       proxy_buffering off;
@@ -205,7 +243,7 @@ const nginxChildren = new Set<ChildProcess>();
  * Writes the config into a temp dir, checks it (`nginx -t`), runs nginx in the foreground
  * (`-g 'daemon off;'`) and waits until it accepts TLS connections.
  */
-export async function startNginx(pki: TestPki, upstreamUrl: string, usersFile: string, options: NginxOptions = {}): Promise<NginxServer> {
+export async function startNginx(tls: NginxTls, upstreamUrl: string, usersFile: string, options: NginxOptions = {}): Promise<NginxServer> {
   const binary = options.binary ?? findNginx()?.binary;
   if (!binary) throw new Error('nginx is not installed (ensureNginx() installs it)');
   const ownDir = options.dir === undefined;
@@ -213,7 +251,7 @@ export async function startNginx(pki: TestPki, upstreamUrl: string, usersFile: s
   mkdirSync(dir, { recursive: true });
   const port = await freePort();
   const configFile = join(dir, 'nginx.conf');
-  writeFileSync(configFile, nginxConfig(pki, upstreamUrl, usersFile, port, dir, options.workerProcesses ?? 1));
+  writeFileSync(configFile, nginxConfig(tls, upstreamUrl, usersFile, port, dir, options.workerProcesses ?? 1));
   // -e: the start-up error log too goes to our dir, not /var/log/nginx.
   const base = ['-p', dir, '-e', join(dir, 'error.log'), '-c', configFile];
   try {
@@ -236,16 +274,21 @@ export async function startNginx(pki: TestPki, upstreamUrl: string, usersFile: s
 
   // Ready when a TLS GET of /healthz gets any HTTP answer.
   const deadline = Date.now() + 10_000;
-  for (;;) {
-    if (exited()) throw new Error(why());
-    try {
-      const res = await request(`${url}/healthz`, { dispatcher: new Pool(url, { connect: { ca: pki.pem['proxy-ca'].cert, servername: 'localhost' } }) });
-      await res.body.dump();
-      break;
-    } catch (err) {
-      if (Date.now() > deadline) throw new Error(`nginx did not answer on ${url}: ${(err as Error).message}`);
-      await sleep(50);
+  const probe = new Pool(url, { connect: { ca: tls.servingCaPem, servername: 'localhost' } });
+  try {
+    for (;;) {
+      if (exited()) throw new Error(why());
+      try {
+        const res = await request(`${url}/healthz`, { dispatcher: probe });
+        await res.body.dump();
+        break;
+      } catch (err) {
+        if (Date.now() > deadline) throw new Error(`nginx did not answer on ${url}: ${(err as Error).message}`);
+        await sleep(50);
+      }
     }
+  } finally {
+    await probe.close();
   }
   return {
     url,
@@ -355,7 +398,7 @@ export async function runNginxScenarios(o: NginxScenarioOptions): Promise<NginxR
   for (const workers of o.workerProcesses ?? [1]) {
     let nginx: NginxServer;
     try {
-      nginx = await startNginx(o.pki, o.upstreamUrl, o.usersFile, { workerProcesses: workers, dir: join(o.workDir, `nginx-${workers}`), binary: installed.binary });
+      nginx = await startNginx(standinNginxTls(o.pki), o.upstreamUrl, o.usersFile, { workerProcesses: workers, dir: join(o.workDir, `nginx-${workers}`), binary: installed.binary });
     } catch (err) {
       const reason = (err as Error).message;
       log(`bench: nginx (worker_processes ${workers}) did not start: ${reason}`);

@@ -23,6 +23,21 @@
 // all of those (other users of the machine make a run noisy; the table says how noisy).
 // BENCH_PROXY_FLAGS adds proxy flags to both proxies; BENCH_PROXY_CPU_PROF=<dir> profiles them.
 //
+// Beside the proxies, two reference hops on the same path, measured the same way (issue 23):
+// nginx (Debian's, bench/nginx.ts's configuration: the certificate's CN or the basic user as
+// X-Remote-User, front-proxy-client towards the apiserver, keep-alive upstream, one worker; its
+// basic auth runs bcrypt on every request, so its basic row has BENCH_REAL_NGINX_BASIC_GETS (30)
+// requests) and the floor (bench/floor.ts: a bare Node https server relaying with undici). The
+// table gives each hop's CPU per request over nginx's and over the floor's, per round, for the
+// same case and kind of user. nginx sends no X-Remote-Group (it cannot read groups from the
+// users file, nor one header per certificate O), so the Role is bound to the two bench users by
+// name as well as to their group.
+//
+// BENCH_REAL_PROFILE=<dir>: after the rounds, one more proxy (--workers 1) under --cpu-prof
+// serves BENCH_REAL_GETS certificate GETs after as many warm-up ones; its profile, cut to the
+// measured window, is summarised (bench/profile-top.ts): top functions, per module, and a split
+// by stage in µs per request (shares of the busy time × the unprofiled CPU per request).
+//
 // Then a watch fan-out (BENCH_REAL_WATCHES 1000; 0 skips): that many watches on the default
 // namespace's ConfigMaps over HTTP/2 (100 streams a connection, 100 opening at a time), direct
 // (the admin, whom API Priority and Fairness exempts, and the certificate user) and through each
@@ -35,10 +50,10 @@
 // log adds apiserver CPU to every request): BENCH_REAL_AUDIT=1 keeps it.
 // Standalone (builds dist/ first): node --import tsx bench/real-cluster.ts
 
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { connect as http2Connect, constants as h2, type ClientHttp2Session } from 'node:http2';
 import { cpus, loadavg, tmpdir } from 'node:os';
-import { basename, join } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
@@ -51,6 +66,9 @@ import { bcryptLine, settingsToFlags, writeUsersFile, type TestUser } from '../t
 import { envNumber } from './env.js';
 import { percentile } from './load.js';
 import { buildProxy, cpuSeconds, installCleanup, machineBusySeconds, processTree, spawnNode, treeCpuSeconds, waitForJsonLine, type Child } from './processes.js';
+import { ensureNginx, startNginx, type NginxServer, type NginxTls } from './nginx.js';
+import type { FloorConfig } from './floor.js';
+import { profileReport, type ProfileReport } from './profile-top.js';
 
 export interface RealSettings {
   rounds: number;
@@ -63,6 +81,10 @@ export interface RealSettings {
   audit: boolean;
   /** More proxy flags (BENCH_PROXY_FLAGS, as for the stand-in scenarios). */
   proxyFlags: string[];
+  /** GETs per round through nginx's basic auth (a bcrypt each). */
+  nginxBasicGets: number;
+  /** BENCH_REAL_PROFILE: where the profiled proxy's V8 CPU profile goes (no profile pass without it). */
+  profileDir: string | undefined;
 }
 
 export function realSettings(): RealSettings {
@@ -76,6 +98,8 @@ export function realSettings(): RealSettings {
     watchEvents: Math.round(envNumber('BENCH_REAL_WATCH_EVENTS', 3)),
     audit: process.env.BENCH_REAL_AUDIT === '1',
     proxyFlags: (process.env.BENCH_PROXY_FLAGS ?? '').split(' ').filter(Boolean),
+    nginxBasicGets: Math.round(envNumber('BENCH_REAL_NGINX_BASIC_GETS', 30)),
+    profileDir: process.env.BENCH_REAL_PROFILE || undefined,
   };
 }
 
@@ -111,15 +135,27 @@ interface Sample {
   loadgen: number;
   other: number;
   bytes: number;
+  /** The measured window on the monotonic clock V8's profiler uses (µs). */
+  windowUs: [number, number];
 }
+
+/** What stands between the client and the apiserver. */
+type Via = 'direct' | 'nginx' | 'floor' | 'proxy';
+/** Who the client is: kubernetes-admin (direct only), a certificate user, a password user. */
+type User = 'admin' | 'cert' | 'basic';
 
 export interface RealRow {
   kase: string;
   path: string;
+  via: Via;
+  user: User;
   requests: number;
   samples: Sample[];
   /** Per round: req/s over the same round's direct (admin) req/s; undefined on the direct row itself. */
   shares: number[] | undefined;
+  /** Per round: the hop's CPU per request over nginx's, and over the floor's (same case and user). */
+  vsNginx: number[];
+  vsFloor: number[];
 }
 
 export interface RealWatchRow {
@@ -142,6 +178,8 @@ export interface RealWatchRow {
 export interface RealResult {
   setup: string[];
   rows: RealRow[];
+  /** BENCH_REAL_PROFILE's summary of the profiled proxy. */
+  profile?: ProfileReport & { label: string; cpuUsPerRequest: number; profiledCpuUsPerRequest: number; systemShare: number };
   watchRows: RealWatchRow[];
   notes: string[];
   /** Why the part did not run (no Go toolchain to build the control plane). */
@@ -181,18 +219,60 @@ function treeRssMb(pids: number[]): number {
   }, 0);
 }
 
+/** A process (tree) between client and apiserver whose CPU is the hop's: a proxy, nginx, the floor. */
+interface Hop {
+  pid: number;
+  assertAlive(): void;
+}
+
 type Proxy = Child & { stdoutFile: string; url: string; label: string };
 
-async function startRealProxy(cp: ControlPlane, usersFile: string, workers: number | undefined, label: string, extra: string[], logDir: string): Promise<Proxy> {
+async function startRealProxy(cp: ControlPlane, usersFile: string, workers: number | undefined, label: string, extra: string[], logDir: string, profileDir = process.env.BENCH_PROXY_CPU_PROF): Promise<Proxy> {
   const { workers: _one, ...settings } = proxySettingsFor(cp, usersFile);
   const flags = settingsToFlags(workers === undefined ? settings : { ...settings, workers });
-  const name = `real-proxy-${workers ?? 'default'}`;
+  // Its log files, named after the label ("proxy, --workers 1" → real-proxy-workers-1).
+  const name = `real-${label.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '')}`;
   // BENCH_PROXY_CPU_PROF=<dir>: V8 CPU profiles of the proxies (workers too), written when they stop.
-  const profileDir = process.env.BENCH_PROXY_CPU_PROF;
   const profile = profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
   const child = spawnNode(name, [...profile, join(PROJECT_ROOT, 'dist', 'cli.js'), 'serve', '--listen', '127.0.0.1:0', ...flags, ...extra], logDir, PROJECT_ROOT);
   const url = await waitForJsonLine(child, (line) => (typeof line.msg === 'string' && line.msg.startsWith('listening on') ? String(line.listen) : undefined), 60_000);
   return { ...child, url, label };
+}
+
+/** nginx's files in the cluster's PKI: the proxy's serving pair and CAs, kubeadm's front-proxy-client. */
+function clusterNginxTls(cp: ControlPlane): NginxTls {
+  const f = cp.pki.file;
+  return {
+    servingCert: f('proxy.crt'),
+    servingKey: f('proxy.key'),
+    servingCaPem: cp.pki.read('proxy-ca.crt'),
+    clientCa: f('ca.crt'),
+    proxyClientCert: f('front-proxy-client.crt'),
+    proxyClientKey: f('front-proxy-client.key'),
+    upstreamCa: f('ca.crt'),
+    upstreamName: 'kubernetes',
+  };
+}
+
+/** bench/floor.ts as its own process, with the proxy's certificates and the one password user. */
+async function startRealFloor(cp: ControlPlane, basic: TestUser, logDir: string): Promise<Child & { url: string }> {
+  const f = cp.pki.file;
+  const config: FloorConfig = {
+    tlsCertFile: f('proxy.crt'),
+    tlsKeyFile: f('proxy.key'),
+    clientCaFile: f('ca.crt'),
+    upstream: cp.apiservers[0]!.url,
+    upstreamCaFile: f('ca.crt'),
+    upstreamName: 'kubernetes',
+    proxyClientCertFile: f('front-proxy-client.crt'),
+    proxyClientKeyFile: f('front-proxy-client.key'),
+    basic: { authorization: basicAuth(basic), user: basic.name, groups: basic.groups },
+  };
+  const configFile = join(logDir, 'floor.json');
+  writeFileSync(configFile, JSON.stringify(config));
+  const child = spawnNode('real-floor', ['--import', 'tsx', join(PROJECT_ROOT, 'bench', 'floor.ts'), configFile], logDir, PROJECT_ROOT);
+  const url = await waitForJsonLine(child, (line) => (typeof line.listen === 'string' ? line.listen : undefined), 60_000);
+  return { ...child, url };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -244,7 +324,8 @@ async function createObjects(admin: Dispatcher, pods: number, concurrency: numbe
   await callOk(admin, 'POST', `/apis/rbac.authorization.k8s.io/v1/namespaces/${NAMESPACE}/rolebindings`, {
     apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'RoleBinding', metadata: { name: 'bench-reader' },
     roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'bench-reader' },
-    subjects: [{ apiGroup: 'rbac.authorization.k8s.io', kind: 'Group', name: GROUP }],
+    // By name too: nginx sends no groups.
+    subjects: [GROUP].map((name) => ({ apiGroup: 'rbac.authorization.k8s.io', kind: 'Group', name })).concat([CERT_USER, BASIC_USER.name].map((name) => ({ apiGroup: 'rbac.authorization.k8s.io', kind: 'User', name }))),
   });
   await callOk(admin, 'POST', `/api/v1/namespaces/${NAMESPACE}/configmaps`, { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: WATCHED }, data: { seq: '0' } });
   let next = 0;
@@ -259,6 +340,37 @@ async function createObjects(admin: Dispatcher, pods: number, concurrency: numbe
     }
   };
   await Promise.all(Array.from({ length: concurrency }, worker));
+}
+
+/** Who the apiserver takes the client for (a SelfSubjectReview), with spoofed identity headers sent along. */
+async function whoami(endpoint: Endpoint, identity: Identity): Promise<string> {
+  const dispatcher = pool(endpoint, identity, 1);
+  try {
+    const res = await dispatcher.request({
+      method: 'POST',
+      path: '/apis/authentication.k8s.io/v1/selfsubjectreviews',
+      headers: { 'content-type': 'application/json', accept: 'application/json', 'x-remote-user': 'mallory', 'x-remote-group': 'system:masters', ...identity.headers },
+      body: JSON.stringify({ apiVersion: 'authentication.k8s.io/v1', kind: 'SelfSubjectReview' }),
+    });
+    const text = await res.body.text();
+    if (res.statusCode !== 201 && res.statusCode !== 200) throw new Error(`SelfSubjectReview: HTTP ${res.statusCode}: ${text.slice(0, 300)}`);
+    const user = (JSON.parse(text) as { status: { userInfo: { username: string; groups?: string[] } } }).status.userInfo;
+    return `${user.username}[${(user.groups ?? []).join(',')}]`;
+  } finally {
+    await dispatcher.close();
+  }
+}
+
+/** Throws unless every target is seen as its own user, never as the spoofed one or system:masters; the identities seen. */
+async function checkIdentities(targets: Target[]): Promise<string[]> {
+  const seen: string[] = [];
+  for (const t of targets) {
+    const who = await whoami(t.endpoint, t.identity);
+    const expected = t.user === 'cert' ? CERT_USER : BASIC_USER.name;
+    if (!who.startsWith(`${expected}[`) || who.includes('system:masters')) throw new Error(`${t.path}: the apiserver saw ${who}, expected ${expected}`);
+    seen.push(`${t.path} → ${who}`);
+  }
+  return seen;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -304,12 +416,17 @@ async function closedLoop(dispatcher: Dispatcher, options: Dispatcher.RequestOpt
   return { latencies, errors, firstError, bytes, seconds: (performance.now() - started) / 1000 };
 }
 
+/** CLOCK_MONOTONIC in µs: the clock of V8's profile timestamps (so a profile can be cut to a window). */
+function monotonicUs(): number {
+  return Number(process.hrtime.bigint() / 1000n);
+}
+
 interface Pids {
   apiserver: number;
   etcd: number;
 }
 
-function counters(pids: Pids, hop: Proxy | undefined) {
+function counters(pids: Pids, hop: Hop | undefined) {
   return {
     hop: hop ? treeCpuSeconds(hop.pid) : undefined,
     apiserver: cpuSeconds(pids.apiserver),
@@ -321,9 +438,11 @@ function counters(pids: Pids, hop: Proxy | undefined) {
 
 interface Target {
   path: string;
+  via: Via;
+  user: User;
   endpoint: Endpoint;
   identity: Identity;
-  hop: Proxy | undefined;
+  hop: Hop | undefined;
 }
 
 interface Case {
@@ -339,7 +458,9 @@ async function measure(target: Target, kase: Case, pids: Pids, inflight: number,
     const warm = await closedLoop(dispatcher, options, Math.max(inflight * 2, warmup), inflight);
     if (warm.errors > 0) throw new Error(`${kase.kase} via ${target.path}: the warm-up failed: ${warm.firstError}`);
     const before = counters(pids, target.hop);
+    const from = monotonicUs();
     const run = await closedLoop(dispatcher, options, kase.count, inflight);
+    const to = monotonicUs();
     const after = counters(pids, target.hop);
     target.hop?.assertAlive();
     const sorted = [...run.latencies].sort((a, b) => a - b);
@@ -361,6 +482,7 @@ async function measure(target: Target, kase: Case, pids: Pids, inflight: number,
       loadgen,
       other: Math.max(0, after.machine - before.machine - (hop ?? 0) - apiserver - etcd - loadgen),
       bytes: run.bytes,
+      windowUs: [from, to],
     };
   } finally {
     await dispatcher.close();
@@ -456,7 +578,8 @@ async function openWatches(endpoint: Endpoint, identity: Identity, count: number
       await openOne(sessions[Math.floor(i / STREAMS_PER_CONNECTION)]!);
     }
   };
-  await Promise.race([Promise.all(Array.from({ length: WATCH_OPEN_CONCURRENCY }, opener)), sleep(180_000)]);
+  // The time limit's timer is unref'd: left running, it held the finished bench for 3 minutes.
+  await Promise.race([Promise.all(Array.from({ length: WATCH_OPEN_CONCURRENCY }, opener)), sleep(180_000, undefined, { ref: false })]);
   return {
     get opened() {
       return state.opened;
@@ -605,6 +728,7 @@ export async function runRealCluster(options: RealOptions): Promise<RealResult> 
   };
   process.once('exit', killOnExit);
   const proxies: Proxy[] = [];
+  const others: { stop(): Promise<void> }[] = [];
   const direct: Endpoint = { url: cp.apiservers[0]!.url, ca: cp.pki.read('ca.crt'), servername: 'kubernetes' };
   const adminId: Identity = { cert: cp.pki.read('admin.crt'), key: cp.pki.read('admin.key') };
   const admin = pool(direct, adminId, 8);
@@ -612,39 +736,57 @@ export async function runRealCluster(options: RealOptions): Promise<RealResult> 
     log(`bench: real kube-apiserver: ${cp.version} up; creating ${s.pods} Pods`);
     const creating = performance.now();
     await createObjects(admin, s.pods, 8);
-    log(`bench: real kube-apiserver: ${s.pods} Pods created in ${((performance.now() - creating) / 1000).toFixed(1)} s; starting the proxies`);
+    log(`bench: real kube-apiserver: ${s.pods} Pods created in ${((performance.now() - creating) / 1000).toFixed(1)} s; starting the proxies, nginx and the floor`);
     const certUser = await cp.pki.issueUser(CERT_USER, { commonName: CERT_USER, organizations: [GROUP] });
     const usersFile = writeUsersFile(cp.dir, [bcryptLine(BASIC_USER, 10)], 'bench-users.htpasswd');
     proxies.push(await startRealProxy(cp, usersFile, undefined, 'proxy, defaults', s.proxyFlags, options.workDir));
     proxies.push(await startRealProxy(cp, usersFile, 1, 'proxy, --workers 1', s.proxyFlags, options.workDir));
     const [defaults, one] = proxies as [Proxy, Proxy];
+    const installed = ensureNginx(log);
+    if (installed.binary === undefined) throw new Error(`nginx: ${installed.reason}`);
+    const nginx: NginxServer = await startNginx(clusterNginxTls(cp), cp.apiservers[0]!.url, usersFile, { workerProcesses: 1, dir: join(options.workDir, 'real-nginx'), binary: installed.binary });
+    others.push(nginx);
+    const floor = await startRealFloor(cp, BASIC_USER, options.workDir);
+    others.push(floor);
     const workersLine = workersOf(defaults);
-    const front = (p: Proxy): Endpoint => ({ url: p.url, ca: cp.pki.read('proxy-ca.crt'), servername: 'localhost' });
+    const front = (url: string): Endpoint => ({ url, ca: cp.pki.read('proxy-ca.crt'), servername: 'localhost' });
     const cert: Identity = { cert: certUser.cert, key: certUser.key };
     const basic: Identity = { headers: { authorization: basicAuth(BASIC_USER) } };
-    const targets = {
-      direct: { path: 'direct (admin cert)', endpoint: direct, identity: adminId, hop: undefined },
-      directUser: { path: 'direct (cert user)', endpoint: direct, identity: cert, hop: undefined },
-      defaultsCert: { path: `proxy defaults (--workers ${workersLine}), cert`, endpoint: front(defaults), identity: cert, hop: defaults },
-      oneCert: { path: 'proxy --workers 1, cert', endpoint: front(one), identity: cert, hop: one },
-      defaultsBasic: { path: `proxy defaults (--workers ${workersLine}), basic (cached)`, endpoint: front(defaults), identity: basic, hop: defaults },
-      oneBasic: { path: 'proxy --workers 1, basic (cached)', endpoint: front(one), identity: basic, hop: one },
-    } satisfies Record<string, Target>;
+    const through = (hop: Hop & { url: string }, label: string, via: Via) => ({
+      cert: { path: `${label}, cert`, via, user: 'cert', endpoint: front(hop.url), identity: cert, hop },
+      basic: { path: `${label}, basic${via === 'nginx' ? ' (bcrypt every request)' : ' (cached)'}`, via, user: 'basic', endpoint: front(hop.url), identity: basic, hop },
+    } satisfies Record<string, Target>);
+    const viaNginx = through(nginx, 'nginx (1 worker)', 'nginx');
+    const viaFloor = through(floor, 'floor (bare Node + undici)', 'floor');
+    const viaDefaults = through(defaults, `proxy defaults (--workers ${workersLine})`, 'proxy');
+    const viaOne = through(one, 'proxy --workers 1', 'proxy');
+    const directAdmin: Target = { path: 'direct (admin cert)', via: 'direct', user: 'admin', endpoint: direct, identity: adminId, hop: undefined };
+    const directUser: Target = { path: 'direct (cert user)', via: 'direct', user: 'cert', endpoint: direct, identity: cert, hop: undefined };
+    const identities = await checkIdentities([viaNginx.cert, viaNginx.basic, viaFloor.cert, viaFloor.basic, viaOne.cert, viaOne.basic]);
+    log(`bench: real identities (spoofed X-Remote-User/Group sent along): ${identities.join('; ')}`);
     const getCase: Case = { kase: 'GET 1 Pod', requestPath: GET_PATH, count: s.gets };
+    // nginx's basic auth runs bcrypt (cost 10) on every request: fewer of them.
+    const getBcryptCase: Case = { ...getCase, count: s.nginxBasicGets };
     const listCase: Case = { kase: `list ${s.pods} Pods`, requestPath: LIST_PATH, count: s.lists };
     // Direct and proxied interleaved, each case's direct first (the share is against it).
     const plan: [Case, Target][] = [
-      [getCase, targets.direct],
-      [getCase, targets.defaultsCert],
-      [getCase, targets.oneCert],
-      [getCase, targets.directUser],
-      [getCase, targets.defaultsBasic],
-      [getCase, targets.oneBasic],
-      [listCase, targets.direct],
-      [listCase, targets.defaultsCert],
-      [listCase, targets.oneCert],
+      [getCase, directAdmin],
+      [getCase, viaNginx.cert],
+      [getCase, viaFloor.cert],
+      [getCase, viaDefaults.cert],
+      [getCase, viaOne.cert],
+      [getCase, directUser],
+      [getBcryptCase, viaNginx.basic],
+      [getCase, viaFloor.basic],
+      [getCase, viaDefaults.basic],
+      [getCase, viaOne.basic],
+      [listCase, directAdmin],
+      [listCase, viaNginx.cert],
+      [listCase, viaFloor.cert],
+      [listCase, viaDefaults.cert],
+      [listCase, viaOne.cert],
     ];
-    const rows: RealRow[] = plan.map(([c, t]) => ({ kase: c.kase, path: t.path, requests: c.count, samples: [], shares: t === targets.direct ? undefined : [] }));
+    const rows: RealRow[] = plan.map(([c, t]) => ({ kase: c.kase, path: t.path, via: t.via, user: t.user, requests: c.count, samples: [], shares: t === directAdmin ? undefined : [], vsNginx: [], vsFloor: [] }));
     for (let round = 1; round <= s.rounds; round++) {
       for (const [i, [c, t]] of plan.entries()) {
         // The first time a path serves a case its code is cold (V8 still compiling): a warm-up as long as the measurement.
@@ -662,32 +804,101 @@ export async function runRealCluster(options: RealOptions): Promise<RealResult> 
         );
       }
     }
+    compareHops(rows);
     const getBytes = rows[0]!.samples[0]?.bytes ?? 0;
     const listBytes = rows.find((r) => r.kase === listCase.kase)?.samples[0]?.bytes ?? 0;
+
+    let profile: RealResult['profile'];
+    if (s.profileDir) {
+      const reference = rows.find((r) => r.kase === getCase.kase && r.path === viaOne.cert.path)!;
+      profile = await profileProxyGets(cp, usersFile, s, options.workDir, cert, getCase, pids, median(reference.samples.map((x) => perRequestUs(x.hop, x))), log);
+    }
 
     const watchRows: RealWatchRow[] = [];
     if (s.watches > 0) {
       let seq = 1;
       // The admin is exempt from API Priority and Fairness; the certificate user direct is the
       // same identity (and APF priority level) as the proxied rows.
-      for (const t of [targets.direct, targets.directUser, targets.defaultsCert, targets.oneCert]) {
+      for (const t of [directAdmin, directUser, viaDefaults.cert, viaOne.cert]) {
         watchRows.push(await watchFanOut(t, admin, pids, s, seq, log));
         seq += s.watchEvents;
       }
     }
     const setup = [
-      `Real control plane: ${cp.version.replace('Kubernetes', 'kube-apiserver')} and etcd 3.6.16 (test/cluster, no controller-manager, no kubelet, ${s.audit ? 'Metadata audit log on' : 'no audit log'}), the proxy (dist/), and this process as the load generator, all on this machine: ${machine}.`,
-      `Closed loop, ${s.inflight} in flight (HTTP/1.1 keep-alive, one connection each); per round ${s.gets} GETs of one Pod (${(getBytes / 1024).toFixed(1)} KB JSON) and ${s.lists} lists of ${s.pods} Pods (${(listBytes / 1048576).toFixed(2)} MB JSON) on each path, after a warm-up of a tenth as many (as many in the first round); ${s.rounds} rounds, cases and paths interleaved; ranges are min-max over rounds.`,
-      `CPU from /proc (utime+stime) over each measurement: hop = the proxy's process tree; apiserver and etcd each; load-gen = this process; other = the rest of the machine. Load average at the end ${loadavg().map((l) => l.toFixed(2)).join(', ')}. Extra proxy flags: ${s.proxyFlags.join(' ') || 'none'}.`,
+      `Real control plane: ${cp.version.replace('Kubernetes', 'kube-apiserver')} and etcd 3.6.16 (test/cluster, no controller-manager, no kubelet, ${s.audit ? 'Metadata audit log on' : 'no audit log'}), the proxy (dist/), nginx (${installed.version.replace('nginx version: ', '')}, 1 worker, bench/nginx.ts's configuration), the floor (bench/floor.ts: node:https + undici, nothing else) and this process as the load generator, all on this machine: ${machine}.`,
+      `Closed loop, ${s.inflight} in flight (HTTP/1.1 keep-alive, one connection each); per round ${s.gets} GETs of one Pod (${(getBytes / 1024).toFixed(1)} KB JSON; ${s.nginxBasicGets} through nginx's basic auth, a bcrypt of cost 10 each) and ${s.lists} lists of ${s.pods} Pods (${(listBytes / 1048576).toFixed(2)} MB JSON) on each path, after a warm-up of a tenth as many (as many in the first round); ${s.rounds} rounds, cases and paths interleaved; ranges are min-max over rounds.`,
+      `CPU from /proc (utime+stime) over each measurement: hop = the proxy's (or nginx's, or the floor's) process tree; apiserver and etcd each; load-gen = this process; other = the rest of the machine. "hop / nginx" and "hop / floor": the hop's CPU per request over nginx's and the floor's in the same round, same case and kind of user. Load average at the end ${loadavg().map((l) => l.toFixed(2)).join(', ')}. Extra proxy flags: ${s.proxyFlags.join(' ') || 'none'}.`,
+      `Identities the apiserver saw (SelfSubjectReview, spoofed X-Remote-User/Group sent along): ${identities.join('; ')}.`,
     ];
     const notes = realNotes(rows, watchRows);
-    return { setup, rows, watchRows, notes };
+    return { setup, rows, watchRows, notes, ...(profile ? { profile } : {}) };
   } finally {
     await admin.close().catch(() => undefined);
-    await Promise.all(proxies.map((p) => p.stop()));
+    await Promise.all([...proxies, ...others].map((p) => p.stop()));
     await cp.stop();
     process.off('exit', killOnExit);
   }
+}
+
+/** Each hop's CPU per request over nginx's and over the floor's, round by round, for the same case and user. */
+function compareHops(rows: RealRow[]): void {
+  const perRequest = (x: Sample): number => perRequestUs(x.hop, x);
+  for (const row of rows) {
+    if (row.via === 'direct') continue;
+    const nginx = rows.find((r) => r.via === 'nginx' && r.kase === row.kase && r.user === row.user);
+    const floor = rows.find((r) => r.via === 'floor' && r.kase === row.kase && r.user === row.user);
+    row.samples.forEach((x, i) => {
+      if (nginx?.samples[i] && row !== nginx) row.vsNginx.push(perRequest(x) / perRequest(nginx.samples[i]));
+      if (floor?.samples[i] && row !== floor) row.vsFloor.push(perRequest(x) / perRequest(floor.samples[i]));
+    });
+  }
+}
+
+function median(values: number[]): number {
+  const sorted = values.filter((v) => Number.isFinite(v)).sort((a, b) => a - b);
+  return sorted.length === 0 ? NaN : sorted.length % 2 ? sorted[(sorted.length - 1) / 2]! : (sorted[sorted.length / 2 - 1]! + sorted[sorted.length / 2]!) / 2;
+}
+
+/**
+ * BENCH_REAL_PROFILE: a proxy of its own (--workers 1) under --cpu-prof serves `kase` (after a
+ * warm-up as long), is stopped so V8 writes the profile, and the profile cut to the measured
+ * window is summarised. Stage µs are shares of the busy time × `cpuUsPerRequest`, the
+ * unprofiled proxy's CPU per request (the profiler itself adds some).
+ */
+async function profileProxyGets(cp: ControlPlane, usersFile: string, s: RealSettings, workDir: string, identity: Identity, kase: Case, pids: Pids, cpuUsPerRequest: number, log: (line: string) => void): Promise<NonNullable<RealResult['profile']>> {
+  const dir = join(resolve(s.profileDir!), `real-proxy-${new Date().toISOString().replace(/[:.]/g, '-')}`);
+  mkdirSync(dir, { recursive: true });
+  const label = `proxy --workers 1, cert, ${kase.kase} (profiled)`;
+  log(`bench: real profile: ${label}, ${kase.count} requests after as many warm-up ones; profile in ${dir}`);
+  const proxy = await startRealProxy(cp, usersFile, 1, label, s.proxyFlags, workDir, dir);
+  let sample: Sample;
+  let systemShare: number;
+  try {
+    const target: Target = { path: label, via: 'proxy', user: 'cert', endpoint: { url: proxy.url, ca: cp.pki.read('proxy-ca.crt'), servername: 'localhost' }, identity, hop: proxy };
+    const before = userSystemTicks(proxy.pid);
+    sample = await measure(target, kase, pids, s.inflight, kase.count);
+    const after = userSystemTicks(proxy.pid);
+    const [user, system] = [after[0] - before[0], after[1] - before[1]];
+    systemShare = system / (user + system);
+  } finally {
+    // V8 writes the profile as the process exits: give it time rather than SIGKILL.
+    await proxy.stop(60_000);
+  }
+  const files = readdirSync(dir).filter((f) => f.endsWith('.cpuprofile')).map((f) => join(dir, f));
+  if (files.length === 0) throw new Error(`the profiled proxy wrote no .cpuprofile into ${dir}`);
+  // --workers 1 is one process; were there more, the biggest profile is the one that served.
+  const file = files.sort((a, b) => statSync(b).size - statSync(a).size)[0]!;
+  const profiledCpuUsPerRequest = perRequestUs(sample.hop, sample);
+  const report = profileReport(file, { window: sample.windowUs, requests: sample.requests, cpuUsPerRequest, systemShare });
+  log(`bench: real profile: ${profiledCpuUsPerRequest.toFixed(0)} µs/request under the profiler (${cpuUsPerRequest.toFixed(0)} without), ${file}`);
+  return { ...report, label, cpuUsPerRequest, profiledCpuUsPerRequest, systemShare };
+}
+
+/** utime and stime of a process (clock ticks): the kernel's share is the system calls (socket reads and writes, on loopback also the peer's TCP receive path). */
+function userSystemTicks(pid: number): [number, number] {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return [Number(fields[11]), Number(fields[12])];
 }
 
 /** The worker count the proxy's start-up line reports (a supervised proxy has `workers`; one process has not). */
@@ -714,7 +925,7 @@ function range(values: number[], format: (n: number) => string, unit = ''): stri
 
 const perRequestUs = (cpu: number | undefined, sample: Sample): number => (cpu === undefined ? NaN : (cpu / sample.requests) * 1e6);
 
-const HEADERS = ['case', 'path', 'requests/round', 'req/s', 'share of direct', 'hop CPU µs/req', 'apiserver CPU µs/req', 'etcd CPU µs/req', 'hop / apiserver CPU', 'load-gen CPU µs/req', 'p50 ms', 'p99 ms', 'other cores', 'errors'];
+const HEADERS = ['case', 'path', 'requests/round', 'req/s', 'share of direct', 'hop CPU µs/req', 'hop / nginx CPU', 'hop / floor CPU', 'apiserver CPU µs/req', 'etcd CPU µs/req', 'hop / apiserver CPU', 'load-gen CPU µs/req', 'p50 ms', 'p99 ms', 'other cores', 'errors'];
 
 function cells(row: RealRow): string[] {
   const ss = row.samples;
@@ -725,6 +936,8 @@ function cells(row: RealRow): string[] {
     range(ss.map((x) => x.perSecond), thousands),
     row.shares ? range(row.shares.map((x) => x * 100), (n) => n.toFixed(0), ' %') : '—',
     range(ss.map((x) => perRequestUs(x.hop, x)), thousands),
+    range(row.vsNginx, (n) => n.toFixed(2), 'x'),
+    range(row.vsFloor, (n) => n.toFixed(2), 'x'),
     range(ss.map((x) => perRequestUs(x.apiserver, x)), thousands),
     range(ss.map((x) => perRequestUs(x.etcd, x)), thousands),
     range(ss.map((x) => (x.hop === undefined ? NaN : x.hop / x.apiserver)), (n) => n.toFixed(2), 'x'),
@@ -754,6 +967,19 @@ function watchCells(row: RealWatchRow): string[] {
   ];
 }
 
+const STAGE_HEADERS = ['stage (proxy --workers 1, cert GET)', 'share of busy time', 'µs/req (share × CPU)', 'µs/req (system time to socket stages)'];
+
+function stageCells(p: NonNullable<RealResult['profile']>): string[][] {
+  return p.stages.map((st) => [st.stage, `${(st.share * 100).toFixed(1)} %`, st.usPerRequest.toFixed(0), st.usPerRequestByKind.toFixed(0)]);
+}
+
+function profileSection(p: NonNullable<RealResult['profile']>): string[] {
+  return [
+    `Where the time goes (BENCH_REAL_PROFILE): ${p.label}; ${p.file}; ${p.windowSeconds.toFixed(1)} s of the measured window, ${(p.busyShare * 100).toFixed(0)} % of it busy on the main thread (${p.busyUsPerRequest.toFixed(0)} µs sampled per request); ${p.profiledCpuUsPerRequest.toFixed(0)} µs/request under the profiler, ${p.cpuUsPerRequest.toFixed(0)} µs without (median over rounds), which the stages below split by their share. The proxy's CPU was ${(p.systemShare * 100).toFixed(0)} % system time (warm-up and measurement). V8 samples wall time: a sample where the thread waits for a core (this machine is shared) counts for the frame it stopped in, so shares lean towards the socket writes that wake the apiserver or the client; the last column charges only the system time to the socket stages and the user time to the rest.`,
+    `Per module (Node's internals charged to the module that called them): ${p.modules.slice(0, 10).map((m) => `${m.name} ${(m.share * 100).toFixed(1)} %`).join(', ')}.`,
+  ];
+}
+
 function realNotes(rows: RealRow[], watchRows: RealWatchRow[]): string[] {
   const notes: string[] = [];
   for (const r of rows) {
@@ -780,6 +1006,7 @@ function markdownGrid(headers: string[], body: string[][]): string[] {
 export function realTextTable(result: RealResult): string {
   if (result.skipped) return [...result.setup, `real kube-apiserver: skipped: ${result.skipped}`].join('\n');
   const out = [...result.setup, '', ...textGrid(HEADERS, result.rows.map(cells))];
+  if (result.profile) out.push('', ...profileSection(result.profile), '', ...textGrid(STAGE_HEADERS, stageCells(result.profile)), '', ...result.profile.top.map((t) => `${(t.share * 100).toFixed(1).padStart(5)}%  ${t.name}`));
   if (result.watchRows.length > 0) out.push('', ...textGrid(WATCH_HEADERS, result.watchRows.map(watchCells)).map((l) => l));
   if (result.notes.length > 0) out.push('', ...result.notes);
   return out.join('\n');
@@ -788,6 +1015,10 @@ export function realTextTable(result: RealResult): string {
 export function realMarkdown(result: RealResult): string {
   if (result.skipped) return [...result.setup.map((l) => `${l}  `), '', `Skipped: ${result.skipped}`, ''].join('\n');
   const out = [...result.setup.map((l) => `${l}  `), '', ...markdownGrid(HEADERS, result.rows.map(cells))];
+  if (result.profile) {
+    out.push('', ...profileSection(result.profile).map((l) => `${l}  `), '', ...markdownGrid(STAGE_HEADERS, stageCells(result.profile)));
+    out.push('', 'Top functions (self time, share of the busy time):', '', ...result.profile.top.map((t) => `- ${(t.share * 100).toFixed(1)}% \`${t.name}\``));
+  }
   if (result.watchRows.length > 0) out.push('', ...markdownGrid(WATCH_HEADERS, result.watchRows.map(watchCells)));
   if (result.notes.length > 0) out.push('', ...result.notes.map((n) => `- ${n}`));
   return `${out.join('\n')}\n`;

@@ -71,3 +71,16 @@ export function markdown(rows: Row[], ratios: Ratio[], setup: string[]): string 
     '',
   ].join('\n');
 }
+
+/**
+ * `existing` (bench/results.md) with its section under `heading` (to the end of the file)
+ * replaced by `section`, and a comment saying that part is from a partial run of `date`
+ * (BENCH_REAL=only keeps the last full run's other sections).
+ */
+export function replaceLastSection(existing: string, heading: string, section: string, date: string): string {
+  const at = existing.indexOf(`\n${heading}\n`);
+  let kept = at === -1 ? existing : existing.slice(0, at);
+  const comment = kept.lastIndexOf('\n<!-- The section below');
+  if (comment !== -1) kept = kept.slice(0, comment);
+  return `${kept.trimEnd()}\n\n\n<!-- The section below is from a BENCH_REAL=only run on ${date}; the sections above from the last full run. -->\n${section}`;
+}
