@@ -16,6 +16,13 @@ export class ClientConnections {
 
   /** HTTP/1.1 connections and how many responses each has in flight. */
   private readonly http1 = new Map<Socket, number>();
+  /**
+   * Bytes each HTTP/1.1 connection had received when it last had nothing in flight: more since
+   * means a request has begun to arrive, and the connection is not idle (Node's own
+   * closeIdleConnections() spares those too). Closing it then would reset a request the client
+   * has sent, where its end gets an answer (503 while draining).
+   */
+  private readonly readWhenIdle = new WeakMap<Socket, number>();
   private readonly sessions = new Set<ServerHttp2Session>();
   /**
    * Every TCP connection handed to the server, until it closes. The server never listens itself
@@ -29,6 +36,7 @@ export class ClientConnections {
     server.on('secureConnection', (socket: TLSSocket) => {
       if (socket.alpnProtocol === 'h2') return; // counted as a session
       this.http1.set(socket, 0);
+      this.readWhenIdle.set(socket, socket.bytesRead);
       socket.once('close', () => this.http1.delete(socket));
     });
     server.on('session', (session: ServerHttp2Session) => {
@@ -62,7 +70,9 @@ export class ClientConnections {
       this.http1.set(socket, inFlight + 1);
       res.once('close', () => {
         const now = this.http1.get(socket);
-        if (now !== undefined) this.http1.set(socket, Math.max(0, now - 1));
+        if (now === undefined) return;
+        this.http1.set(socket, Math.max(0, now - 1));
+        if (now <= 1) this.readWhenIdle.set(socket, socket.bytesRead);
       });
     });
     // An upgraded connection belongs to its tunnel from now on (the upgrade proxy ends those).
@@ -88,9 +98,9 @@ export class ClientConnections {
     return this.http1.size + this.sessions.size;
   }
 
-  /** HTTP/1.1 connections between requests are closed; HTTP/2 sessions get GOAWAY. */
+  /** HTTP/1.1 connections between requests (nothing received since the last) are closed; HTTP/2 sessions get GOAWAY. */
   closeIdle(): void {
-    for (const [socket, inFlight] of this.http1) if (inFlight === 0) socket.destroy();
+    for (const [socket, inFlight] of this.http1) if (inFlight === 0 && socket.bytesRead === this.readWhenIdle.get(socket)) socket.destroy();
     for (const session of this.sessions) if (!session.closed) session.close();
   }
 

@@ -107,7 +107,7 @@ t.test('the traffic-log file: json and audit formats, request and failure lines'
     log.request(tainted(c));
     log.authFailure({ ...failure, claimedUser: `evil${ALL.join('')}` });
     await new Promise((resolve) => setTimeout(resolve, 50));
-    log.close();
+    await log.close();
     const lines = readFileSync(file, 'utf8').split('\n').filter(Boolean);
     t.equal(lines.length, 2, `${format}: two lines`);
     for (const line of lines) t.notOk(RAW_UNSAFE.test(line), `${format}: nothing raw`);
