@@ -2,6 +2,7 @@
 // or paths, and resources (which come from the URL a client sends) are capped.
 
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { droppedLogLines } from './destination.js';
 import { SESSION_CLOSE_REASONS, STREAM_RESET_REASONS, type SessionCloseReason, type StreamResetReason } from '../http2-abuse.js';
 import type { UpstreamPool } from '../upstream/pool.js';
 
@@ -43,6 +44,15 @@ export class ProxyMetrics {
     this.http2StreamsReset = new Counter({ name: `${PREFIX}http2_streams_reset_total`, help: 'Client HTTP/2 streams reset by the proxy after --keep-alive-timeout without progress, by reason: stalled-response (an answer the client gives no window for), stalled-request (a request body that does not come).', labelNames: ['reason'], registers: [this.registry] });
     this.http2ParkedStreams = new Gauge({ name: `${PREFIX}http2_parked_streams`, help: 'Client HTTP/2 streams whose answer has waited a quarter second or more for the client to give it flow-control window.', registers: [this.registry] });
     this.abuserConnectionsRefused = new Counter({ name: `${PREFIX}http2_abuser_connections_refused_total`, help: 'Client connections reset at accept because their address had an HTTP/2 connection ended for abuse in the last 10 s.', registers: [this.registry] });
+    new Counter({
+      name: `${PREFIX}log_lines_dropped_total`,
+      help: 'Log lines (traffic log and the process log) dropped because their destination took none while 16 MiB waited (a stdout nobody reads).',
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        this.inc(droppedLogLines);
+      },
+    });
     this.streams = new Gauge({ name: `${PREFIX}open_streams`, help: 'Long-lived requests open now, by kind.', labelNames: ['kind'], registers: [this.registry] });
     new Gauge({
       name: `${PREFIX}upstream_healthy`,
