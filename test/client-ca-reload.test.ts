@@ -9,20 +9,18 @@
 // on its own: intermediates in any order, look-alike CAs, a leaf posing as a CA.
 
 // @peculiar/x509 (the intermediate CAs below) needs the Reflect metadata polyfill first.
-import 'reflect-metadata';
-import { randomBytes, webcrypto, X509Certificate } from 'node:crypto';
+import { X509Certificate } from 'node:crypto';
 import { renameSync, writeFileSync } from 'node:fs';
 import { connect as connectHttp2, type ClientHttp2Session, type IncomingHttpHeaders } from 'node:http2';
 import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
-import * as x509 from '@peculiar/x509';
 import t from 'tap';
 import { buildConnector, Client, request, type Dispatcher } from 'undici';
 import { Authenticator } from '../src/auth/index.js';
 import { TrustedCas } from '../src/auth/trusted-cas.js';
 import { createCertificateAuthority, issueCertificate, type CertificateAndKey, type CertificateOptions } from '../src/pki/certificates.js';
 import { openWatch, type WatchReader } from './helpers/clients.js';
-import { createTestPki } from './helpers/pki.js';
+import { createTestPki, intermediateCa } from './helpers/pki.js';
 import { kubectl, requireKubectl, writeKubeconfig } from './helpers/kubectl.js';
 import type { LogLine } from './helpers/proxy.js';
 import { startStack, type TapTest } from './helpers/setup.js';
@@ -36,32 +34,6 @@ const UNTRUSTED = { kind: 'Status', code: 401, reason: 'Unauthorized', message: 
 const CUT_WITHIN_MS = 2000;
 
 const client = (commonName: string, organizations: string[]): CertificateOptions => ({ commonName, organizations, usages: ['clientAuth'] });
-
-/** A CA signed by `parent`, as an enterprise PKI issues user certificates from (createCertificateAuthority makes roots only). */
-async function intermediateCa(parent: CertificateAndKey, commonName: string): Promise<CertificateAndKey> {
-  const algorithm = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
-  const keys = (await webcrypto.subtle.generateKey(algorithm, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
-  const parentKey = await webcrypto.subtle.importKey('pkcs8', Buffer.from(parent.key.replace(/-----[^-]+-----|\s/g, ''), 'base64'), algorithm, false, ['sign']);
-  const parentCert = new x509.X509Certificate(parent.cert);
-  const cert = await x509.X509CertificateGenerator.create({
-    serialNumber: `01${randomBytes(15).toString('hex')}`,
-    subject: `CN=${commonName}`,
-    issuer: parentCert.subjectName,
-    notBefore: new Date(Date.now() - 60 * 60 * 1000),
-    notAfter: new Date(Date.now() + 24 * 60 * 60 * 1000),
-    publicKey: keys.publicKey,
-    signingKey: parentKey,
-    signingAlgorithm: algorithm,
-    extensions: [
-      new x509.BasicConstraintsExtension(true, 0, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
-      await x509.AuthorityKeyIdentifierExtension.create(parentCert),
-    ],
-  });
-  const key = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey)).toString('base64');
-  return { cert: cert.toString('pem'), key: `-----BEGIN PRIVATE KEY-----\n${key.replace(/(.{64})/g, '$1\n')}\n-----END PRIVATE KEY-----\n` };
-}
 
 // CA A is the test PKI's users CA (alice's certificate); CA B is another team's, with bob
 // directly under it and carl under an intermediate of it.

@@ -6,10 +6,10 @@
 // - the ports 6443, 8443 and 9443 become free ones, so the walk runs beside anything else.
 import { spawn, execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
+import { freePort } from './helpers/ports.js';
 import { requireKubectl } from './helpers/kubectl.js';
 import { PROJECT_ROOT } from './helpers/proxy.js';
 
@@ -35,14 +35,6 @@ function sectionBlocks(readme: string, heading: string): string[][] {
   }
   if (current) blocks.push(current);
   return blocks;
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 /** One bash that keeps its background jobs between blocks; each block's output and status. */

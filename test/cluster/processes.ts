@@ -3,7 +3,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createWriteStream, readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 
 export interface ManagedProcess {
   name: string;
@@ -79,13 +78,4 @@ export function waitForLine(proc: ManagedProcess, pattern: RegExp, timeoutMs = 3
   });
 }
 
-/** A loopback port free at the moment of asking (for programs that cannot listen on port 0 and report it). */
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as { port: number };
-  server.close();
-  await once(server, 'close');
-  return port;
-}
+export { freePort } from '../helpers/ports.js';
