@@ -69,7 +69,9 @@ export function clientCertificate(ca: ClientCert, subject: Subject): ClientCert 
   const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const ecdsaWithSha256 = der(0x30, oid('1.2.840.10045.4.3.2'));
   const serial = randomBytes(16);
-  serial[0] = serial[0]! & 0x7f;
+  // Positive and minimally encoded (DER): a leading 0x00 before a byte under 0x80 makes Go and
+  // OpenSSL refuse the certificate, one time in 512.
+  serial[0] = (serial[0]! & 0x7f) | 0x01;
   const tbs = der(
     0x30,
     der(0xa0, der(0x02, Buffer.from([2]))),
