@@ -202,8 +202,7 @@ function relayResponse(request: AnyRequest, reply: AnyReply, stream: Readable, h
     relayLongRunning(request, reply, stream, options, cancel);
     return;
   }
-  // GETs only: an answer to a request with a body may stream while that body is still coming (an echo).
-  if (length === undefined && request.method === 'GET' && request.info && endsByItself(request.info)) {
+  if (length === undefined && request.method !== 'HEAD' && request.info && endsByItself(request.info)) {
     gatherOrStream(request, reply, stream);
     return;
   }
