@@ -202,51 +202,8 @@ function relayResponse(request: AnyRequest, reply: AnyReply, stream: Readable, h
     relayLongRunning(request, reply, stream, options, cancel);
     return;
   }
-  if (length === undefined && request.method !== 'HEAD' && request.info && endsByItself(request.info)) {
-    gatherOrStream(request, reply, stream);
-    return;
-  }
-  streamResponse(request, reply, stream, length === undefined);
-}
-
-/**
- * kube-apiserver sends most answers over 2 KiB (a Pod, a short list) without a Content-Length,
- * chunked. Streaming those meant their headers went in a TLS write of their own; gathered up to
- * SMALL_BODY_BYTES, headers and body go in one write, as for a known length. A longer answer is
- * streamed from where the gathering stopped.
- */
-function gatherOrStream(request: AnyRequest, reply: AnyReply, stream: Readable): void {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  const onData = (chunk: Buffer) => {
-    chunks.push(chunk);
-    size += chunk.length;
-    if (size <= SMALL_BODY_BYTES) return;
-    stream.off('data', onData).off('end', onEnd).off('error', onError);
-    stream.pause();
-    stream.unshift(Buffer.concat(chunks));
-    streamResponse(request, reply, stream, true);
-  };
-  const onEnd = () => {
-    const body = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks);
-    if (request.raw.httpVersionMajor === 2) request.bytesOut += body.length;
-    void reply.send(body);
-  };
-  const onError = (err: Error) => void reply.send(err);
-  stream.on('data', onData).once('end', onEnd).once('error', onError);
-}
-
-/**
- * Answers that end by themselves: not a watch or log follow, and not the service or pod proxy,
- * where whatever runs behind the apiserver may stream (server-sent events) and must not wait.
- */
-function endsByItself(info: RequestInfo): boolean {
-  return info.subresource !== 'proxy' && info.verb !== 'proxy';
-}
-
-function streamResponse(request: AnyRequest, reply: AnyReply, stream: Readable, unknownLength: boolean): void {
-  if (request.raw.httpVersionMajor === 2) stream.on('data', (chunk: Buffer) => (request.bytesOut += chunk.length));
-  if (unknownLength) {
+  if (http2Client) stream.on('data', (chunk: Buffer) => (request.bytesOut += chunk.length));
+  if (length === undefined) {
     // A response of unknown length (a chunked list) gets its headers now, not with its first
     // body byte.
     reply.raw.once('pipe', () => sendHeadersNow(reply.raw));
