@@ -166,3 +166,16 @@ t.test('every apiserver down: an immediate 503 naming each', async (t) => {
   const readyz = await fetch(`${proxy.adminUrl}/readyz`);
   t.equal(readyz.status, 503, 'the admin /readyz says not ready');
 });
+
+t.test('a request with a body to an apiserver gone since its last health check gets the 503 Status a GET gets, not a reset', async (t) => {
+  const server = await standIn();
+  // No health check between the apiserver going away and the requests: forwarding finds out.
+  const proxy = await poolProxy(t, [server.url], ['--health-interval', '1h']);
+  t.equal((await call(client, `${proxy.url}/api/v1/namespaces/default/pods`)).status, 200, 'served while it is up');
+  await server.close();
+  for (const [method, body] of [['POST', Buffer.alloc(200_000, 0x61)], ['PUT', '{"kind":"ConfigMap"}']] as const) {
+    const res = await request(`${proxy.url}/api/v1/namespaces/default/configmaps`, { dispatcher: client, method, body, headers: { 'content-type': 'application/json' } });
+    t.equal(res.statusCode, 503, `${method}: 503`);
+    t.match(await res.body.json(), { kind: 'Status', reason: 'ServiceUnavailable', message: /ECONNREFUSED/ }, `${method}: a Status saying why`);
+  }
+});

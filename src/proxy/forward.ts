@@ -6,7 +6,7 @@
 import { fastifyHttpProxy, type FastifyHttpProxyOptions } from '@fastify/http-proxy';
 import type { IncomingHttpHeaders } from 'node:http';
 import { constants as http2, type ClientHttp2Stream, type OutgoingHttpHeaders } from 'node:http2';
-import type { Readable, Writable } from 'node:stream';
+import { PassThrough, type Readable, type Writable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest, RawServerBase, RequestGenericInterface, RouteGenericInterface } from 'fastify';
 import type { RequestInfo } from '../observe/requestinfo.js';
 import { kReportUpstream, kTokenPassthrough } from '../upstream/dispatcher.js';
@@ -121,6 +121,7 @@ export async function registerForwarding(app: FastifyInstance, options: ForwardO
         // A reply is a thenable that settles when the response has been sent.
         return reply;
       }
+      if (hasBody(request)) request.body = detachedBody(request.raw);
       return reply.from(dest, replyOptions);
     },
     // The apiserver's Location headers are its own; leave them alone.
@@ -287,6 +288,27 @@ function headersFor(request: AnyRequest, headers: HeaderRecord, policy: HeaderPo
   // Node joins repeated header lines and fields (HTTP/1.1 and HTTP/2): restore them.
   // request.id is the request's audit ID (server.ts genReqId): the apiserver's audit event takes it.
   return upstreamWireHeaders(withRepeatedHeaders(headers, request.raw), request.identity, request.forwardedFor, policy, request.id);
+}
+
+/**
+ * The request body as undici reads it: a stream of its own, fed from the client's. undici
+ * destroys the body it was given when the apiserver cannot be reached, and destroying Node's
+ * request destroys the client's connection: a PUT then got no answer at all where a GET gets its
+ * 503 Status. The client's own abort still reaches undici, marked as such (dispatcher.ts
+ * clientAborted), and what it leaves unread gets the grace of refused-body.ts.
+ */
+function detachedBody(raw: AnyRequest['raw']): PassThrough {
+  const body = new PassThrough();
+  raw.pipe(body);
+  const clientGone = (err?: Error) => {
+    if (raw.complete) return;
+    Object.assign(body, { aborted: true });
+    body.destroy(err ?? Object.assign(new Error('the client closed the connection before its request body ended'), { code: 'ECONNRESET' }));
+  };
+  raw.once('aborted', () => clientGone());
+  raw.once('error', clientGone);
+  raw.once('close', () => clientGone());
+  return body;
 }
 
 function hasBody(request: AnyRequest): boolean {
