@@ -121,7 +121,8 @@ export async function registerForwarding(app: FastifyInstance, options: ForwardO
         // A reply is a thenable that settles when the response has been sent.
         return reply;
       }
-      if (hasBody(request)) request.body = detachedBody(request.raw);
+      // (fastify reads no body for GET and HEAD, nor does reply-from send one.)
+      if (hasBody(request) && request.method !== 'GET' && request.method !== 'HEAD') request.body = detachedBody(request.raw);
       return reply.from(dest, replyOptions);
     },
     // The apiserver's Location headers are its own; leave them alone.
