@@ -141,7 +141,7 @@ t.test('a changed apiserver is followed', async (t) => {
   apiserver.setRequestHeaders(EXTRA_NAMES);
   await until('the proxy to learn the names', () => learned(proxy));
   for (const [name, send] of Object.entries(PATHS)) {
-    t.test(name, async (t) => assertStripped(t, await send(proxy, pki, apiserver)));
+    await t.test(name, async (t) => assertStripped(t, await send(proxy, pki, apiserver)));
   }
   apiserver.setRequestHeaders({});
   await until('the proxy to forget them', () => proxy.logs.some((l) => String((l as { msg?: unknown }).msg).startsWith('the apiserver trusts no identity headers besides')));
