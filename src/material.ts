@@ -2,7 +2,7 @@
 // starts with an unusable certificate fails later, on a user's request, far from the cause.
 
 import { readFileSync } from 'node:fs';
-import { loadRevocationList, type RevocationList } from './auth/crl.js';
+import { RevocationListError, parseRevocationList, type RevocationList } from './auth/crl.js';
 import { HtpasswdError, parseHtpasswd, type UserTable } from './auth/htpasswd.js';
 import { TrustedCas } from './auth/trusted-cas.js';
 import { commonName, loadCaBundle, loadKeyPair, type KeyPair } from './certfiles.js';
@@ -35,6 +35,29 @@ export function loadUsers(path: string): UserTable {
     return parseHtpasswd(text);
   } catch (err) {
     if (err instanceof HtpasswdError) throw new ConfigError(`${settingLabel('htpasswdFile')} ${path}: ${err.message}`);
+    throw err;
+  }
+}
+
+/**
+ * Reads and checks --client-crl-file against the client CA bundle; throws ConfigError with one
+ * line naming the flag, the file and the problem.
+ */
+export function loadRevocationList(path: string, clientCa: Buffer | undefined, now = new Date()): RevocationList {
+  const fail = (problem: string): never => {
+    throw new ConfigError(`${settingLabel('--client-crl-file')} ${path}: ${problem}`);
+  };
+  if (clientCa === undefined) return fail('needs --client-ca-file: CRLs are checked against the client CAs');
+  let data: Buffer;
+  try {
+    data = readFileSync(path);
+  } catch (err) {
+    return fail(fileErrorText(err));
+  }
+  try {
+    return parseRevocationList(data, clientCa, now);
+  } catch (err) {
+    if (err instanceof RevocationListError) return fail(err.message);
     throw err;
   }
 }

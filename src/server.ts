@@ -33,6 +33,7 @@ import { observeTraffic } from './observe/traffic.js';
 import { registerForwarding, StreamRegistry } from './proxy/forward.js';
 import { clientAuditId, type HeaderPolicy } from './proxy/headers.js';
 import { UpgradeProxy } from './proxy/upgrade.js';
+import { refusalStatus } from './refusals.js';
 import { StatusError, pathOf, sendStatus, shuttingDown } from './status.js';
 import { PoolDispatcher } from './upstream/dispatcher.js';
 import { Http2Upstreams } from './upstream/h2.js';
@@ -274,8 +275,9 @@ export async function createProxyServer(config: Config, material: Material, logg
       return;
     }
     metrics.authenticated(outcome.method ?? 'none', outcome.reason);
-    accessLog.authFailure({ reqId: request.id, client: request.clientAddress, auth: outcome.method ?? 'none', reason: outcome.reason, claimedUser: outcome.claimedUser, method: request.method, path: pathOf(request.url), status: outcome.error.code, userAgent: request.headers['user-agent'] ?? '' });
-    await sendStatus(reply, outcome.error);
+    const refusal = refusalStatus(outcome);
+    accessLog.authFailure({ reqId: request.id, client: request.clientAddress, auth: outcome.method ?? 'none', reason: outcome.reason, claimedUser: outcome.claimedUser, method: request.method, path: pathOf(request.url), status: refusal.code, userAgent: request.headers['user-agent'] ?? '' });
+    await sendStatus(reply, refusal);
   });
 
   const onStreamStart = observeTraffic(app, accessLog, metrics);

@@ -241,6 +241,7 @@ const PURE_LINES = fc
 const IDENTITY_VALUE = fc.string({ unit: fc.oneof(latin1(0x20, 0x7e), latin1(0x80, 0xff)), maxLength: 16 });
 const PURE_IDENTITY: fc.Arbitrary<Identity> = fc.record({
   method: fc.constantFrom('basic' as const, 'x509' as const),
+  upstreamAuth: fc.constant('front-proxy' as const),
   user: IDENTITY_VALUE.filter((u) => u.length > 0),
   groups: fc.array(IDENTITY_VALUE, { maxLength: 4 }),
   // Keys as the apiserver sees them (lower case), escaped on the way out.
@@ -371,9 +372,9 @@ t.test('regression, pure: a repeated "constructor" header named in Connection is
     { name: 'Constructor', value: 'a' },
     { name: 'constructor', value: 'b' },
   ]);
-  const out = upstreamRequestHeaders(withRepeatedHeaders(afterReplyFrom(message.headers), message), { method: 'basic', user: 'alice', groups: [], extra: {} }, '127.0.0.1', { allowImpersonation: true });
+  const out = upstreamRequestHeaders(withRepeatedHeaders(afterReplyFrom(message.headers), message), { method: 'basic', user: 'alice', groups: [], extra: {}, upstreamAuth: 'front-proxy' }, '127.0.0.1', { allowImpersonation: true });
   t.notOk(Object.hasOwn(out, 'constructor'), `forwarding path output has no "constructor" (got ${JSON.stringify(Object.hasOwn(out, 'constructor') ? out.constructor : undefined)})`);
-  const upgradePath = upstreamRequestHeaders(withRepeatedHeaders(message.headers, message), { method: 'basic', user: 'alice', groups: [], extra: {} }, '127.0.0.1', { allowImpersonation: true });
+  const upgradePath = upstreamRequestHeaders(withRepeatedHeaders(message.headers, message), { method: 'basic', user: 'alice', groups: [], extra: {}, upstreamAuth: 'front-proxy' }, '127.0.0.1', { allowImpersonation: true });
   t.notOk(Object.hasOwn(upgradePath, 'constructor'), 'upgrade path output has no "constructor" (this path is right)');
 });
 
@@ -526,7 +527,7 @@ function upstreamViolations(c: E2eCase, record: SeenRequest, upstreamHost: strin
   const actual = upstreamLines(record);
   const policy = { allowImpersonation: c.policy === 'allow' };
   // upstreamLines lower-cases names: so must the expected ones (an escaped extra key's %XX is upper-case).
-  const identity = [...expectedIdentityHeaders({ method: 'basic', user: c.user.name, groups: c.user.groups, extra }, '127.0.0.1')].map(([name, values]): [string, string[]] => [name.toLowerCase(), values]);
+  const identity = [...expectedIdentityHeaders({ method: 'basic', user: c.user.name, groups: c.user.groups, extra, upstreamAuth: 'front-proxy' }, '127.0.0.1')].map(([name, values]): [string, string[]] => [name.toLowerCase(), values]);
   const expected = new Map([...expectedClientHeaders(c.lines, policy, c.upgrade ? 'upgrade' : 'forward'), ...identity]);
   expected.set('host', [upstreamHost]);
   // The request's ID goes upstream as Audit-ID (the generator sends none of its own): one line, a UUID.

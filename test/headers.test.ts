@@ -3,7 +3,7 @@ import t from 'tap';
 import type { Identity } from '../src/auth/identity.js';
 import { downstreamResponseHeaders, escapeExtraKey, upstreamRequestHeaders, withRepeatedHeaders } from '../src/proxy/headers.js';
 
-const alice: Identity = { method: 'basic', user: 'alice', groups: ['devs', 'ops'], extra: {} };
+const alice: Identity = { method: 'basic', user: 'alice', groups: ['devs', 'ops'], extra: {}, upstreamAuth: 'front-proxy' };
 const keep = { allowImpersonation: true };
 
 t.test('every client identity header is removed, in any case and any number', async (t) => {
@@ -29,7 +29,7 @@ t.test('every client identity header is removed, in any case and any number', as
 });
 
 t.test('a user with no groups gets no group header; extras are escaped like client-go', async (t) => {
-  const out = upstreamRequestHeaders({}, { method: 'x509', user: 'bob', groups: [], extra: { 'acme.com/project': ['a', 'b'], scopes: ['x'] } }, undefined, keep);
+  const out = upstreamRequestHeaders({}, { method: 'x509', user: 'bob', groups: [], extra: { 'acme.com/project': ['a', 'b'], scopes: ['x'] }, upstreamAuth: 'front-proxy' }, undefined, keep);
   t.same(out, {
     'x-remote-user': 'bob',
     'x-remote-extra-acme.com%2Fproject': ['a', 'b'],

@@ -57,7 +57,7 @@ t.test('header rules (pure functions)', async (t) => {
     'impersonate-user': 'someone',
     accept: 'application/json',
   };
-  const bearer: Identity = { method: 'bearer', user: '', groups: [], extra: {}, credential: { method: 'bearer', key: 'k' } };
+  const bearer: Identity = { method: 'bearer', user: '', groups: [], extra: {}, upstreamAuth: 'client-token', credential: { method: 'bearer', key: 'k' } };
   const passed = upstreamRequestHeaders(incoming, bearer, '10.0.0.1', policy, 'audit-1');
   t.same(passed, {
     authorization: `Bearer ${TOKEN}`,
@@ -68,7 +68,7 @@ t.test('header rules (pure functions)', async (t) => {
     'x-forwarded-for': '10.0.0.1',
   }, 'bearer: the token and its subprotocol go, no X-Remote-* header at all, no Proxy-Authorization');
 
-  const alice: Identity = { method: 'basic', user: 'alice', groups: ['devs'], extra: {} };
+  const alice: Identity = { method: 'basic', user: 'alice', groups: ['devs'], extra: {}, upstreamAuth: 'front-proxy' };
   const vouched = upstreamRequestHeaders(incoming, alice, undefined, policy);
   t.notOk('authorization' in vouched, 'a user the proxy vouches for: no Authorization');
   t.equal(vouched['sec-websocket-protocol'], 'v5.channel.k8s.io', 'and no bearer subprotocol');

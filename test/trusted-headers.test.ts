@@ -107,7 +107,7 @@ t.test('the rewrite: learned names and prefixes removed in any case, the fixed r
   t.equal(extraTrusted(['X-Remote-User', 'x-remote-group', 'X-Remote-Uid'], ['X-Remote-Extra-']), undefined, "kubeadm's names: nothing to learn");
   const out = upstreamRequestHeaders(
     { 'x-user': 'root', 'x-other-group': 'system:masters', 'x-extra-scopes': 'admin', 'x-users': 'kept', 'x-extra': 'kept', accept: 'application/json' },
-    { method: 'basic', user: 'alice', groups: ['devs'], extra: {} },
+    { method: 'basic', user: 'alice', groups: ['devs'], extra: {}, upstreamAuth: 'front-proxy' },
     undefined,
     { allowImpersonation: true, apiserverTrusted: learned },
   );

@@ -11,7 +11,8 @@ import { PassThrough, Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import bcrypt from 'bcryptjs';
 import { parseHtpasswd } from '../src/auth/htpasswd.js';
-import { UsersFileError, addUser, listUsers, readPassword, removeUser, setPassword } from '../src/auth/users-file.js';
+import { UsersFileError, addUser, listUsers, removeUser, setPassword } from '../src/auth/users-file.js';
+import { readPassword } from '../src/commands/input.js';
 
 const FAST = { cost: 4 };
 const dir = mkdtempSync(join(tmpdir(), 'kfp-users-'));

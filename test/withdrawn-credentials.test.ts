@@ -228,7 +228,7 @@ t.test('a login whose bcrypt was running when the users file changed is refused 
 
   const authenticator = new Authenticator({ certificates: false, basic, revocations: undefined, failures: undefined });
   t.equal(authenticator.stillHolds(hankResult.identity), true, 'hank still holds');
-  t.equal(authenticator.stillHolds({ method: 'basic', user: 'hank', groups: [], extra: {} }), false, 'an identity without a credential never holds');
+  t.equal(authenticator.stillHolds({ method: 'basic', user: 'hank', groups: [], extra: {}, upstreamAuth: 'front-proxy' }), false, 'an identity without a credential never holds');
   basic.setUsers(table({ name: 'gina', hash: 'pw1', groups: ['devs'] }));
   t.equal(authenticator.stillHolds(hankResult.identity), false, 'hank removed: no longer holds');
 });
@@ -237,7 +237,7 @@ t.test('a stream registered after the sweep, by an identity already withdrawn, i
   let holds = true;
   const registry = new StreamRegistry(() => holds);
   const ended: string[] = [];
-  const identity = (user: string) => ({ method: 'basic' as const, user, groups: [], extra: {} });
+  const identity = (user: string) => ({ method: 'basic' as const, user, groups: [], extra: {}, upstreamAuth: 'front-proxy' as const });
   registry.add(() => ended.push('early'), identity('early'));
   holds = false;
   t.same(registry.endWithdrawn(), ['early'], 'the sweep ends the open one and names its user');

@@ -245,7 +245,7 @@ export class BasicAuthenticator {
     // The file was reloaded during the bcrypt: a login against an entry withdrawn meanwhile must
     // not get in (nor open a watch or tunnel after the reload has swept them).
     if (generation !== this.generation && !this.stillHolds(entry)) return { ok: false, reason: this.table.users.has(username) ? 'bad-password' : 'unknown-user' };
-    const identity: Identity = { method: 'basic', user: entry.name, groups: entry.groups, extra: {}, credential: { method: 'basic', entry } };
+    const identity: Identity = { method: 'basic', user: entry.name, groups: entry.groups, extra: {}, upstreamAuth: 'front-proxy', credential: { method: 'basic', entry } };
     if (generation === this.generation && this.options.cacheSize > 0 && this.options.cacheTtlMs > 0) {
       return this.remember(key, identity, client).result;
     }

@@ -24,13 +24,10 @@
 // polyfill before the library module is evaluated.
 import 'reflect-metadata';
 import { verify as verifySignature, constants as cryptoConstants, type KeyObject, type X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import * as x509 from '@peculiar/x509';
 import type { FastifyBaseLogger } from 'fastify';
-import { ConfigError, fileErrorText, settingLabel } from '../config.js';
 import { bundleCertificates, issuedBy, type Issuer } from './trusted-cas.js';
 
-const FLAG = '--client-crl-file';
 // OpenSSL writes "X509 CRL"; some tools (older @peculiar/x509 among them) write "CRL".
 const PEM_CRL = /-----BEGIN (X509 )?CRL-----([\s\S]+?)-----END \1CRL-----/g;
 
@@ -81,21 +78,22 @@ interface CaCandidate {
   mayCrlSign: boolean;
 }
 
-/**
- * Reads and checks --client-crl-file against the client CA bundle; throws ConfigError with one
- * line naming the flag, the file and the problem.
- */
-export function loadRevocationList(path: string, clientCa: Buffer | undefined, now = new Date()): RevocationList {
-  const fail: (problem: string) => never = (problem) => {
-    throw new ConfigError(`${settingLabel(FLAG)} ${path}: ${problem}`);
-  };
-  if (clientCa === undefined) fail('needs --client-ca-file: CRLs are checked against the client CAs');
-  let data: Buffer;
-  try {
-    data = readFileSync(path);
-  } catch (err) {
-    fail(fileErrorText(err));
+/** Why a CRL file is refused, as one line without the file's name (the caller names it). */
+export class RevocationListError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'RevocationListError';
   }
+}
+
+/**
+ * Checks the contents of a CRL file (PEM blocks or one DER CRL) against the client CA bundle;
+ * throws RevocationListError saying what is wrong.
+ */
+export function parseRevocationList(data: Buffer, clientCa: Buffer, now = new Date()): RevocationList {
+  const fail: (problem: string) => never = (problem) => {
+    throw new RevocationListError(problem);
+  };
   const cas = caCandidates(clientCa);
   const ders = crlBlocks(data, fail);
   const revoked = new Map<string, Issuer[]>();

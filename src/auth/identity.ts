@@ -1,24 +1,36 @@
-// Who a request is, once authenticated: what the apiserver will see in the X-Remote-* headers.
+// Who a request is, once authenticated, and how that reaches the apiserver.
 
 import type { TLSSocket } from 'node:tls';
 import type { UserEntry } from './htpasswd.js';
 
 /**
- * `bearer`: --token-passthrough. The proxy did not authenticate the request; it forwards the
- * client's own token for the apiserver to authenticate, and knows no user name (empty).
+ * The method that let a request in, for logs and metrics. `bearer`: --token-passthrough. The
+ * proxy did not authenticate the request; it forwards the client's own token for the apiserver
+ * to authenticate, and knows no user name (empty).
  */
 export type AuthMethod = 'basic' | 'x509' | 'bearer';
 
+/**
+ * How the request is authenticated to the apiserver, set by the method that let it in:
+ * - `front-proxy`: the proxy vouches for the user, in X-Remote-* headers over its front-proxy
+ *   client certificate; any token the client sent is dropped;
+ * - `client-token`: the client's own token goes as it was sent, with no X-Remote-* header, over
+ *   a connection that presents no client certificate, for the apiserver to authenticate.
+ */
+export type UpstreamAuth = 'front-proxy' | 'client-token';
+
 export interface Identity {
   method: AuthMethod;
+  /** Empty with `client-token`: the apiserver names the user. */
   user: string;
   groups: string[];
   /** X-Remote-Extra-<key> values; keys as the apiserver will see them (lower-case). */
   extra: Record<string, string[]>;
+  upstreamAuth: UpstreamAuth;
   /**
    * What the identity was verified against, so that a reload can end the watches and tunnels it
    * opened once that no longer holds (Authenticator.stillHolds). Never sent upstream or logged.
-   * Set by the auth chain; an identity without it is never taken to hold.
+   * Set by the method that let the identity in; an identity without it is never taken to hold.
    */
   credential?: Credential;
 }

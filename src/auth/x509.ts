@@ -212,7 +212,7 @@ function inspect(socket: TLSSocket): ConnectionVerdict {
   const refusal = subjectRefusal(subject);
   if (refusal !== undefined) return connectionVerdict({ ok: false, ...refusal, claimedUser });
   const credential: Credential = { method: 'x509', connection: socket };
-  const identity: Identity = { method: 'x509', user: subject.commonName, groups: subject.organizations, extra: credentialIdExtra(peer.fingerprint256), credential };
+  const identity: Identity = { method: 'x509', user: subject.commonName, groups: subject.organizations, extra: credentialIdExtra(peer.fingerprint256), upstreamAuth: 'front-proxy', credential };
   return connectionVerdict({ ok: true, identity }, peer.fingerprint256, notAfterOf(peer.valid_to));
 }
 

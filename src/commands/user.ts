@@ -9,7 +9,8 @@ import { ConfigError } from '../config.js';
 import { parseServer } from './kubeconfig.js';
 import { CsrError } from '../csr/kubectl.js';
 import { MIN_EXPIRATION_SECONDS, formatDuration, listCerts, parseDuration, requestCert } from '../csr/request.js';
-import { DEFAULT_COST, UsersFileError, addUser, listUsers, readPassword, removeUser, setPassword } from '../auth/users-file.js';
+import { DEFAULT_COST, UsersFileError, addUser, listUsers, removeUser, setPassword } from '../auth/users-file.js';
+import { readPassword } from './input.js';
 
 
 interface FileFlags {

@@ -3,9 +3,7 @@
 // number, plus its credentials and hop-by-hop headers; then state who the user is.
 
 import type { Identity } from '../auth/identity.js';
-
-/** The subprotocol prefix of a WebSocket bearer token (k8s.io/apiserver authentication/request/websocket). */
-const WEBSOCKET_BEARER_PREFIX = 'base64url.bearer.authorization.k8s.io.';
+import { WEBSOCKET_BEARER_PREFIX } from '../auth/token-passthrough.js';
 
 export type HeaderRecord = Record<string, string | string[] | undefined>;
 export type OutgoingHeaders = Record<string, string | string[]>;
@@ -67,12 +65,12 @@ export function isIdentityOrCredentialHeader(lowerName: string): boolean {
 export function upstreamRequestHeaders(incoming: HeaderRecord, identity: Identity, forwardedFor: string | undefined, policy: HeaderPolicy, auditId?: string): OutgoingHeaders {
   const out: OutgoingHeaders = {};
   const named = connectionNamedHeaders(incoming.connection);
-  // --token-passthrough: the client's token is the credential, for the apiserver to check. It goes
-  // with no X-Remote-* header at all (the client's are removed as always, and the proxy states no
-  // identity), over a connection without the front-proxy certificate (forward.ts, upgrade.ts).
-  // Any other identity: the proxy vouches for the user, and a token the client also sent (in
-  // Authorization or a WebSocket subprotocol) is dropped, so it can never speak for the request.
-  const bearer = identity.method === 'bearer';
+  // 'client-token' (--token-passthrough): the client's token is the credential, for the apiserver
+  // to check. It goes with no X-Remote-* header at all (the client's are removed as always, and the
+  // proxy states no identity), over a connection without the front-proxy certificate (forward.ts,
+  // upgrade.ts). 'front-proxy': the proxy vouches for the user, and a token the client also sent
+  // (in Authorization or a WebSocket subprotocol) is dropped, so it can never speak for the request.
+  const clientToken = identity.upstreamAuth === 'client-token';
   // Read once: a refresh replaces the whole object, never a part of one in use.
   const trusted = policy.apiserverTrusted;
   for (const [rawName, value] of Object.entries(incoming)) {
@@ -80,15 +78,15 @@ export function upstreamRequestHeaders(incoming: HeaderRecord, identity: Identit
     const name = rawName.toLowerCase();
     // HTTP/2 pseudo-headers (:method, :path, :authority, :scheme) describe this hop's request line.
     if (name.charCodeAt(0) === 0x3a /* : */) continue;
-    if (bearer && name === 'authorization') {
-      // The auth step took it for a bearer token the apiserver reads as one (auth/index.ts bearerToken).
+    if (clientToken && name === 'authorization') {
+      // The auth step took it for a bearer token the apiserver reads as one (auth/token-passthrough.ts bearerToken).
       out[name] = value;
       continue;
     }
     if (HOP_BY_HOP.has(name) || named.has(name) || isIdentityOrCredentialHeader(name) || CLIENT_ADDRESS_CLAIMS.has(name)) continue;
     if (trusted !== undefined && isTrustedHeader(trusted, name)) continue;
     if (!policy.allowImpersonation && name.startsWith('impersonate-')) continue;
-    if (name === 'sec-websocket-protocol' && !bearer) {
+    if (name === 'sec-websocket-protocol' && !clientToken) {
       const kept = withoutBearerSubprotocols(value);
       if (kept !== undefined) out[name] = kept;
       continue;
@@ -98,7 +96,7 @@ export function upstreamRequestHeaders(incoming: HeaderRecord, identity: Identit
   // The request's ID (the client's safe Audit-ID or the proxy's own): the apiserver adopts it as
   // its audit event's auditID. It replaces the client's own header (kept only if safe, as this ID).
   if (auditId !== undefined) out['audit-id'] = auditId;
-  if (bearer) {
+  if (clientToken) {
     if (forwardedFor) out['x-forwarded-for'] = forwardedFor;
     return out;
   }

@@ -16,6 +16,7 @@ import type { Authenticator } from '../auth/index.js';
 import { accessRecord, type AccessLog, type RequestFacts } from '../observe/accesslog.js';
 import type { ProxyMetrics, StreamKind } from '../observe/metrics.js';
 import { requestInfo } from '../observe/requestinfo.js';
+import { refusalStatus } from '../refusals.js';
 import { StatusError, pathOf, shuttingDown, statusResponseBytes } from '../status.js';
 import { errorCode, isConnectionFailure, NoHealthyUpstreamError, ProxyIdentityRefusedError, tagUpstream, type UpstreamError } from '../upstream/failures.js';
 import type { UpstreamPool, UpstreamTarget } from '../upstream/pool.js';
@@ -123,8 +124,9 @@ export class UpgradeProxy {
     const outcome = await this.options.authenticator.authenticate(client as TLSSocket, this.options.authenticator.authorizationOf(req.rawHeaders, req.headers.authorization), clientAddress, protocols);
     if (!outcome.ok) {
       metrics.authenticated(outcome.method ?? 'none', outcome.reason);
-      accessLog.authFailure({ reqId, client: clientAddress, auth: outcome.method ?? 'none', reason: outcome.reason, claimedUser: outcome.claimedUser, method, path: pathOf(url), status: outcome.error.code, userAgent: req.headers['user-agent'] ?? '' });
-      respondAndClose(client, withAuditId(outcome.error, reqId));
+      const refusal = refusalStatus(outcome);
+      accessLog.authFailure({ reqId, client: clientAddress, auth: outcome.method ?? 'none', reason: outcome.reason, claimedUser: outcome.claimedUser, method, path: pathOf(url), status: refusal.code, userAgent: req.headers['user-agent'] ?? '' });
+      respondAndClose(client, withAuditId(refusal, reqId));
       return;
     }
     metrics.authenticated(outcome.identity.method, outcome.identity.method === 'bearer' ? 'passthrough' : 'success');
@@ -133,7 +135,7 @@ export class UpgradeProxy {
     record.identity = identity;
     const { pool, headerPolicy } = this.options;
     // A passed-through token never travels on the front-proxy certificate (upstream/tls.ts).
-    const connector = identity.method === 'bearer' ? this.options.tokenConnector ?? (() => undefined) : this.options.connector;
+    const connector = identity.upstreamAuth === 'client-token' ? this.options.tokenConnector ?? (() => undefined) : this.options.connector;
     const facts: RequestFacts = { reqId, client: clientAddress, identity, method, protocol: `HTTP/${req.httpVersion}`, info: requestInfo(method, url), userAgent: req.headers['user-agent'] };
     const kind = streamKindOf(facts.info.subresource);
 
@@ -222,7 +224,7 @@ export class UpgradeProxy {
         res.on('error', () => client.destroy());
         res.on('close', release);
         res.on('end', () => log(res.statusCode ?? 0, target.origin));
-        if (res.statusCode === 401 && identity.method === 'bearer') {
+        if (res.statusCode === 401 && identity.upstreamAuth === 'client-token') {
           // The apiserver refused the token: a failed login for the client address.
           metrics.authenticated('bearer', 'token-rejected');
           void this.options.authenticator.recordTokenRejected(identity, clientAddress);
@@ -231,7 +233,7 @@ export class UpgradeProxy {
       upstreamRequest.on('response', (res: IncomingMessage) => {
         client.off('close', abandon);
         // A 401 to our front-proxy identity is the proxy's misconfiguration, not the user's (forward.ts).
-        if (res.statusCode === 401 && identity.method !== 'bearer') {
+        if (res.statusCode === 401 && identity.upstreamAuth === 'front-proxy') {
           void pool.confirmIdentityRefused(target.origin, started).then((refused) => {
             if (!refused) return relay(res);
             res.resume();
