@@ -12,9 +12,10 @@ import type { RequestInfo } from '../observe/requestinfo.js';
 import { kReportUpstream, kTokenPassthrough } from '../upstream/dispatcher.js';
 import type { Dispatcher } from 'undici';
 import { StatusError, sendStatus } from '../status.js';
-import { NoHealthyUpstreamError, ProxyIdentityRefusedError, errorCode, isConnectionFailure, isTlsFailure, isUnreachable, tagUpstream, type UpstreamError } from '../upstream/failures.js';
-import { HTTP1_ONLY, REFUSED_STREAM, responseHeaders, type Http2Upstreams } from '../upstream/h2.js';
-import type { UpstreamPool, UpstreamTarget } from '../upstream/pool.js';
+import { failover, type Attempt } from '../upstream/failover.js';
+import { NoHealthyUpstreamError, ProxyIdentityRefusedError, errorCode, isTlsFailure, isUnreachable, type UpstreamError } from '../upstream/failures.js';
+import { HTTP1_ONLY, responseHeaders, type Http2Upstreams } from '../upstream/h2.js';
+import type { UpstreamPool } from '../upstream/pool.js';
 import { downstreamResponseHeaders, upstreamWireHeaders, withRepeatedHeaders, type HeaderPolicy, type HeaderRecord, type OutgoingHeaders } from './headers.js';
 
 export interface ForwardOptions {
@@ -322,9 +323,10 @@ function hasBody(request: AnyRequest): boolean {
 const NOT_OVER_HTTP2 = ['host', 'http2-settings'];
 
 /**
- * A watch or log follow over an HTTP/2 session: the same upstream choice, header contract, retry
- * and Status answers as the HTTP/1.1 path, with one stream instead of one connection. Falls back
- * to `http1` (reply-from) for an apiserver that does not speak h2.
+ * A watch or log follow over an HTTP/2 session: the same upstream choice, header contract,
+ * failover (../upstream/failover.ts) and Status answers as the HTTP/1.1 path, with one stream
+ * instead of one connection. Falls back to `http1` (reply-from) for an apiserver that does not
+ * speak h2, or for headers HTTP/2 cannot carry. Settles once the request is answered or handed on.
  */
 async function forwardOverHttp2(request: AnyRequest, reply: AnyReply, dest: string, h2: Http2Upstreams, pool: UpstreamPool, options: ForwardOptions, http1: () => void): Promise<void> {
   const outgoing: OutgoingHttpHeaders = headersFor(request, request.headers as HeaderRecord, options.headerPolicy);
@@ -339,98 +341,74 @@ async function forwardOverHttp2(request: AnyRequest, reply: AnyReply, dest: stri
     // Still waiting for the response headers: nobody is left to read them.
     if (current && !reply.sent) current.close(http2.NGHTTP2_CANCEL);
   });
+  if (clientGone) return;
 
-  const tried = new Set<UpstreamTarget>();
-  let refusals = 0;
-  let previous: Error | undefined;
-  for (;;) {
-    if (clientGone) return;
-    const target = pool.pick(tried);
-    if (!target) {
-      fail(request, reply, pool.exhausted(tried, previous));
-      return;
-    }
-    tried.add(target);
-    pool.acquire(target);
-    request.upstream = target.origin;
-    let released = false;
-    const release = () => {
-      if (released) return;
-      released = true;
-      pool.release(target);
+  await new Promise<void>((done, crashed) => {
+    // One attempt: `done` once it answered the request or handed it on; a failure goes back to
+    // the loop, which tries again or ends in answerFailure.
+    const send = async (attempt: Attempt): Promise<void> => {
+      const { target } = attempt;
+      request.upstream = target.origin;
+      let responded = false;
+      try {
+        const stream = await h2.request(target.url, { ...outgoing, ':method': 'GET', ':path': path, ':authority': target.url.host, ':scheme': 'https' });
+        if (stream === HTTP1_ONLY) {
+          attempt.release();
+          if (!clientGone) http1();
+          return done();
+        }
+        current = stream;
+        stream.once('close', attempt.release);
+        if (clientGone) {
+          stream.close(http2.NGHTTP2_CANCEL);
+          return done();
+        }
+        const headers = await responseHeaders(stream, target.origin, options.upstreamHeaderTimeoutMs ?? 0);
+        responded = true;
+        const statusCode = Number(headers[':status']);
+        // A 401 to the front-proxy certificate and a user: the apiserver may refuse the proxy itself.
+        if (statusCode === 401 && (await pool.confirmIdentityRefused(target.origin, sentAt(reply)).catch(() => false))) {
+          stream.close(http2.NGHTTP2_CANCEL);
+          if (!clientGone) answerIdentityRefused(request, reply, target.origin);
+          return done();
+        }
+        // (The client may have left while that was checked.)
+        if (clientGone) {
+          stream.close(http2.NGHTTP2_CANCEL);
+          return done();
+        }
+        void reply.code(statusCode);
+        void reply.headers(downstreamResponseHeaders(headers as HeaderRecord));
+        relayResponse(request, reply, stream, headers as HeaderRecord, options, () => {
+          if (!stream.closed) stream.close(http2.NGHTTP2_CANCEL);
+        });
+        done();
+      } catch (err) {
+        attempt.failed(err as Error, { committed: responded, clientGone });
+      }
     };
-    try {
-      const stream = await h2.request(target.url, { ...outgoing, ':method': 'GET', ':path': path, ':authority': target.url.host, ':scheme': 'https' });
-      if (stream === HTTP1_ONLY) {
-        release();
-        if (!clientGone) http1();
-        return;
+    const answerFailure = (error: Error): void => {
+      if (clientGone) request.log.debug({ reqId: request.id, err: error }, 'client went away before the response');
+      // Headers HTTP/2 forbids (a repeated single-value field, a connection-specific one): this
+      // request goes the HTTP/1.1 way, where they are legal.
+      else if (cannotCarry(errorCode(error))) http1();
+      else fail(request, reply, error);
+      done();
+    };
+    // A watch changes nothing when sent twice.
+    failover(pool, { replayable: true }, (attempt) => void send(attempt).catch(crashed), (error) => {
+      try {
+        answerFailure(error);
+      } catch (err) {
+        crashed(err);
       }
-      current = stream;
-      stream.once('close', release);
-      if (clientGone) {
-        stream.close(http2.NGHTTP2_CANCEL);
-        return;
-      }
-      const headers = await responseHeaders(stream, target.origin, options.upstreamHeaderTimeoutMs ?? 0);
-      const statusCode = Number(headers[':status']);
-      // A 401 to the front-proxy certificate and a user: the apiserver may refuse the proxy itself.
-      if (statusCode === 401 && (await pool.confirmIdentityRefused(target.origin, sentAt(reply)).catch(() => false))) {
-        stream.close(http2.NGHTTP2_CANCEL);
-        if (!clientGone) answerIdentityRefused(request, reply, target.origin);
-        return;
-      }
-      // (The client may have left while that was checked.)
-      if (clientGone) {
-        stream.close(http2.NGHTTP2_CANCEL);
-        return;
-      }
-      void reply.code(statusCode);
-      void reply.headers(downstreamResponseHeaders(headers as HeaderRecord));
-      relayResponse(request, reply, stream, headers as HeaderRecord, options, () => {
-        if (!stream.closed) stream.close(http2.NGHTTP2_CANCEL);
-      });
-      return;
-    } catch (err) {
-      release();
-      if (clientGone) {
-        request.log.debug({ reqId: request.id, err }, 'client went away before the response');
-        return;
-      }
-      const error = tagUpstream(err as Error, target.origin);
-      const code = errorCode(error);
-      if (cannotCarry(code)) {
-        // Headers HTTP/2 forbids (a repeated single-value field, a connection-specific one): this
-        // request goes the HTTP/1.1 way, where they are legal.
-        http1();
-        return;
-      }
-      if (wasNotProcessed(code) && refusals++ < 2) {
-        // Not processed (the apiserver is closing that connection): the same one may take it again.
-        tried.delete(target);
-        previous = error;
-        continue;
-      }
-      if (isConnectionFailure(code)) {
-        // Nothing reached the client, and a watch changes nothing when sent twice.
-        pool.eject(target, `${code}: ${error.message}`);
-        previous = error;
-        continue;
-      }
-      fail(request, reply, error);
-      return;
-    }
-  }
+    });
+  });
 }
 
 /** Node's HTTP/2 client refused the headers themselves. */
 function cannotCarry(code: string | undefined): boolean {
   return code === 'ERR_HTTP2_HEADER_SINGLE_VALUE' || code === 'ERR_HTTP2_INVALID_CONNECTION_HEADERS' || code === 'ERR_INVALID_HTTP_TOKEN' || code === 'ERR_INVALID_CHAR' || code === 'ERR_HTTP2_INVALID_HEADER_VALUE';
-}
-
-/** The stream never reached the apiserver's handlers: refused, or its session was going away. */
-function wasNotProcessed(code: string | undefined): boolean {
-  return code === REFUSED_STREAM || code === 'ERR_HTTP2_GOAWAY_SESSION' || code === 'ERR_HTTP2_INVALID_SESSION' || code === 'ERR_HTTP2_OUT_OF_STREAMS';
 }
 
 function fail(request: AnyRequest, reply: AnyReply, error: Error): void {

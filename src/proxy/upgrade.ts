@@ -18,8 +18,9 @@ import type { ProxyMetrics, StreamKind } from '../observe/metrics.js';
 import { requestInfo } from '../observe/requestinfo.js';
 import { refusalStatus } from '../refusals.js';
 import { StatusError, pathOf, shuttingDown, statusResponseBytes } from '../status.js';
-import { errorCode, isConnectionFailure, NoHealthyUpstreamError, ProxyIdentityRefusedError, tagUpstream, type UpstreamError } from '../upstream/failures.js';
-import type { UpstreamPool, UpstreamTarget } from '../upstream/pool.js';
+import { failover, type Attempt } from '../upstream/failover.js';
+import { NoHealthyUpstreamError, ProxyIdentityRefusedError, type UpstreamError } from '../upstream/failures.js';
+import type { UpstreamPool } from '../upstream/pool.js';
 import type { UpstreamConnector } from '../upstream/tls.js';
 import { upstreamFailure } from './forward.js';
 import { clientAuditId, downstreamResponseHeaders, upstreamWireHeaders, withRepeatedHeaders, type HeaderPolicy } from './headers.js';
@@ -158,21 +159,8 @@ export class UpgradeProxy {
       respondAndClose(client, withAuditId(failure, reqId));
     };
 
-    const tried = new Set<UpstreamTarget>();
-    const send = (previous?: Error): void => {
-      const target = pool.pick(tried);
-      if (!target) {
-        const failure: UpstreamError = pool.exhausted(tried, previous);
-        fail(failure, failure.upstream);
-        return;
-      }
-      tried.add(target);
-      pool.acquire(target);
-      let released = false;
-      const release = () => {
-        if (!released) pool.release(target);
-        released = true;
-      };
+    const send = (attempt: Attempt): void => {
+      const { target } = attempt;
       let connected = false;
       const upstreamRequest = httpRequest({
         method: req.method,
@@ -195,7 +183,7 @@ export class UpgradeProxy {
       upstreamRequest.on('upgrade', (res: IncomingMessage, upstreamSocket: Duplex, upstreamHead: Buffer) => {
         client.off('close', abandon);
         if (client.destroyed) {
-          release();
+          attempt.release();
           upstreamSocket.destroy();
           return;
         }
@@ -208,7 +196,7 @@ export class UpgradeProxy {
         log(101, target.origin, undefined, 'start');
         metrics.streamOpened(kind);
         splice(client, upstreamSocket, (bytes) => {
-          release();
+          attempt.release();
           metrics.streamClosed(kind);
           log(101, target.origin, bytes, 'end');
         });
@@ -222,7 +210,7 @@ export class UpgradeProxy {
         client.write(responseHead(res, [...lines.flat(), 'connection', 'close']), 'latin1');
         res.pipe(client);
         res.on('error', () => client.destroy());
-        res.on('close', release);
+        res.on('close', attempt.release);
         res.on('end', () => log(res.statusCode ?? 0, target.origin));
         if (res.statusCode === 401 && identity.upstreamAuth === 'client-token') {
           // The apiserver refused the token: a failed login for the client address.
@@ -237,7 +225,7 @@ export class UpgradeProxy {
           void pool.confirmIdentityRefused(target.origin, started).then((refused) => {
             if (!refused) return relay(res);
             res.resume();
-            release();
+            attempt.release();
             fail(new ProxyIdentityRefusedError([target.origin]), target.origin);
           });
           return;
@@ -247,22 +235,17 @@ export class UpgradeProxy {
 
       upstreamRequest.on('error', (err: Error) => {
         client.off('close', abandon);
-        release();
-        if (client.destroyed) return;
-        const code = errorCode(err);
-        const failed = tagUpstream(err, target.origin);
-        if (!connected && isConnectionFailure(code)) {
-          // Nothing reached this apiserver: take it out and try another.
-          pool.eject(target, `${code}: ${err.message}`);
-          send(failed);
-          return;
-        }
-        fail(failed, target.origin);
+        // Once the TLS connection is up the apiserver may be running the exec: a failure from then
+        // on is this request's, never sent again nor held against the apiserver.
+        attempt.failed(err, { committed: connected, clientGone: client.destroyed });
       });
 
       upstreamRequest.end();
     };
-    send();
+    // Nothing of a tunnel reaches the apiserver before its connection is up.
+    failover(pool, { replayable: true }, send, (error: UpstreamError) => {
+      if (!client.destroyed) fail(error, error.upstream);
+    });
   }
 }
 

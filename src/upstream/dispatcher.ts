@@ -1,10 +1,10 @@
 // An undici Dispatcher over the upstream pool, handed to @fastify/http-proxy as its `undici`
-// instance: each request goes to the pool's pick, and a request that failed before the
-// apiserver answered is tried on another upstream when sending it again is harmless.
+// instance: each request goes through the failover loop (failover.ts), which picks its upstream
+// and tries another when sending it again is harmless.
 
 import { Dispatcher, type Agent } from 'undici';
-import { errorCode, isConnectionFailure, tagUpstream } from './failures.js';
-import type { UpstreamPool, UpstreamTarget } from './pool.js';
+import { failover, type Attempt } from './failover.js';
+import type { UpstreamPool } from './pool.js';
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS']);
 
@@ -63,32 +63,24 @@ export class PoolDispatcher extends Dispatcher {
   }
 
   override dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
-    this.attempt(options, handler as unknown as Handler, new Set());
+    const legacy = handler as unknown as Handler;
+    const passthrough = (options.headers as Record<symbol, unknown> | null | undefined)?.[kTokenPassthrough] === true;
+    const agent = passthrough ? this.tokenAgent : this.agent;
+    if (!agent()) {
+      legacy.onError?.(new Error('a bearer token to pass through, and no upstream agent without a client certificate'));
+      return true;
+    }
+    // A bodiless GET, HEAD or OPTIONS changes nothing when sent twice (a stale keep-alive reset included).
+    const replayable = IDEMPOTENT.has(options.method) && hasNoBody(options.body);
+    // Read on each attempt (a reload replaces the agent, and --token-passthrough, fixed at start, never removes it).
+    failover(this.pool, { replayable }, (attempt) => this.send(options, legacy, attempt, agent() as Agent), (err) => legacy.onError?.(err));
     return true;
   }
 
-  private attempt(options: Dispatcher.DispatchOptions, handler: Handler, tried: Set<UpstreamTarget>, previous?: Error): void {
-    const passthrough = (options.headers as Record<symbol, unknown> | null | undefined)?.[kTokenPassthrough] === true;
-    const agent = passthrough ? this.tokenAgent() : this.agent();
-    if (!agent) {
-      handler.onError?.(new Error('a bearer token to pass through, and no upstream agent without a client certificate'));
-      return;
-    }
-    const target = this.pool.pick(tried);
-    if (!target) {
-      handler.onError?.(this.pool.exhausted(tried, previous));
-      return;
-    }
-    tried.add(target);
-    this.pool.acquire(target);
+  private send(options: Dispatcher.DispatchOptions, handler: Handler, attempt: Attempt, agent: Agent): void {
+    const { target } = attempt;
     reportUpstream(options, target.origin);
     let responded = false;
-    let released = false;
-    const release = () => {
-      if (released) return;
-      released = true;
-      this.pool.release(target);
-    };
     const wrapped: Handler = {
       onConnect: (abort, context) => handler.onConnect?.(abort, context),
       onResponseStarted: () => handler.onResponseStarted?.(),
@@ -98,29 +90,15 @@ export class PoolDispatcher extends Dispatcher {
       },
       onData: (chunk) => handler.onData?.(chunk) ?? true,
       onComplete: (trailers) => {
-        release();
+        attempt.release();
         handler.onComplete?.(trailers);
       },
       onUpgrade: (statusCode, headers, socket) => {
-        release();
+        attempt.release();
         handler.onUpgrade?.(statusCode, headers, socket);
       },
       onBodySent: (chunk) => handler.onBodySent?.(chunk),
-      onError: (err) => {
-        release();
-        tagUpstream(err, target.origin);
-        const code = errorCode(err);
-        if (!responded && isConnectionFailure(code) && !clientAborted(options.body)) {
-          this.pool.eject(target, `${code}: ${err.message}`);
-          // Nothing the apiserver answered reached the client yet, and a bodiless GET, HEAD or
-          // OPTIONS changes nothing when sent twice (a stale keep-alive reset included).
-          if (IDEMPOTENT.has(options.method) && hasNoBody(options.body)) {
-            this.attempt(options, handler, tried, err);
-            return;
-          }
-        }
-        handler.onError?.(err);
-      },
+      onError: (err) => attempt.failed(err, { committed: responded, clientGone: clientAborted(options.body) }),
     };
     // reply-from names the first configured upstream in Host; the request goes to this one.
     const headers = options.headers as Record<string, unknown> | null | undefined;

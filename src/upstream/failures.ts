@@ -27,6 +27,17 @@ export function isConnectionFailure(code: string | undefined): boolean {
   return isUnreachable(code) || isTlsFailure(code);
 }
 
+/** The apiserver refused an HTTP/2 stream before processing it (RST_STREAM REFUSED_STREAM): safe to send again. */
+export const REFUSED_STREAM = 'KFP_HTTP2_REFUSED_STREAM';
+
+/**
+ * An HTTP/2 stream that never reached the apiserver's handlers: refused, or its session was
+ * going away or out of stream ids (RFC 9113 §8.7: safe to send again, whatever the request).
+ */
+export function wasNotProcessed(code: string | undefined): boolean {
+  return code === REFUSED_STREAM || code === 'ERR_HTTP2_GOAWAY_SESSION' || code === 'ERR_HTTP2_INVALID_SESSION' || code === 'ERR_HTTP2_OUT_OF_STREAMS';
+}
+
 /** Every upstream is out: answered at once with 503, not after a hang. */
 export class NoHealthyUpstreamError extends Error {
   readonly code = 'KFP_NO_HEALTHY_UPSTREAM';

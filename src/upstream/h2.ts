@@ -14,6 +14,7 @@
 import { connect as http2Connect, constants, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders, type IncomingHttpStatusHeader, type OutgoingHttpHeaders, type Settings } from 'node:http2';
 import type { TLSSocket } from 'node:tls';
 import type { FastifyBaseLogger } from 'fastify';
+import { REFUSED_STREAM } from './failures.js';
 import type { UpstreamConnector } from './tls.js';
 
 export interface Http2PoolOptions {
@@ -345,9 +346,6 @@ export class Http2Upstreams {
     this.closeIfIdle(entry);
   }
 }
-
-/** The apiserver refused the stream before processing it (RST_STREAM REFUSED_STREAM): safe to send again. */
-export const REFUSED_STREAM = 'KFP_HTTP2_REFUSED_STREAM';
 
 /**
  * The response headers of `stream`, or the reason none came: the connection broke (ECONNRESET,
