@@ -7,7 +7,8 @@ import { readFileSync } from 'node:fs';
 import { createSecureContext } from 'node:tls';
 import { dirname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { ConfigError, SETTINGS, fileErrorText, loadConfig, type RawSettings } from '../config.js';
+import { ConfigError, fileErrorText, loadConfig } from '../config.js';
+import { configSources } from '../config/command-line.js';
 import { loadMaterial } from '../material.js';
 import { MATCHES, preflight } from '../upstream/preflight.js';
 import type { UpstreamTls } from '../upstream/tls.js';
@@ -22,13 +23,7 @@ export function registerCheck(program: Command): void {
   // The same flags, config file and environment as serve: an operator runs check with serve's command line.
   for (const option of serve.options) check.addOption(option);
   check.action(async (options: Record<string, unknown>) => {
-    const flags: Partial<Record<keyof RawSettings, unknown>> = {};
-    for (const spec of SETTINGS) {
-      const value = options[spec.flag.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase())];
-      if (value !== undefined) flags[spec.key] = value;
-    }
-    const configFile = (options.config as string | undefined) ?? process.env.KUBE_FRONT_PROXY_CONFIG;
-    const config = loadConfig({ configFile, flags, env: process.env });
+    const config = loadConfig(configSources(options, process.env));
     const upstream = loadMaterial(config).upstream;
     const kubeconfig = options.kubeconfig as string | undefined;
     // Same apiservers, same verification of their certificates; only the client identity differs.

@@ -1,6 +1,6 @@
 // `kube-front-proxy serve`: every setting as a flag, then start-up, reload and drain.
 
-import { InvalidArgumentError, Option, type Command } from 'commander';
+import type { Command } from 'commander';
 import cluster from 'node:cluster';
 import { closeSync, openSync } from 'node:fs';
 import type { Socket } from 'node:net';
@@ -8,7 +8,8 @@ import { pino, stdTimeFunctions, type Logger } from 'pino';
 import { AggregatorRegistry } from 'prom-client';
 import { adminSink, createAdminServer, poolReadiness, type AdminConnections } from '../admin.js';
 import { batchedDestination } from '../observe/destination.js';
-import { ConfigError, SETTINGS, envVarName, fileErrorText, loadConfig, type Config, type RawSettings } from '../config.js';
+import { ConfigError, SETTINGS, envVarName, fileErrorText, loadConfig, type Config } from '../config.js';
+import { addSettingOptions, configSources } from '../config/command-line.js';
 import { bindAll, type GatedListener, type ListenerSpec } from '../listeners.js';
 import { loadMaterial, type Material } from '../material.js';
 import { fileSignatures, materialFiles, startReloader, type FileSignatures } from '../reload.js';
@@ -25,43 +26,11 @@ export function registerServe(program: Command): void {
   const serve = program
     .command('serve')
     .description('run the proxy')
-    .addHelpText('after', `\nEvery setting can also be set in the YAML file given by --config (camelCase keys, e.g.\ntlsCertFile, upstreams: [..]) or by an environment variable (e.g. ${envVarName(SETTINGS[1]!)}).\nPrecedence: flag > environment > config file > default.`)
-    .option('--config <file>', 'YAML config file (env KUBE_FRONT_PROXY_CONFIG)');
-  for (const spec of SETTINGS) {
-    const help = `${spec.help} (default: ${spec.defaultText ?? 'none'}; env ${envVarName(spec)})`;
-    const option =
-      spec.kind === 'boolean'
-        ? new Option(`--${spec.flag} [bool]`, help).argParser(parseBooleanFlag)
-        : spec.kind === 'list'
-          ? new Option(`--${spec.flag} <value>`, help).argParser((v: string, previous: string[] | undefined) => [...(previous ?? []), ...splitList(v)])
-          : new Option(`--${spec.flag} <value>`, help);
-    serve.addOption(option);
-  }
+    .addHelpText('after', `\nEvery setting can also be set in the YAML file given by --config (camelCase keys, e.g.\ntlsCertFile, upstreams: [..]) or by an environment variable (e.g. ${envVarName(SETTINGS[1])}).\nPrecedence: flag > environment > config file > default.`);
+  addSettingOptions(serve);
   serve.action(async (options: Record<string, unknown>) => {
-    const flags: Partial<Record<keyof RawSettings, unknown>> = {};
-    for (const spec of SETTINGS) {
-      const value = options[camelCase(spec.flag)];
-      if (value !== undefined) flags[spec.key] = value;
-    }
-    const configFile = (options.config as string | undefined) ?? process.env.KUBE_FRONT_PROXY_CONFIG;
-    await serveCommand(loadConfig({ configFile, flags, env: process.env }));
+    await serveCommand(loadConfig(configSources(options, process.env)));
   });
-}
-
-/** List flags repeat or take commas, as kube-apiserver's do (--tls-cipher-suites a,b). */
-function splitList(value: string): string[] {
-  return value.split(',').map((v) => v.trim()).filter(Boolean);
-}
-
-/** `--flag` alone means true; `--flag=false` turns a default-on setting off; anything else is an error. */
-function parseBooleanFlag(value: string | undefined): boolean {
-  if (value === undefined || /^(true|1|yes)$/i.test(value)) return true;
-  if (/^(false|0|no)$/i.test(value)) return false;
-  throw new InvalidArgumentError(`"${value}" is not true or false`);
-}
-
-function camelCase(flag: string): string {
-  return flag.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase());
 }
 
 async function serveCommand(config: Config): Promise<void> {
