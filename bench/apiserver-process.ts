@@ -22,7 +22,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { startApiServer } from '../test/helpers/apiserver.js';
+import { startApiServer } from '../standin/apiserver.js';
 import { PAYLOAD_PODS } from './payload.js';
 import { SENT_AT_ANNOTATION, SEQ_ANNOTATION, nowEpochMs } from './watch-clients.js';
 
@@ -45,9 +45,11 @@ const apiserver = await startApiServer({
   pods,
 });
 
-// The stand-in keeps every request for the tests to inspect; here that would only grow the heap.
+// The stand-in keeps every request (and the proxy's health checks) for the tests to inspect; here
+// that would only grow the heap.
 setInterval(() => {
   apiserver.requests.length = 0;
+  apiserver.healthChecks.length = 0;
 }, 1_000).unref();
 
 const stop = (): void => {

@@ -1,6 +1,6 @@
 // An apiserver for the PKI `kube-front-proxy pki init` wrote, to try the proxy on when no cluster
 // is at hand (README "Five minutes from nothing to kubectl through the proxy"): the tests'
-// kube-apiserver stand-in (test/helpers/apiserver.ts), which authenticates exactly like
+// kube-apiserver stand-in (standin/apiserver.ts), which authenticates exactly like
 // kube-apiserver with kubeadm's flags and serves little beyond that (pods, namespaces, exec).
 //
 //   node --import tsx scripts/apiserver.ts --pki certs --listen 127.0.0.1:6443
@@ -12,7 +12,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { startApiServer } from '../test/helpers/apiserver.js';
+import { startApiServer } from '../standin/apiserver.js';
 
 const { values } = parseArgs({ options: { pki: { type: 'string', default: 'certs' }, listen: { type: 'string', default: '127.0.0.1:6443' } } });
 const dir = values.pki;

@@ -6,7 +6,7 @@ import { accessSync, constants, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { RawSettings } from '../src/config.js';
-import { makePod, startApiServer } from '../test/helpers/apiserver.js';
+import { makePod, startApiServer } from '../standin/apiserver.js';
 import { createTestPki } from '../test/helpers/pki.js';
 import { PROJECT_ROOT } from '../test/helpers/proxy.js';
 import { proxySettings } from '../test/helpers/setup.js';
@@ -48,7 +48,7 @@ export function builtClusterBinaries(): string | undefined {
   }
 }
 
-/** The stand-in (test/helpers/apiserver.ts) on a fresh test PKI in `dir`. */
+/** The stand-in (standin/apiserver.ts) on a fresh test PKI in `dir`. */
 export async function startStandInUpstream(dir: string, usersFile: string): Promise<DemoUpstream> {
   const pki = await createTestPki(dir);
   const apiserver = await startApiServer({ cert: pki.pem.apiserver.cert, key: pki.pem.apiserver.key, requestHeaderCA: pki.pem['front-proxy-ca'].cert, clientCA: pki.pem['cluster-ca'].cert });
@@ -60,7 +60,7 @@ export async function startStandInUpstream(dir: string, usersFile: string): Prom
   }, 10_000);
   changes.unref();
   return {
-    description: `the tests' kube-apiserver stand-in at ${apiserver.url} (test/helpers/apiserver.ts): it authenticates exactly like kube-apiserver, and serves little else`,
+    description: `the tests' kube-apiserver stand-in at ${apiserver.url} (standin/apiserver.ts): it authenticates exactly like kube-apiserver, and serves little else`,
     notes: [
       'works: auth whoami; get pods (with -w, pod-0 changes every 10 s) and namespaces; exec, attach, cp and port-forward',
       '  on pod-0..2 (a few commands: echo, cat, sh -c; port-forward echoes)',

@@ -7,7 +7,7 @@ import type { IncomingMessage } from 'node:http';
 import { connect, type ClientHttp2Session, type IncomingHttpHeaders } from 'node:http2';
 import type { Duplex } from 'node:stream';
 import t from 'tap';
-import type { SeenRequest } from './helpers/apiserver.js';
+import type { SeenRequest } from '../standin/apiserver.js';
 import { basicAuth, call, openWatch, proxyClient, rawRequest } from './helpers/clients.js';
 import type { LogLine } from './helpers/proxy.js';
 import { ALICE, startStack } from './helpers/setup.js';

@@ -6,7 +6,7 @@
 import { once } from 'node:events';
 import { connect, type TLSSocket } from 'node:tls';
 import t from 'tap';
-import { startApiServer } from './helpers/apiserver.js';
+import { startApiServer } from '../standin/apiserver.js';
 import { createTestPki } from './helpers/pki.js';
 import { startProxy } from './helpers/proxy.js';
 import { waitFor } from './helpers/reload.js';

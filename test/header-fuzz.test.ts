@@ -15,7 +15,7 @@ import { isDeepStrictEqual } from 'node:util';
 import t from 'tap';
 import type { Identity } from '../src/auth/identity.js';
 import { upstreamRequestHeaders, withRepeatedHeaders, type HeaderPolicy, type HeaderRecord, type OutgoingHeaders } from '../src/proxy/headers.js';
-import type { SeenRequest } from './helpers/apiserver.js';
+import type { SeenRequest } from '../standin/apiserver.js';
 import { basicAuth } from './helpers/clients.js';
 import { credentialIdExtra, type PkiName } from './helpers/pki.js';
 import { startProxy, type ProxyProcess } from './helpers/proxy.js';

@@ -14,7 +14,7 @@ import { connect as tlsConnect } from 'node:tls';
 import t from 'tap';
 import { Agent, request } from 'undici';
 import { HtpasswdError, parseHtpasswd } from '../src/auth/htpasswd.js';
-import type { SeenRequest, UserInfo } from './helpers/apiserver.js';
+import type { SeenRequest, UserInfo } from '../standin/apiserver.js';
 import { basicAuth, call } from './helpers/clients.js';
 import { createTestPki } from './helpers/pki.js';
 import { AUTHENTICATED, clientCertificate, EXACT, REFUSED, type ClientCert, type Seen } from './helpers/raw-certificates.js';

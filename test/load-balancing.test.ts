@@ -5,8 +5,8 @@ import { once } from 'node:events';
 import { createServer as createTlsServer } from 'node:tls';
 import t from 'tap';
 import { request } from 'undici';
+import { startApiServer, type ApiServer } from '../standin/apiserver.js';
 import { call, proxyClient } from './helpers/clients.js';
-import { startApiServer, type ApiServer } from './helpers/apiserver.js';
 import { createTestPki } from './helpers/pki.js';
 import { startProxy } from './helpers/proxy.js';
 import { ALICE, bcryptLine, proxyFlags, withFlag, writeUsersFile } from './helpers/setup.js';
@@ -29,7 +29,7 @@ async function poolProxy(t: { teardown(fn: () => unknown): void }, upstreams: st
   return proxy;
 }
 
-/** Requests each stand-in served (health checks, which come as the health-check user, excluded). */
+/** Requests each stand-in served as alice. */
 function served(servers: ApiServer[], from: number[] = servers.map(() => 0)): number[] {
   return servers.map((s, i) => s.requests.slice(from[i]).filter((r) => r.user?.username === 'alice').length);
 }
@@ -47,7 +47,7 @@ t.test('requests spread across all apiservers', async (t) => {
   // Host names the apiserver the request went to, as it would for a client talking to it directly.
   const hosts = servers.map((s) => [...new Set(s.requests.filter((r) => r.user?.username === 'alice').map((r) => r.rawHeaders.find(([n]) => n.toLowerCase() === 'host')?.[1]))]);
   t.same(hosts, servers.map((s) => [new URL(s.url).host]), 'each apiserver got its own Host');
-  const checks = servers.map((s) => s.requests.filter((r) => r.url === '/readyz' && r.user?.username === 'kube-front-proxy:health-check').length);
+  const checks = servers.map((s) => s.healthChecks.filter((r) => r.url === '/readyz' && r.user?.username === 'kube-front-proxy:health-check').length);
   t.ok(checks.every((c) => c > 0), `each got GET /readyz health checks as the health-check user: ${checks.join(', ')}`);
 });
 

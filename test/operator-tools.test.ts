@@ -5,7 +5,7 @@ import { mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { startApiServer } from './helpers/apiserver.js';
+import { startApiServer } from '../standin/apiserver.js';
 import { kubectl, requireKubectl } from './helpers/kubectl.js';
 import { runCli, startProxy } from './helpers/proxy.js';
 import type { TapTest } from './helpers/setup.js';

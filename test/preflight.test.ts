@@ -5,7 +5,7 @@
 import { createServer } from 'node:net';
 import t from 'tap';
 import { compare, MATCHES } from '../src/upstream/preflight.js';
-import { startApiServer } from './helpers/apiserver.js';
+import { startApiServer } from '../standin/apiserver.js';
 import { createTestPki } from './helpers/pki.js';
 import { runCli, startProxy, type LogLine, type ProxyProcess } from './helpers/proxy.js';
 import { ALICE, bcryptLine, proxyFlags, withFlag, writeUsersFile } from './helpers/setup.js';

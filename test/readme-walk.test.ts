@@ -88,7 +88,7 @@ t.test('the "Five minutes" walk runs as written and ends at kubectl auth whoami'
 
   // A fresh clone: the sources, and the installed and built parts linked in.
   const dir = mkdtempSync(join(tmpdir(), 'kfp-readme-walk-'));
-  for (const entry of ['node_modules', 'dist', 'src', 'scripts', 'test', 'package.json', 'tsconfig.json', '.gitignore']) {
+  for (const entry of ['node_modules', 'dist', 'src', 'standin', 'scripts', 'test', 'package.json', 'tsconfig.json', '.gitignore']) {
     symlinkSync(join(PROJECT_ROOT, entry), join(dir, entry));
   }
   const before = new Set(readdirSync(dir));

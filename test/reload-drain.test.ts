@@ -16,7 +16,7 @@ import { pollUntil } from './helpers/raw-tls.js';
 import { Agent, request, type Dispatcher } from 'undici';
 import type { RawSettings } from '../src/config.js';
 import { issueCertificate, type CertificateAndKey } from '../src/pki/certificates.js';
-import { startApiServer, type ApiServer } from './helpers/apiserver.js';
+import { startApiServer, type ApiServer } from '../standin/apiserver.js';
 import { basicAuth, call, openWatch, proxyClient } from './helpers/clients.js';
 import { createTestPki } from './helpers/pki.js';
 import { startProxy, type LogLine, type ProxyProcess } from './helpers/proxy.js';

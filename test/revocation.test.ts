@@ -15,7 +15,7 @@ import { loadRevocationList } from '../src/material.js';
 import { ConfigError } from '../src/config.js';
 import { createCertificateAuthority, issueCertificate, signCrl, type CertificateAndKey } from '../src/pki/certificates.js';
 import { issueUserCertificate, pkiInit } from '../src/pki/init.js';
-import { startApiServer } from './helpers/apiserver.js';
+import { startApiServer } from '../standin/apiserver.js';
 import { runCli, startProxy, type LogLine } from './helpers/proxy.js';
 import type { TapTest } from './helpers/setup.js';
 

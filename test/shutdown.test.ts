@@ -11,7 +11,7 @@ import { connect as tcpConnect, type Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import t from 'tap';
 import { request } from 'undici';
-import { startApiServer, type ApiServer } from './helpers/apiserver.js';
+import { startApiServer, type ApiServer } from '../standin/apiserver.js';
 import { openWatch, proxyClient } from './helpers/clients.js';
 import { createTestPki } from './helpers/pki.js';
 import { cliArgs, descendants, hasExited, PROJECT_ROOT, startProxy, type ProxyProcess } from './helpers/proxy.js';

@@ -9,7 +9,7 @@ import { dirname } from 'node:path';
 import { connect, type TLSSocket } from 'node:tls';
 import t from 'tap';
 import { issueCertificate } from '../src/pki/certificates.js';
-import { startApiServer, type ApiServer, type SeenRequest } from './helpers/apiserver.js';
+import { startApiServer, type ApiServer, type SeenRequest } from '../standin/apiserver.js';
 import { echoOverTcp, kubectl, portForward, requireKubectl, writeKubeconfig } from './helpers/kubectl.js';
 import { createTestPki, type PkiName } from './helpers/pki.js';
 

@@ -10,7 +10,8 @@ import { promisify } from 'node:util';
 import t from 'tap';
 import { Agent, request } from 'undici';
 import { createCertificateAuthority, issueCertificate } from '../src/pki/certificates.js';
-import { startApiServer, type ApiServer, type UserInfo } from './helpers/apiserver.js';
+import { HEALTH_CHECK_USER } from '../src/upstream/health.js';
+import { startApiServer, type ApiServer, type UserInfo } from '../standin/apiserver.js';
 import { createTestPki, type PkiName } from './helpers/pki.js';
 
 const pkiStart = performance.now();
@@ -292,6 +293,25 @@ t.test('API endpoints', async (t) => {
 
   await get(api, asProxy, '/test/identity?b=a%2Fb&a=%7e+x', h);
   t.equal(lastRequest(api).url, '/test/identity?b=a%2Fb&a=%7e+x', 'request target recorded as sent');
+});
+
+t.test("the proxy's health checks are recorded apart from requests", async (t) => {
+  const check = ['X-Remote-User', HEALTH_CHECK_USER];
+  const counts = (): [number, number] => [api.requests.length, api.healthChecks.length];
+  const [requests, checks] = counts();
+  t.equal((await get(api, asProxy, '/readyz', check)).status, 200, 'a check as the proxy sends it');
+  t.match(api.healthChecks.at(-1), { method: 'GET', url: '/readyz', authn: 'requestheader', user: { username: HEALTH_CHECK_USER } });
+  t.equal((await get(api, asWrongName, '/readyz', check)).status, 401, 'the same from a front-proxy certificate not allowed');
+  t.match(api.healthChecks.at(-1), { authn: 'rejected', user: null }, 'one the apiserver refuses is still a check');
+  t.same(counts(), [requests, checks + 2], 'both in healthChecks, none in requests');
+
+  // Anything else is a request: another user, another target, more identity than a check carries.
+  await get(api, asProxy, '/readyz', ['X-Remote-User', 'alice']);
+  await get(api, asProxy, '/readyz?verbose', check);
+  await get(api, asProxy, '/livez', check);
+  await get(api, asProxy, '/readyz', [...check, 'X-Remote-Group', 'devs']);
+  await get(api, asProxy, '/readyz', [...check, 'Authorization', 'Bearer x']);
+  t.same(counts(), [requests + 5, checks + 2], 'all five in requests');
 });
 
 t.test('byte streams', async (t) => {

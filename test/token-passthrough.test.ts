@@ -15,8 +15,8 @@ import { sendUpgrade } from './helpers/tunnel.js';
 const TOKEN = 'ci-bot-token.abc_DEF-123';
 const BAD_TOKEN = 'not-a-token-anyone-issued';
 const TOKENS = { [TOKEN]: { username: 'system:serviceaccount:default:ci-bot', groups: ['system:serviceaccounts', 'system:serviceaccounts:default'] } };
-/** Requests the tests sent (health checks to /readyz run meanwhile). */
-const sent = (apiserver: { requests: { url: string }[] }) => apiserver.requests.filter((r) => r.url !== '/readyz').length;
+/** Requests the tests sent (the stand-in keeps the proxy's health checks apart). */
+const sent = (apiserver: { requests: unknown[] }) => apiserver.requests.length;
 const wsBearer = (token: string) => `base64url.bearer.authorization.k8s.io.${Buffer.from(token).toString('base64url')}`;
 
 /** A response header's first value (rawRequest keeps the lines as received). */
@@ -77,8 +77,7 @@ t.test('header rules (pure functions)', async (t) => {
 
 t.test('flag off: unchanged', async (t) => {
   const { apiserver, pki, proxy } = await startStack(t, { apiserver: { tokens: TOKENS } });
-  // Health checks (/readyz) run meanwhile: count only what the clients below sent.
-  const forwarded = () => apiserver.requests.filter((r) => r.url.startsWith('/test/')).length;
+  const forwarded = () => apiserver.requests.length;
   const before = forwarded();
   const res = await rawRequest(proxy.port, pki, head('/test/identity', [`Authorization: Bearer ${TOKEN}`]));
   t.equal(res.statusCode, 401, 'the proxy refuses a token');

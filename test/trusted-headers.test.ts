@@ -9,7 +9,7 @@ import { connect as tlsConnect } from 'node:tls';
 import t from 'tap';
 import { request } from 'undici';
 import { basicAuth, proxyClient, rawRequest } from './helpers/clients.js';
-import type { ApiServer, RequestHeaderNames, SeenRequest } from './helpers/apiserver.js';
+import type { ApiServer, RequestHeaderNames, SeenRequest } from '../standin/apiserver.js';
 import type { TestPki } from './helpers/pki.js';
 import { upstreamRequestHeaders } from '../src/proxy/headers.js';
 import { extraTrusted } from '../src/upstream/trusted-headers.js';

@@ -9,7 +9,7 @@ import { loadConfig } from '../src/config.js';
 import { loadMaterial } from '../src/material.js';
 import { createProxyServer } from '../src/server.js';
 import { basicAuth } from './helpers/clients.js';
-import { startApiServer } from './helpers/apiserver.js';
+import { startApiServer } from '../standin/apiserver.js';
 import { ALICE, proxySettings, startStack } from './helpers/setup.js';
 import { readToEnd, sendUpgrade } from './helpers/tunnel.js';
 

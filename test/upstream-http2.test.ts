@@ -17,7 +17,7 @@ import { request } from 'undici';
 import { loadConfig } from '../src/config.js';
 import { HTTP1_ONLY, Http2Upstreams, responseHeaders } from '../src/upstream/h2.js';
 import { UpstreamConnector } from '../src/upstream/tls.js';
-import { startApiServer, type ApiServer } from './helpers/apiserver.js';
+import { startApiServer, type ApiServer } from '../standin/apiserver.js';
 import { basicAuth, call, openWatch, proxyClient } from './helpers/clients.js';
 import { requireKubectl, writeKubeconfig } from './helpers/kubectl.js';
 import { createTestPki, credentialIdExtra } from './helpers/pki.js';

@@ -5,7 +5,7 @@ import { createServer as createNetServer } from 'node:net';
 import { createServer as createTlsServer } from 'node:tls';
 import t from 'tap';
 import { call, proxyClient } from './helpers/clients.js';
-import { startApiServer } from './helpers/apiserver.js';
+import { startApiServer } from '../standin/apiserver.js';
 import { createTestPki } from './helpers/pki.js';
 import { startProxy } from './helpers/proxy.js';
 import { ALICE, bcryptLine, proxyFlags, withFlag, writeUsersFile } from './helpers/setup.js';

@@ -5,7 +5,7 @@
 // derives from it directly (Go's crypto/x509 reading, checked on the real apiserver by
 // test/cluster/identity-differential.test.ts).
 import { createPrivateKey, generateKeyPairSync, randomBytes, sign, X509Certificate } from 'node:crypto';
-import type { UserInfo } from './apiserver.js';
+import type { UserInfo } from '../../standin/apiserver.js';
 
 export const AUTHENTICATED = 'system:authenticated';
 

@@ -1,7 +1,7 @@
 // Shared by the tests that reload a running proxy and check what happens to the connections,
 // watches and tunnels already open (withdrawn credentials, client CA changes).
 
-import type { ApiServer } from './apiserver.js';
+import type { ApiServer } from '../../standin/apiserver.js';
 import type { LogLine, ProxyProcess } from './proxy.js';
 import { pollUntil } from './raw-tls.js';
 import type { TapTest } from './setup.js';

@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { startApiServer, type ApiServer, type ApiServerOptions } from './apiserver.js';
+import { startApiServer, type ApiServer, type ApiServerOptions } from '../../standin/apiserver.js';
 import { createTestPki, type TestPki } from './pki.js';
 import { startProxy, type ProxyProcess } from './proxy.js';
 

@@ -1,5 +1,6 @@
-// A kube-apiserver stand-in for tests and the benchmark. It authenticates the way
-// k8s.io/apiserver does (v1.34), so a proxy that passes against it passes against a real cluster:
+// A kube-apiserver stand-in for the tests, the benchmark and the demo; never shipped (README.md
+// here says what it holds to). It authenticates the way k8s.io/apiserver does (v1.34), so a
+// proxy that passes against it passes against a real cluster:
 //
 //   union( requestheader: x509request.Verifier(front-proxy CA, allowed names) + headerrequest,
 //          x509: client CA -> CN user, O groups,
@@ -36,7 +37,8 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { PREFLIGHT_USER } from '../../src/upstream/preflight.js';
+import { HEALTH_CHECK_USER } from '../src/upstream/health.js';
+import { PREFLIGHT_USER } from '../src/upstream/preflight.js';
 import {
   ECHO_PORTS,
   echoTunnel,
@@ -147,13 +149,18 @@ export type WatchEventType = 'ADDED' | 'MODIFIED' | 'DELETED';
 export interface ApiServer {
   url: string;
   port: number;
-  /** Every request, in the order its body finished arriving. */
+  /** Every request but the proxy's own reads below, in the order its body finished arriving. */
   requests: SeenRequest[];
   /**
    * The proxy's own start-up reads of the authentication ConfigMap (as PREFLIGHT_USER), kept out
    * of `requests`: those are what tests count as forwarded, and this read races with them.
    */
   preflightReads: SeenRequest[];
+  /**
+   * The proxy's health checks (GET /readyz as HEALTH_CHECK_USER, every --health-interval), kept
+   * out of `requests`: they arrive on their own clock, between a test's request and its assertion.
+   */
+  healthChecks: SeenRequest[];
   openWatches(): number;
   /**
    * Written to every open watch (a Pod becomes a Table row where the watch asked for one).
@@ -924,6 +931,18 @@ function headerList(req: IncomingMessage, name: string): string[] {
 }
 
 /** The first value of a header, as Go's Header.Get gives it ('' when absent). */
+/**
+ * A health check exactly as the proxy sends it (src/upstream/health.ts): GET /readyz whose only
+ * identity or credential header is X-Remote-User: HEALTH_CHECK_USER. Read from the wire, not from
+ * the user authenticated, so a check this apiserver refuses (it does not accept the front-proxy
+ * certificate) is still one; a client's request, forwarded with the client's identity, never is.
+ */
+function isProxyHealthCheck(method: string | undefined, url: string | undefined, rawHeaders: [string, string][]): boolean {
+  if (method !== 'GET' || url !== '/readyz') return false;
+  const identity = rawHeaders.filter(([name]) => /^(x-remote-|authorization$)/i.test(name));
+  return identity.length === 1 && identity[0]![0].toLowerCase() === 'x-remote-user' && identity[0]![1] === HEALTH_CHECK_USER;
+}
+
 function firstHeader(rawHeaders: string[], lowerName: string): string {
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) if (rawHeaders[i]!.toLowerCase() === lowerName) return rawHeaders[i + 1]!;
   return '';
@@ -968,6 +987,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   });
   const requests: SeenRequest[] = [];
   const preflightReads: SeenRequest[] = [];
+  const healthChecks: SeenRequest[] = [];
   const watches = new Set<Watch>();
   const sockets = new Set<Socket>();
   const peers = new WeakMap<TLSSocket, PeerCertificate | null>();
@@ -1043,10 +1063,12 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     const hash = createHash('sha256');
     let bodyBytes = 0;
     let recorded = false;
+    // The proxy's own reads are kept apart from `requests`, which tests count as forwarded.
+    const seenIn = isProxyHealthCheck(req.method, req.url, rawHeaders) ? healthChecks : auth.user?.username === PREFLIGHT_USER ? preflightReads : requests;
     const record = (): void => {
       if (recorded) return;
       recorded = true;
-      (auth.user?.username === PREFLIGHT_USER ? preflightReads : requests).push({
+      seenIn.push({
         method: req.method ?? '',
         url: req.url ?? '',
         rawHeaders,
@@ -1403,6 +1425,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     port,
     requests,
     preflightReads,
+    healthChecks,
     setRequestHeaders,
     setAllowedNames(names) {
       allowedNames = [...names];
