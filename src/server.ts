@@ -1,16 +1,17 @@
 // Builds the user-facing HTTPS server and wires the parts in request order:
-// TLS accept -> authenticate -> rewrite identity headers -> pick upstream -> forward or tunnel -> log.
+// TLS accept -> admit (client address, framing, drain, authenticate) -> rewrite identity headers ->
+// pick upstream -> forward or tunnel -> log.
 
-import { constants as cryptoConstants, randomUUID } from 'node:crypto';
+import { constants as cryptoConstants } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { Http2ServerRequest } from 'node:http2';
 import type { Socket } from 'node:net';
-import type { SecureContextOptions, TLSSocket } from 'node:tls';
+import type { SecureContextOptions } from 'node:tls';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
 import type { Agent } from 'undici';
+import { Admission, requestId } from './admission.js';
 import { BasicAuthenticator } from './auth/basic.js';
 import { BcryptPool } from './auth/bcrypt-pool.js';
-import type { Identity } from './auth/identity.js';
 import { ClientAddressResolver } from './auth/client-address.js';
 import { CrlExpiryWarning } from './auth/crl.js';
 import { FailureLimiter } from './auth/failure-limiter.js';
@@ -24,17 +25,17 @@ import type { SessionCloseReason } from './http2-abuse.js';
 import { AbuserCooldown } from './http2-abuser-cooldown.js';
 import { Http2FrameLimits } from './http2-frame-limits.js';
 import { ParkedStreams } from './http2-parked-streams.js';
-import { answerClientError, followsFramingError, framingError, limitHttp1 } from './http1-limits.js';
+import { answerClientError, limitHttp1 } from './http1-limits.js';
 import type { Material } from './material.js';
 import { AccessLog } from './observe/accesslog.js';
-import { ProxyMetrics, type StreamKind } from './observe/metrics.js';
-import { requestInfo, type RequestInfo } from './observe/requestinfo.js';
-import { observeTraffic } from './observe/traffic.js';
-import { registerForwarding, StreamRegistry } from './proxy/forward.js';
-import { clientAuditId, type HeaderPolicy } from './proxy/headers.js';
+import { ProxyMetrics } from './observe/metrics.js';
+import { observeTraffic, TrafficLog } from './observe/traffic.js';
+import { registerForwarding } from './proxy/forward.js';
+import type { HeaderPolicy } from './proxy/headers.js';
+import { LongLivedWork } from './proxy/long-lived.js';
 import { UpgradeProxy } from './proxy/upgrade.js';
-import { refusalStatus } from './refusals.js';
-import { StatusError, pathOf, sendStatus, shuttingDown } from './status.js';
+import type { RequestContext } from './request-context.js';
+import { StatusError, sendStatus } from './status.js';
 import { PoolDispatcher } from './upstream/dispatcher.js';
 import { Http2Upstreams } from './upstream/h2.js';
 import { readyzCheck } from './upstream/health.js';
@@ -44,22 +45,8 @@ import { TrustedHeaderLearner } from './upstream/trusted-headers.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
-    /** Set by the auth hook before any handler runs; null only on rejected requests. */
-    identity: Identity | null;
-    /** The client: the TCP peer, or who a trusted proxy says; read at arrival (the socket may be gone by the log line). */
-    clientAddress: string;
-    /** The X-Forwarded-For value sent upstream. */
-    forwardedFor: string;
-    /** Verb, resource, namespace... as the apiserver will see them; set with the identity. */
-    info: RequestInfo | null;
-    /** The apiserver that served the request (told by the dispatcher). */
-    upstream: string | undefined;
-    /** Set when the response turned out to be a watch or log follow. */
-    streamKind: StreamKind | undefined;
-    /** Bytes the client's socket had been sent before this response (keep-alive reuses it). */
-    bytesWrittenBefore: number;
-    /** HTTP/2 only: body bytes relayed to this stream. */
-    bytesOut: number;
+    /** Set by admission (the onRequest hook) before any handler runs; null only on refused requests. */
+    context: RequestContext | null;
   }
 }
 
@@ -69,8 +56,10 @@ export interface ProxyServer {
   accessLog: AccessLog;
   pool: UpstreamPool;
   upgrades: UpgradeProxy;
-  /** Watches and log follows in flight. */
-  streams: StreamRegistry;
+  /** Watches, log follows and tunnels in flight. */
+  longLived: LongLivedWork;
+  /** Watches and log follows in flight (the shutdown line counts them apart from tunnels, upgrades.open). */
+  streams: { readonly size: number };
   /** Serves a client connection accepted elsewhere (listeners.ts, or the primary under --workers). */
   accept(socket: Socket): void;
   /**
@@ -114,12 +103,10 @@ export async function createProxyServer(config: Config, material: Material, logg
     loggerInstance: logger,
     // One access-log line per request comes from our onResponse hook instead.
     logController: new LogController({ disableRequestLogging: true }),
-    // The request ID is the request's audit ID, one ID from the proxy's log to the apiserver's
-    // audit event: the client's Audit-ID if it is safe (headers.ts clientAuditId), else a random
-    // UUID (what the apiserver would generate). It goes upstream as Audit-ID (forward.ts), and the
-    // apiserver adopts it. fastify's own requestIdHeader would take any value: off.
+    // The request ID is the request's audit ID (admission.ts requestId), as for upgrades.
+    // fastify's own requestIdHeader would take any value: off.
     requestIdHeader: false,
-    genReqId: (req) => clientAuditId(req.headers['audit-id']) ?? randomUUID(),
+    genReqId: (req) => requestId(req.headers),
     // No pino child logger per request (an allocation and a bindings string each, for lines
     // written only on errors): those few name their reqId themselves.
     childLoggerFactory: (logger) => logger,
@@ -186,9 +173,11 @@ export async function createProxyServer(config: Config, material: Material, logg
   const dispatcher = new PoolDispatcher(pool, () => agent, () => tokenAgent);
   // Watches and log follows share a few HTTP/2 sessions per apiserver instead of a connection each.
   const http2 = config.upstreamHttp2 ? new Http2Upstreams(connector, logger) : undefined;
-  const streams = new StreamRegistry((identity) => authenticator.stillHolds(identity));
+  const longLived = new LongLivedWork((identity) => authenticator.stillHolds(identity));
   const metrics = new ProxyMetrics(pool, http2 ? () => http2.stats() : undefined);
   const accessLog = AccessLog.open(config.accessLog, config.accessLogFormat, logger);
+  const traffic = new TrafficLog(accessLog, metrics);
+  const admission = new Admission({ authenticator, clientAddresses, metrics, accessLog });
   new ConnectionLimit({
     // Under --workers the primary, which accepts every connection, counts them for the proxy.
     perClient: shared ? 0 : config.maxConnectionsPerClient,
@@ -223,64 +212,38 @@ export async function createProxyServer(config: Config, material: Material, logg
   });
   parkedStreams.attach(listener);
 
-  app.decorateRequest('identity', null);
-  app.decorateRequest('clientAddress', '');
-  app.decorateRequest('forwardedFor', '');
-  app.decorateRequest('info', null);
-  app.decorateRequest('upstream', undefined);
-  app.decorateRequest('streamKind', undefined);
-  app.decorateRequest('bytesWrittenBefore', 0);
-  app.decorateRequest('bytesOut', 0);
+  app.decorateRequest('context', null);
 
-  let draining = false;
   app.addHook('onRequest', async (request, reply) => {
     // Every answer names its request, as the apiserver's do (Audit-Id): the proxy's own refusals
     // too. A forwarded response gets the apiserver's echo of the same ID in its place.
     reply.header('audit-id', request.id);
-    const socket = connectionOf(request.raw);
-    const address = clientAddresses.resolve(socket.remoteAddress ?? '', request.headers['x-forwarded-for']);
-    request.clientAddress = address.client;
-    request.forwardedFor = address.forwardedFor;
-    request.bytesWrittenBefore = socket.bytesWritten;
     if (request.raw.httpVersionMajor === 2) {
       // Rapid reset (CVE-2023-44487): a client sends HEADERS and RST_STREAM together, and nghttp2
       // hands us the stream before it reads the reset. One turn of the event loop lets it read
       // the rest of what arrived; a stream the client has already reset is not authenticated
       // and forwarded (that cost an upstream request, and an upstream connection, each).
+      // HTTP/2 only, so here rather than in admission: upgrades arrive over HTTP/1.1.
       await new Promise((resolve) => setImmediate(resolve));
       if (streamReset(request.raw as unknown as Http2ServerRequest)) {
         reply.hijack();
         return;
       }
     }
-    if (followsFramingError(request.raw)) {
+    const admitted = await admission.admit({ reqId: request.id, request: request.raw, connection: connectionOf(request.raw) });
+    if (admitted.admitted) {
+      request.context = admitted.context;
+      return;
+    }
+    // No answer: the connection closes after the answer to the badly framed request before it.
+    if (!admitted.answer) {
       reply.hijack();
       return;
     }
-    const badFraming = framingError(request.raw);
-    if (badFraming) {
-      await sendStatus(reply, badFraming);
-      return;
-    }
-    if (draining) {
-      // A request on a connection that was open before the drain began: send it elsewhere.
-      await sendStatus(reply, shuttingDown());
-      return;
-    }
-    const outcome = await authenticator.authenticate(socket as TLSSocket, authenticator.authorizationOf(request.raw.rawHeaders, request.headers.authorization), request.clientAddress);
-    if (outcome.ok) {
-      metrics.authenticated(outcome.identity.method, outcome.identity.method === 'bearer' ? 'passthrough' : 'success');
-      request.identity = outcome.identity;
-      request.info = requestInfo(request.method, request.url);
-      return;
-    }
-    metrics.authenticated(outcome.method ?? 'none', outcome.reason);
-    const refusal = refusalStatus(outcome);
-    accessLog.authFailure({ reqId: request.id, client: request.clientAddress, auth: outcome.method ?? 'none', reason: outcome.reason, claimedUser: outcome.claimedUser, method: request.method, path: pathOf(request.url), status: refusal.code, userAgent: request.headers['user-agent'] ?? '' });
-    await sendStatus(reply, refusal);
+    await sendStatus(reply, admitted.answer);
   });
 
-  const onStreamStart = observeTraffic(app, accessLog, metrics);
+  const onStreamStart = observeTraffic(app, traffic, metrics);
 
   app.setErrorHandler((error: FastifyError | StatusError, request, reply) => {
     const status = error instanceof StatusError ? error : statusForFastifyError(error);
@@ -297,27 +260,23 @@ export async function createProxyServer(config: Config, material: Material, logg
   // The apiservers' other identity header names, removed from every request like X-Remote-*:
   // learned by this process (each worker of --workers too), at start and every minute.
   const trustedHeaders = new TrustedHeaderLearner({ upstreams: config.upstreams, connector: () => connector, policy: headerPolicy, logger });
-  await registerForwarding(app, { upstream: config.upstreams[0] as URL, dispatcher, headerPolicy, streams, onStreamStart, http2, pool, upstreamHeaderTimeoutMs: config.upstreamHeaderTimeoutMs, onTokenRejected: (request) => {
+  await registerForwarding(app, { upstream: config.upstreams[0] as URL, dispatcher, headerPolicy, longLived, onStreamStart, http2, pool, upstreamHeaderTimeoutMs: config.upstreamHeaderTimeoutMs, onTokenRejected: (context) => {
     // The apiserver refused the token: a failed login for the client address, as a wrong password is.
     metrics.authenticated('bearer', 'token-rejected');
-    if (request.identity) void authenticator.recordTokenRejected(request.identity, request.clientAddress);
+    void authenticator.recordTokenRejected(context.identity, context.clientAddress);
   } });
 
   // exec, attach, cp, port-forward: Node hands HTTP/1.1 upgrade requests to this event instead
   // of the request handler.
-  const upgrades = new UpgradeProxy({ authenticator, clientAddresses, pool, connector: () => connector, tokenConnector: () => tokenConnector, headerPolicy, logger, accessLog, metrics });
+  const upgrades = new UpgradeProxy({ admission, authenticator, longLived, pool, connector: () => connector, tokenConnector: () => tokenConnector, headerPolicy, logger, traffic, metrics });
   listener.on('upgrade', upgrades.handle);
   // fastify.close() waits for every socket, and a tunnel or a watch can last for hours.
-  app.addHook('preClose', async () => {
-    streams.endAll();
-    upgrades.closeAll();
-  });
+  app.addHook('preClose', async () => longLived.endAll());
 
   // New requests meet an untrusted or revoked certificate or a removed user at the auth step;
   // long-lived work already open never does, so a reload checks it against the new material once.
   const closeWithdrawn = () => {
-    const streamUsers = streams.endWithdrawn();
-    const tunnelUsers = upgrades.closeWithdrawn();
+    const { stream: streamUsers, tunnel: tunnelUsers } = longLived.endWithdrawn();
     if (streamUsers.length === 0 && tunnelUsers.length === 0) return;
     metrics.withdrawnClosed(streamUsers.length, tunnelUsers.length);
     const users = [...new Set([...streamUsers, ...tunnelUsers])].sort();
@@ -339,7 +298,8 @@ export async function createProxyServer(config: Config, material: Material, logg
     accessLog,
     pool,
     upgrades,
-    streams,
+    longLived,
+    streams: { get size() { return longLived.count('stream'); } },
     accept(socket: Socket) {
       // What the server's own accept would do with `noDelay: true` (see above): it did not accept this one.
       socket.setNoDelay(true);
@@ -374,7 +334,7 @@ export async function createProxyServer(config: Config, material: Material, logg
       closeWithdrawn();
     },
     async close(graceMs = config.shutdownGraceMs) {
-      draining = true;
+      admission.beginDrain();
       stopExpiryWatch();
       pool.stop();
       trustedHeaders.stop();

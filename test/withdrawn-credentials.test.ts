@@ -12,7 +12,7 @@ import type { BcryptPool } from '../src/auth/bcrypt-pool.js';
 import type { UserEntry, UserTable } from '../src/auth/htpasswd.js';
 import { Authenticator } from '../src/auth/index.js';
 import { renewCrl } from '../src/pki/crl.js';
-import { StreamRegistry } from '../src/proxy/forward.js';
+import { LongLivedWork } from '../src/proxy/long-lived.js';
 import { basicAuth, call, openWatch, proxyClient, type WatchReader } from './helpers/clients.js';
 import { createTestPki } from './helpers/pki.js';
 import { kubectl, requireKubectl, writeKubeconfig } from './helpers/kubectl.js';
@@ -235,19 +235,19 @@ t.test('a login whose bcrypt was running when the users file changed is refused 
 
 t.test('a stream registered after the sweep, by an identity already withdrawn, is ended at once', async (t) => {
   let holds = true;
-  const registry = new StreamRegistry(() => holds);
+  const registry = new LongLivedWork(() => holds);
   const ended: string[] = [];
   const identity = (user: string) => ({ method: 'basic' as const, user, groups: [], extra: {}, upstreamAuth: 'front-proxy' as const });
-  registry.add(() => ended.push('early'), identity('early'));
+  registry.add('stream', () => ended.push('early'), identity('early'));
   holds = false;
-  t.same(registry.endWithdrawn(), ['early'], 'the sweep ends the open one and names its user');
+  t.same(registry.endWithdrawn(), { stream: ['early'], tunnel: [] }, 'the sweep ends the open one and names its user');
   t.same(ended, ['early']);
-  t.equal(registry.size, 0);
-  registry.add(() => ended.push('late'), identity('late'));
+  t.equal(registry.count('stream'), 0);
+  registry.add('stream', () => ended.push('late'), identity('late'));
   t.same(ended, ['early'], 'not inside add(), while the caller is still wiring the stream up');
   await Promise.resolve();
   t.same(ended, ['early', 'late'], 'but right after');
-  t.equal(registry.size, 0, 'and never listed');
+  t.equal(registry.count('stream'), 0, 'and never listed');
 });
 
 t.test('the real kubectl: `get pods -w` as bob ends when his certificate is revoked, and he is refused after', async (t) => {

@@ -4,10 +4,10 @@
 // value or a query string (it can carry tokens).
 
 import { pino, stdTimeFunctions, type Logger } from 'pino';
-import type { AuthFailureReason, AuthMethod, Identity } from '../auth/identity.js';
+import type { AuthFailureReason, AuthMethod } from '../auth/identity.js';
+import type { RequestContext } from '../request-context.js';
 import { closeLogs, flushLogsWithin } from '../shutdown-logs.js';
 import { batchedDestination } from './destination.js';
-import type { RequestInfo } from './requestinfo.js';
 
 export interface AccessRecord {
   reqId: string;
@@ -36,16 +36,8 @@ export interface AccessRecord {
   phase?: 'start' | 'end';
 }
 
-export interface RequestFacts {
-  reqId: string;
-  client: string;
-  identity: Identity;
-  method: string;
-  /** HTTP/1.1 or HTTP/2.0. */
-  protocol: string;
-  info: RequestInfo;
-  userAgent: string | undefined;
-}
+/** What the line says of the request itself (the rest is its outcome). */
+export type RequestFacts = Pick<RequestContext, 'reqId' | 'clientAddress' | 'identity' | 'method' | 'protocol' | 'info' | 'userAgent'>;
 
 export interface Outcome {
   status: number;
@@ -60,7 +52,7 @@ export function accessRecord(facts: RequestFacts, outcome: Outcome): AccessRecor
   const { info, identity } = facts;
   return {
     reqId: facts.reqId,
-    client: facts.client,
+    client: facts.clientAddress,
     auth: identity.method,
     user: identity.user,
     groups: identity.groups,

@@ -1,44 +1,56 @@
-// Observing plain requests as they finish: the traffic-log line and the metrics. (Tunnels are
-// observed by the upgrade proxy itself; refused logins by the auth hook.)
+// The traffic log and request metrics of admitted requests, plain and upgraded alike: one line
+// per finished request, and one more when a long-lived one (watch, log follow, tunnel) opens, so
+// a tail shows it live. (Refused logins are logged by admission.)
 
 import type { Socket } from 'node:net';
 import type { FastifyInstance, FastifyRequest, RawServerBase, RequestGenericInterface } from 'fastify';
-import { accessRecord, type AccessLog, type RequestFacts } from './accesslog.js';
+import type { RequestContext } from '../request-context.js';
+import { accessRecord, type AccessLog } from './accesslog.js';
 import type { ProxyMetrics } from './metrics.js';
 
 type AnyRequest = FastifyRequest<RequestGenericInterface, RawServerBase>;
 
-function factsOf(request: AnyRequest): RequestFacts | undefined {
-  if (!request.identity || !request.info) return undefined;
-  return { reqId: request.id, client: request.clientAddress, identity: request.identity, method: request.method, protocol: `HTTP/${request.raw.httpVersion}`, info: request.info, userAgent: request.headers['user-agent'] };
+export class TrafficLog {
+  constructor(
+    private readonly accessLog: AccessLog,
+    private readonly metrics: ProxyMetrics,
+  ) {}
+
+  /** A long-lived request got its answer: its 'start' line (set context.streamKind first). */
+  started(context: RequestContext, status: number, durationMs: number): void {
+    this.accessLog.request(accessRecord(context, { status, bytesIn: 0, bytesOut: 0, durationMs, upstream: context.upstream, phase: 'start' }));
+  }
+
+  /** A request is over: its line ('end' for a long-lived one) and its count. */
+  finished(context: RequestContext, status: number, bytes: { bytesIn: number; bytesOut: number }, durationMs: number): void {
+    const longLived = context.streamKind !== undefined;
+    this.accessLog.request(accessRecord(context, { status, ...bytes, durationMs, upstream: context.upstream, ...(longLived ? { phase: 'end' as const } : {}) }));
+    // A stream's duration says how long someone watched, not how fast we were: not timed.
+    this.metrics.requestDone({ verb: context.info.verb, resource: context.info.resource, code: status, upstream: context.upstream ?? '' }, longLived ? undefined : durationMs / 1000);
+  }
 }
 
 /**
- * Logs and counts every authenticated request when its response ends. Returns the callback that
+ * Logs and counts every admitted plain request when its response ends. Returns the callback that
  * forwarding calls when a response turns out to be a stream (watch, log follow), which is then
- * logged once more, when it opens.
+ * logged once more, when it opens. (Tunnels report to the TrafficLog from the upgrade proxy.)
  */
-export function observeTraffic(app: FastifyInstance, accessLog: AccessLog, metrics: ProxyMetrics): (request: AnyRequest, statusCode: number, elapsedMs: number) => void {
-  app.addHook('onResponse', async (request, reply) => {
-    const facts = factsOf(request);
-    if (!facts) return;
-    const durationMs = reply.elapsedTime;
+export function observeTraffic(app: FastifyInstance, traffic: TrafficLog, metrics: ProxyMetrics): (context: RequestContext, statusCode: number, elapsedMs: number) => void {
+  app.addHook('onResponse', async (request: AnyRequest, reply) => {
+    const context = request.context;
+    if (!context) return;
     // One response at a time per HTTP/1.1 connection: the socket's counter moved by exactly this
     // one. HTTP/2 multiplexes: forwarding counted the body bytes of this stream.
     const socket = request.raw.socket as Socket | null;
-    const bytesOut = request.raw.httpVersionMajor === 2 ? request.bytesOut : socket ? socket.bytesWritten - request.bytesWrittenBefore : 0;
+    const bytesOut = request.raw.httpVersionMajor === 2 ? context.bytesOut : socket ? socket.bytesWritten - context.bytesWrittenBefore : 0;
     const bytesIn = Number(request.headers['content-length'] ?? 0) || 0;
-    if (request.streamKind) metrics.streamClosed(request.streamKind);
-    accessLog.request(accessRecord(facts, { status: reply.statusCode, bytesIn, bytesOut, durationMs, upstream: request.upstream, ...(request.streamKind ? { phase: 'end' as const } : {}) }));
-    // A stream's duration says how long someone watched, not how fast we were: not timed.
-    metrics.requestDone({ verb: facts.info.verb, resource: facts.info.resource, code: reply.statusCode, upstream: request.upstream ?? '' }, request.streamKind ? undefined : durationMs / 1000);
+    if (context.streamKind) metrics.streamClosed(context.streamKind);
+    traffic.finished(context, reply.statusCode, { bytesIn, bytesOut }, reply.elapsedTime);
   });
 
-  return (request, statusCode, elapsedMs) => {
-    const facts = factsOf(request);
-    if (!facts) return;
-    request.streamKind = facts.info.verb === 'watch' ? 'watch' : 'follow';
-    metrics.streamOpened(request.streamKind);
-    accessLog.request(accessRecord(facts, { status: statusCode, bytesIn: 0, bytesOut: 0, durationMs: elapsedMs, upstream: request.upstream, phase: 'start' }));
+  return (context, statusCode, elapsedMs) => {
+    context.streamKind = context.info.verb === 'watch' ? 'watch' : 'follow';
+    metrics.streamOpened(context.streamKind);
+    traffic.started(context, statusCode, elapsedMs);
   };
 }

@@ -9,6 +9,7 @@ import { constants as http2, type ClientHttp2Stream, type OutgoingHttpHeaders } 
 import { PassThrough, type Readable, type Writable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest, RawServerBase, RequestGenericInterface, RouteGenericInterface } from 'fastify';
 import type { RequestInfo } from '../observe/requestinfo.js';
+import type { RequestContext } from '../request-context.js';
 import { kReportUpstream, kTokenPassthrough } from '../upstream/dispatcher.js';
 import type { Dispatcher } from 'undici';
 import { StatusError, sendStatus } from '../status.js';
@@ -17,15 +18,17 @@ import { NoHealthyUpstreamError, ProxyIdentityRefusedError, errorCode, isTlsFail
 import { HTTP1_ONLY, responseHeaders, type Http2Upstreams } from '../upstream/h2.js';
 import type { UpstreamPool } from '../upstream/pool.js';
 import { downstreamResponseHeaders, upstreamWireHeaders, withRepeatedHeaders, type HeaderPolicy, type HeaderRecord, type OutgoingHeaders } from './headers.js';
+import type { LongLivedWork } from './long-lived.js';
 
 export interface ForwardOptions {
   /** Where http-proxy builds URLs against; the dispatcher picks the real upstream per request. */
   upstream: URL;
   dispatcher: Dispatcher;
   headerPolicy: HeaderPolicy;
-  streams: StreamRegistry;
+  /** Where watches and log follows are registered for the drain and for reloads. */
+  longLived: LongLivedWork;
   /** A watch or log follow got its response headers: the stream is open. */
-  onStreamStart: (request: FastifyRequest<RequestGenericInterface, RawServerBase>, statusCode: number, elapsedMs: number) => void;
+  onStreamStart: (context: RequestContext, statusCode: number, elapsedMs: number) => void;
   /** HTTP/2 sessions for watches and log follows; undefined sends them over HTTP/1.1 like everything else. */
   http2?: Http2Upstreams | undefined;
   /** Where the HTTP/2 path picks its apiserver (the HTTP/1.1 path's dispatcher has its own). */
@@ -33,55 +36,11 @@ export interface ForwardOptions {
   /** Longest wait for response headers on the HTTP/2 path; 0 = none. */
   upstreamHeaderTimeoutMs?: number | undefined;
   /** The apiserver answered 401 for a passed-through bearer token (--token-passthrough). */
-  onTokenRejected?: ((request: AnyRequest) => void) | undefined;
+  onTokenRejected?: ((context: RequestContext) => void) | undefined;
 }
 
 type AnyRequest = FastifyRequest<RequestGenericInterface, RawServerBase>;
 type AnyReply = FastifyReply<RouteGenericInterface, RawServerBase>;
-
-/**
- * Long-lived responses (watches, log follows) in flight, each with the identity that opened it
- * (`AnyRequest['identity']`, set by the auth hook), so that a drain can end them cleanly, and so
- * can a reload that withdrew the credential behind them.
- */
-export class StreamRegistry {
-  private readonly open = new Map<() => void, AnyRequest['identity']>();
-
-  /** `stillHolds`: whether an identity would be let in under the material in force now (Authenticator.stillHolds). */
-  constructor(private readonly stillHolds: (identity: AnyRequest['identity']) => boolean) {}
-
-  get size(): number {
-    return this.open.size;
-  }
-
-  add(end: () => void, identity: AnyRequest['identity']): () => void {
-    if (!this.stillHolds(identity)) {
-      // Authenticated before a reload withdrew it, answered after that reload's sweep: it ends
-      // as the sweep would have ended it, once the caller has finished wiring it up.
-      queueMicrotask(end);
-      return () => false;
-    }
-    this.open.set(end, identity);
-    return () => this.open.delete(end);
-  }
-
-  endAll(): void {
-    for (const end of [...this.open.keys()]) end();
-    this.open.clear();
-  }
-
-  /** After a reload: ends the streams whose credential no longer holds, as a drain does; returns their users. */
-  endWithdrawn(): string[] {
-    const users: string[] = [];
-    for (const [end, identity] of this.open) {
-      if (this.stillHolds(identity)) continue;
-      this.open.delete(end);
-      users.push(identity?.user ?? '');
-      end();
-    }
-    return users;
-  }
-}
 
 /** A watch or `logs -f`: a response that never ends on its own. */
 export function isLongRunning(info: RequestInfo, url: string): boolean {
@@ -114,7 +73,8 @@ export async function registerForwarding(app: FastifyInstance, options: ForwardO
       const h2 = options.http2;
       // A passed-through token goes over HTTP/1.1 only: the HTTP/2 sessions present the front-proxy
       // certificate, and a token must never travel on that identity (upstream/tls.ts).
-      if (h2 && options.pool && request.identity?.method !== 'bearer' && request.method === 'GET' && request.info && isLongRunning(request.info, request.url) && !hasBody(request)) {
+      const context = request.context;
+      if (h2 && options.pool && context && context.identity.upstreamAuth === 'front-proxy' && request.method === 'GET' && isLongRunning(context.info, request.url) && !hasBody(request)) {
         forwardOverHttp2(request, reply, dest, h2, options.pool, options, () => reply.from(dest, replyOptions)).catch((err: unknown) => {
           if (!reply.sent && !reply.raw.headersSent) fail(request, reply, err as Error);
           else reply.raw.destroy();
@@ -134,19 +94,21 @@ export async function registerForwarding(app: FastifyInstance, options: ForwardO
       queryString: (_search, url) => rawQuery(url),
       rewriteRequestHeaders: (request, headers) => {
         const outgoing: Record<string | symbol, unknown> = headersFor(request, headers, options.headerPolicy);
-        outgoing[kReportUpstream] = (origin: string) => (request.upstream = origin);
+        const context = contextOf(request);
+        outgoing[kReportUpstream] = (origin: string) => (context.upstream = origin);
         // The dispatcher sends it over the connections without a client certificate.
-        if (request.identity?.method === 'bearer') outgoing[kTokenPassthrough] = true;
+        if (context.identity.upstreamAuth === 'client-token') outgoing[kTokenPassthrough] = true;
         return outgoing as IncomingHttpHeaders;
       },
       rewriteHeaders: (headers) => downstreamResponseHeaders(headers as HeaderRecord) as IncomingHttpHeaders,
       onResponse: (request, reply, upstreamResponse) => {
         const { headers, stream, statusCode } = upstreamResponse as unknown as { headers: HeaderRecord; stream: Readable; statusCode: number };
-        if (statusCode === 401 && request.identity?.method === 'bearer') options.onTokenRejected?.(request);
-        if (statusCode === 401 && request.identity?.method !== 'bearer' && options.pool) {
+        const context = contextOf(request);
+        if (statusCode === 401 && context.identity.upstreamAuth === 'client-token') options.onTokenRejected?.(context);
+        if (statusCode === 401 && context.identity.upstreamAuth === 'front-proxy' && options.pool) {
           // Sent with the front-proxy certificate and a user: either the apiserver refuses the
           // proxy itself, or the 401 came from behind it. The body waits (unread) for the verdict.
-          const origin = request.upstream;
+          const origin = context.upstream;
           options.pool.confirmIdentityRefused(origin, sentAt(reply)).then(
             (refused) => {
               if (!refused) return relayResponse(request, reply, stream, headers, options, () => stream.destroy());
@@ -185,6 +147,7 @@ export async function registerForwarding(app: FastifyInstance, options: ForwardO
  * whatever happens upstream, and `cancel`s the upstream stream when the client goes away.
  */
 function relayResponse(request: AnyRequest, reply: AnyReply, stream: Readable, headers: HeaderRecord, options: ForwardOptions, cancel: () => void): void {
+  const context = contextOf(request);
   // On HTTP/2 the socket is shared by every stream: count this response's body instead.
   const http2Client = request.raw.httpVersionMajor === 2;
   const length = headers['content-length'];
@@ -195,17 +158,17 @@ function relayResponse(request: AnyRequest, reply: AnyReply, stream: Readable, h
     stream.on('data', (chunk: Buffer) => chunks.push(chunk));
     stream.once('end', () => {
       const body = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks);
-      if (http2Client) request.bytesOut += body.length;
+      if (http2Client) context.bytesOut += body.length;
       void reply.send(body);
     });
     stream.once('error', (err) => void reply.send(err));
     return;
   }
-  if (length === undefined && request.info && isLongRunning(request.info, request.url)) {
-    relayLongRunning(request, reply, stream, options, cancel);
+  if (length === undefined && isLongRunning(context.info, request.url)) {
+    relayLongRunning(context, reply, stream, options, cancel);
     return;
   }
-  if (http2Client) stream.on('data', (chunk: Buffer) => (request.bytesOut += chunk.length));
+  if (http2Client) stream.on('data', (chunk: Buffer) => (context.bytesOut += chunk.length));
   if (length === undefined) {
     // A response of unknown length (a chunked list) gets its headers now, not with its first
     // body byte.
@@ -221,7 +184,7 @@ function relayResponse(request: AnyRequest, reply: AnyReply, stream: Readable, h
  * happens upstream, and `cancel`s the upstream stream when the client goes away. fastify still
  * runs the onResponse hooks (traffic log, gauges) on the response's 'finish' or 'error'.
  */
-function relayLongRunning(request: AnyRequest, reply: AnyReply, source: Readable, options: ForwardOptions, cancel: () => void): void {
+function relayLongRunning(context: RequestContext, reply: AnyReply, source: Readable, options: ForwardOptions, cancel: () => void): void {
   const raw = reply.raw;
   const headers = reply.getHeaders();
   reply.hijack();
@@ -229,15 +192,15 @@ function relayLongRunning(request: AnyRequest, reply: AnyReply, source: Readable
   // A watch may be silent for minutes, and client-go's Watch() and kubectl wait for the headers
   // before they report the watch as open.
   sendHeadersNow(raw);
-  options.onStreamStart(request, reply.statusCode, reply.elapsedTime);
+  options.onStreamStart(context, reply.statusCode, reply.elapsedTime);
 
   // HTTP/2 clients: write to the stream itself (the compatibility response re-checks its state
   // per write) and count this response's bytes (the session's socket is shared).
-  const http2Client = request.raw.httpVersionMajor === 2;
+  const http2Client = reply.request.raw.httpVersionMajor === 2;
   const sink = (http2Client ? (raw as unknown as { stream: Writable }).stream : raw) as Writable;
   const resume = () => source.resume();
   const onData = (chunk: Buffer) => {
-    if (http2Client) request.bytesOut += chunk.length;
+    if (http2Client) context.bytesOut += chunk.length;
     if (!sink.write(chunk)) {
       source.pause();
       sink.once('drain', resume);
@@ -258,12 +221,12 @@ function relayLongRunning(request: AnyRequest, reply: AnyReply, source: Readable
   source.on('error', end);
   // An HTTP/2 stream whose session died or that the apiserver reset closes without 'end'.
   source.once('close', end);
-  const forget = options.streams.add(end, request.identity);
+  const registered = options.longLived.add('stream', end, context.identity);
   let finished = false;
   raw.once('finish', () => (finished = true));
   // The client went away (or the response is done): let go of the apiserver's stream.
   raw.once('close', () => {
-    forget();
+    registered.forget();
     ended = true;
     source.off('data', onData);
     cancel();
@@ -285,11 +248,16 @@ function sendHeadersNow(raw: AnyReply['raw']): void {
 
 /** The headers the apiserver gets for `request`: `headers` as received, with the proxy's identity. */
 function headersFor(request: AnyRequest, headers: HeaderRecord, policy: HeaderPolicy): OutgoingHeaders {
-  // The onRequest auth hook guarantees an identity; fail closed if that ever changes.
-  if (!request.identity) throw new StatusError('InternalError', 'request reached forwarding without an identity');
+  const context = contextOf(request);
   // Node joins repeated header lines and fields (HTTP/1.1 and HTTP/2): restore them.
-  // request.id is the request's audit ID (server.ts genReqId): the apiserver's audit event takes it.
-  return upstreamWireHeaders(withRepeatedHeaders(headers, request.raw), request.identity, request.forwardedFor, policy, request.id);
+  // The request's ID is its audit ID (admission.ts requestId): the apiserver's audit event takes it.
+  return upstreamWireHeaders(withRepeatedHeaders(headers, request.raw), context.identity, context.forwardedFor, policy, context.reqId);
+}
+
+/** The request's context: admission (server.ts onRequest) sets it before any handler runs; fail closed if that ever changes. */
+function contextOf(request: AnyRequest): RequestContext {
+  if (!request.context) throw new StatusError('InternalError', 'request reached forwarding without an identity');
+  return request.context;
 }
 
 /**
@@ -348,7 +316,7 @@ async function forwardOverHttp2(request: AnyRequest, reply: AnyReply, dest: stri
     // the loop, which tries again or ends in answerFailure.
     const send = async (attempt: Attempt): Promise<void> => {
       const { target } = attempt;
-      request.upstream = target.origin;
+      if (request.context) request.context.upstream = target.origin;
       let responded = false;
       try {
         const stream = await h2.request(target.url, { ...outgoing, ':method': 'GET', ':path': path, ':authority': target.url.host, ':scheme': 'https' });

@@ -1,33 +1,33 @@
 // Upgrade requests (kubectl exec, attach, cp, port-forward: SPDY/3.1 or WebSocket). They arrive
-// on the server's 'upgrade' event, are authenticated and get their identity headers exactly
+// on the server's 'upgrade' event, pass the same admission and get their identity headers exactly
 // like plain requests, and go to the apiserver on a fresh mTLS connection. The apiserver's
 // answer decides: a 101 is relayed verbatim and the two sockets are spliced byte for byte; any
 // other answer (403 from RBAC, 404, 400) is relayed as an ordinary response, so kubectl prints
 // the apiserver's message or falls back from WebSocket to SPDY. Frames are never parsed.
 
-import { randomUUID } from 'node:crypto';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import type { FastifyBaseLogger } from 'fastify';
-import type { ClientAddressResolver } from '../auth/client-address.js';
-import type { Identity } from '../auth/identity.js';
+import { requestId, type Admission } from '../admission.js';
 import type { Authenticator } from '../auth/index.js';
-import { accessRecord, type AccessLog, type RequestFacts } from '../observe/accesslog.js';
 import type { ProxyMetrics, StreamKind } from '../observe/metrics.js';
-import { requestInfo } from '../observe/requestinfo.js';
-import { refusalStatus } from '../refusals.js';
-import { StatusError, pathOf, shuttingDown, statusResponseBytes } from '../status.js';
+import type { TrafficLog } from '../observe/traffic.js';
+import { StatusError, statusResponseBytes } from '../status.js';
 import { failover, type Attempt } from '../upstream/failover.js';
 import { NoHealthyUpstreamError, ProxyIdentityRefusedError, type UpstreamError } from '../upstream/failures.js';
 import type { UpstreamPool } from '../upstream/pool.js';
 import type { UpstreamConnector } from '../upstream/tls.js';
 import { upstreamFailure } from './forward.js';
-import { clientAuditId, downstreamResponseHeaders, upstreamWireHeaders, withRepeatedHeaders, type HeaderPolicy } from './headers.js';
+import { downstreamResponseHeaders, upstreamWireHeaders, withRepeatedHeaders, type HeaderPolicy } from './headers.js';
+import type { LongLivedEntry, LongLivedWork } from './long-lived.js';
 
 export interface UpgradeOptions {
+  admission: Admission;
+  /** For the failed logins of passed-through tokens the apiserver refused. */
   authenticator: Authenticator;
-  clientAddresses: ClientAddressResolver;
+  /** Where tunnels are registered for the drain and for reloads, from their arrival on. */
+  longLived: LongLivedWork;
   pool: UpstreamPool;
   /** The current connector: replaced when the front-proxy certificate or upstream CA is reloaded. */
   connector: () => UpstreamConnector;
@@ -35,7 +35,7 @@ export interface UpgradeOptions {
   tokenConnector?: () => UpstreamConnector | undefined;
   headerPolicy: HeaderPolicy;
   logger: FastifyBaseLogger;
-  accessLog: AccessLog;
+  traffic: TrafficLog;
   metrics: ProxyMetrics;
 }
 
@@ -43,53 +43,17 @@ const TCP_KEEPALIVE_MS = 30_000;
 /** After one side has gone, how long the other may take to flush before it is destroyed. */
 const CLOSE_GRACE_MS = 5_000;
 
+/** The tunnel's upstream socket, once there is one: the drain and reloads end it with the client's. */
 interface TunnelRecord {
-  client: Duplex;
   upstream: Duplex | undefined;
-  /** Who opened it, once authenticated: re-checked when a reload may have withdrawn the credential. */
-  identity: Identity | undefined;
 }
 
 export class UpgradeProxy {
-  private readonly tunnels = new Set<TunnelRecord>();
-  /** Set by closeAll (the drain): upgrades arriving later on kept-alive connections get 503, as requests do. */
-  private draining = false;
-
   constructor(private readonly options: UpgradeOptions) {}
 
   /** Upgrade requests in flight or tunnels open. */
   get open(): number {
-    return this.tunnels.size;
-  }
-
-  /**
-   * Ends every tunnel (shutdown): fastify.close() would otherwise wait for them forever. Upgrades
-   * that arrive afterwards are refused, or they would tunnel until the forced exit.
-   */
-  closeAll(): void {
-    this.draining = true;
-    for (const tunnel of this.tunnels) {
-      tunnel.client.destroy();
-      tunnel.upstream?.destroy();
-    }
-    this.tunnels.clear();
-  }
-
-  /**
-   * After a reload: destroys, on both sides, the tunnels whose credential no longer holds (an
-   * exec or port-forward would otherwise outlive a revoked certificate or removed user by hours);
-   * returns their users. Requests still being authenticated are left to the auth step.
-   */
-  closeWithdrawn(): string[] {
-    const users: string[] = [];
-    for (const tunnel of this.tunnels) {
-      if (tunnel.identity === undefined || this.options.authenticator.stillHolds(tunnel.identity)) continue;
-      this.tunnels.delete(tunnel);
-      users.push(tunnel.identity.user);
-      tunnel.client.destroy();
-      tunnel.upstream?.destroy();
-    }
-    return users;
+    return this.options.longLived.count('tunnel');
   }
 
   /** The 'upgrade' listener of the HTTPS server. Never throws: a client's bytes cannot crash us. */
@@ -98,57 +62,56 @@ export class UpgradeProxy {
     // stdout); an https socket otherwise ends our side the moment the client's FIN arrives.
     // Set here, not on the server: plain requests keep Node's usual close-on-FIN.
     (client as Duplex & { allowHalfOpen: boolean }).allowHalfOpen = true;
-    const record: TunnelRecord = { client, upstream: undefined, identity: undefined };
-    this.tunnels.add(record);
-    client.once('close', () => this.tunnels.delete(record));
+    const record: TunnelRecord = { upstream: undefined };
+    // Registered on arrival: the drain ends it whether it is being admitted, answered or spliced.
+    const registered = this.options.longLived.add('tunnel', () => {
+      client.destroy();
+      record.upstream?.destroy();
+    });
+    client.once('close', () => registered.forget());
     client.on('error', (err) => this.options.logger.debug({ err }, 'upgrade client socket error'));
-    this.proxy(req, client, head, record).catch((err: unknown) => {
+    this.proxy(req, client, head, record, registered).catch((err: unknown) => {
       this.options.logger.error({ err }, 'upgrade failed');
       respondAndClose(client, new StatusError('InternalError', 'internal error in the proxy'));
     });
   };
 
-  private async proxy(req: IncomingMessage, client: Duplex, head: Buffer, record: TunnelRecord): Promise<void> {
-    const started = performance.now();
-    // The request's ID and audit ID, as for plain requests (server.ts genReqId).
-    const reqId = clientAuditId(req.headers['audit-id']) ?? randomUUID();
-    const { client: clientAddress, forwardedFor } = this.options.clientAddresses.resolve((client as TLSSocket).remoteAddress ?? '', req.headers['x-forwarded-for']);
-    const method = req.method ?? 'GET';
-    const url = req.url ?? '/';
-    const { accessLog, metrics } = this.options;
+  private async proxy(req: IncomingMessage, client: Duplex, head: Buffer, record: TunnelRecord, registered: LongLivedEntry): Promise<void> {
+    const reqId = requestId(req.headers);
     const websocket = /^websocket$/i.test(String(req.headers.upgrade ?? ''));
-    const protocols = websocket ? req.headers['sec-websocket-protocol'] : undefined;
-    if (this.draining) {
-      respondAndClose(client, withAuditId(shuttingDown(), reqId));
+    const admitted = await this.options.admission.admit({ reqId, request: req, connection: client as TLSSocket, websocketProtocols: websocket ? req.headers['sec-websocket-protocol'] : undefined });
+    if (!admitted.admitted) {
+      // Refused: not long-lived work any more, and the drain must not cut its 503 short
+      // (respondAndClose bounds how long it may take).
+      registered.forget();
+      // No answer: it followed a badly framed request on this connection, and nothing else will close it.
+      if (!admitted.answer) client.destroy();
+      else respondAndClose(client, withAuditId(admitted.answer, reqId));
       return;
     }
-    const outcome = await this.options.authenticator.authenticate(client as TLSSocket, this.options.authenticator.authorizationOf(req.rawHeaders, req.headers.authorization), clientAddress, protocols);
-    if (!outcome.ok) {
-      metrics.authenticated(outcome.method ?? 'none', outcome.reason);
-      const refusal = refusalStatus(outcome);
-      accessLog.authFailure({ reqId, client: clientAddress, auth: outcome.method ?? 'none', reason: outcome.reason, claimedUser: outcome.claimedUser, method, path: pathOf(url), status: refusal.code, userAgent: req.headers['user-agent'] ?? '' });
-      respondAndClose(client, withAuditId(refusal, reqId));
-      return;
-    }
-    metrics.authenticated(outcome.identity.method, outcome.identity.method === 'bearer' ? 'passthrough' : 'success');
     if (client.destroyed) return;
-    const identity = outcome.identity;
-    record.identity = identity;
-    const { pool, headerPolicy } = this.options;
+    const { context } = admitted;
+    const { identity, clientAddress, forwardedFor, started } = context;
+    registered.openedBy(identity);
+    const { pool, headerPolicy, traffic, metrics } = this.options;
     // A passed-through token never travels on the front-proxy certificate (upstream/tls.ts).
     const connector = identity.upstreamAuth === 'client-token' ? this.options.tokenConnector ?? (() => undefined) : this.options.connector;
-    const facts: RequestFacts = { reqId, client: clientAddress, identity, method, protocol: `HTTP/${req.httpVersion}`, info: requestInfo(method, url), userAgent: req.headers['user-agent'] };
-    const kind = streamKindOf(facts.info.subresource);
+    const kind = streamKindOf(context.info.subresource);
 
     const headers = upstreamWireHeaders(withRepeatedHeaders(req.headers, req), identity, forwardedFor, headerPolicy, reqId);
     // The one hop-by-hop pair that must cross: it is the request.
     headers.connection = 'Upgrade';
     headers.upgrade = req.headers.upgrade ?? '';
 
+    // The traffic log's lines and counts, as for plain requests: 'start' when the tunnel opens,
+    // 'end' when it closes, or one line for an answer that was not an upgrade.
     const log = (status: number, upstream: string | undefined, bytes: { bytesIn: number; bytesOut: number } = { bytesIn: 0, bytesOut: 0 }, phase?: 'start' | 'end') => {
       const durationMs = performance.now() - started;
-      accessLog.request(accessRecord(facts, { status, ...bytes, durationMs, upstream, ...(phase ? { phase } : {}) }));
-      if (phase !== 'start') metrics.requestDone({ verb: facts.info.verb, resource: facts.info.resource, code: status, upstream: upstream ?? '' }, phase === 'end' ? undefined : durationMs / 1000);
+      context.upstream = upstream;
+      if (phase === 'start') {
+        context.streamKind = kind;
+        traffic.started(context, status, durationMs);
+      } else traffic.finished(context, status, bytes, durationMs);
     };
     const fail = (err: Error, upstream: string | undefined) => {
       const failure = upstreamFailure(err);
