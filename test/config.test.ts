@@ -2,7 +2,7 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { ConfigError, SETTINGS, envVarName, loadConfig, parseDuration } from '../src/config.js';
+import { ConfigError, SETTINGS, envVarName, loadConfig, parseDuration } from '../src/config/index.js';
 import { PROJECT_ROOT } from './helpers/proxy.js';
 
 const required = { tlsCertFile: '/x/tls.crt', tlsPrivateKeyFile: '/x/tls.key', htpasswdFile: '/x/users' };
@@ -42,9 +42,9 @@ t.test('the example config files in config/ are valid', async (t) => {
   }
 });
 
-t.test('the README configuration reference names every setting', async (t) => {
-  const readme = readFileSync(join(PROJECT_ROOT, 'README.md'), 'utf8');
+t.test('the configuration reference (docs/configuration.md) names every setting', async (t) => {
+  const reference = readFileSync(join(PROJECT_ROOT, 'docs', 'configuration.md'), 'utf8');
   for (const spec of SETTINGS) {
-    t.ok(readme.includes(`| \`--${spec.flag}\` | \`${envVarName(spec)}\` | \`${spec.key}\` |`), `README row for --${spec.flag}`);
+    t.ok(reference.includes(`| \`--${spec.flag}\` | \`${envVarName(spec)}\` | \`${spec.key}\` |`), `reference row for --${spec.flag}`);
   }
 });
