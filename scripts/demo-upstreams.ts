@@ -5,7 +5,7 @@ import { execFileSync } from 'node:child_process';
 import { accessSync, constants, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import type { RawSettings } from '../src/config.js';
+import type { RawSettings } from '../src/config/index.js';
 import { makePod, startApiServer } from '../standin/apiserver.js';
 import { createTestPki } from '../test/helpers/pki.js';
 import { PROJECT_ROOT } from '../test/helpers/proxy.js';

@@ -9,7 +9,7 @@ import { registerLogs } from './commands/logs.js';
 import { registerPki } from './commands/pki.js';
 import { registerServe } from './commands/serve.js';
 import { registerUser } from './commands/user.js';
-import { ConfigError } from './config.js';
+import { ConfigError } from './config/index.js';
 
 const EXIT_CONFIG = 2;
 

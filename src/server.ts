@@ -9,7 +9,7 @@ import type { Socket } from 'node:net';
 import type { SecureContextOptions } from 'node:tls';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
 import type { Agent } from 'undici';
-import { Admission, requestId } from './admission.js';
+import { Admission, requestId } from './request/admission.js';
 import { BasicAuthenticator } from './auth/basic.js';
 import { BcryptPool } from './auth/bcrypt-pool.js';
 import { ClientAddressResolver } from './auth/client-address.js';
@@ -18,15 +18,15 @@ import { FailureLimiter } from './auth/failure-limiter.js';
 import { Authenticator } from './auth/index.js';
 import { credentialExpiry } from './auth/credential-expiry.js';
 import { localLoginLimiter, withdrawnUsers, type LoginLimiter } from './auth/login-limiter.js';
-import { ClientConnections } from './client-connections.js';
-import type { Config } from './config.js';
-import { ConnectionLimit } from './connection-limit.js';
-import type { SessionCloseReason } from './http2-abuse.js';
-import { AbuserCooldown } from './http2-abuser-cooldown.js';
-import { Http2FrameLimits } from './http2-frame-limits.js';
-import { ParkedStreams } from './http2-parked-streams.js';
-import { answerClientError, limitHttp1 } from './http1-limits.js';
-import type { Material } from './material.js';
+import { ClientConnections } from './edge/client-connections.js';
+import type { Config } from './config/index.js';
+import { ConnectionLimit } from './edge/connection-limit.js';
+import type { SessionCloseReason } from './edge/http2-abuse.js';
+import { AbuserCooldown } from './edge/http2-abuser-cooldown.js';
+import { Http2FrameLimits } from './edge/http2-frame-limits.js';
+import { ParkedStreams } from './edge/http2-parked-streams.js';
+import { answerClientError, limitHttp1 } from './edge/http1-limits.js';
+import type { Material } from './material/material.js';
 import { AccessLog } from './observe/accesslog.js';
 import { ProxyMetrics } from './observe/metrics.js';
 import { observeTraffic, TrafficLog } from './observe/traffic.js';
@@ -34,8 +34,8 @@ import { registerForwarding } from './proxy/forward.js';
 import type { HeaderPolicy } from './proxy/headers.js';
 import { LongLivedWork } from './proxy/long-lived.js';
 import { UpgradeProxy } from './proxy/upgrade.js';
-import type { RequestContext } from './request-context.js';
-import { StatusError, sendStatus } from './status.js';
+import type { RequestContext } from './request/context.js';
+import { StatusError, sendStatus } from './edge/status.js';
 import { PoolDispatcher } from './upstream/dispatcher.js';
 import { Http2Upstreams } from './upstream/h2.js';
 import { readyzCheck } from './upstream/health.js';
@@ -58,8 +58,6 @@ export interface ProxyServer {
   upgrades: UpgradeProxy;
   /** Watches, log follows and tunnels in flight. */
   longLived: LongLivedWork;
-  /** Watches and log follows in flight (the shutdown line counts them apart from tunnels, upgrades.open). */
-  streams: { readonly size: number };
   /** Serves a client connection accepted elsewhere (listeners.ts, or the primary under --workers). */
   accept(socket: Socket): void;
   /**
@@ -174,7 +172,7 @@ export async function createProxyServer(config: Config, material: Material, logg
   // Watches and log follows share a few HTTP/2 sessions per apiserver instead of a connection each.
   const http2 = config.upstreamHttp2 ? new Http2Upstreams(connector, logger) : undefined;
   const longLived = new LongLivedWork((identity) => authenticator.stillHolds(identity));
-  const metrics = new ProxyMetrics(pool, http2 ? () => http2.stats() : undefined);
+  const metrics = new ProxyMetrics(pool.targets, http2 ? () => http2.stats() : undefined);
   const accessLog = AccessLog.open(config.accessLog, config.accessLogFormat, logger);
   const traffic = new TrafficLog(accessLog, metrics);
   const admission = new Admission({ authenticator, clientAddresses, metrics, accessLog });
@@ -299,7 +297,6 @@ export async function createProxyServer(config: Config, material: Material, logg
     pool,
     upgrades,
     longLived,
-    streams: { get size() { return longLived.count('stream'); } },
     accept(socket: Socket) {
       // What the server's own accept would do with `noDelay: true` (see above): it did not accept this one.
       socket.setNoDelay(true);

@@ -1,4 +1,4 @@
-// One admission step (src/admission.ts) for plain requests and upgrades: the same refusals,
+// One admission step (src/request/admission.ts) for plain requests and upgrades: the same refusals,
 // whichever way a request arrives. Each case is sent as a plain GET, as a WebSocket upgrade (what
 // kubectl 1.32 tries first for exec) and as a SPDY upgrade (its fallback), over raw TLS from a
 // loopback address of its own (so that failed-login limits of one row do not reach another), and

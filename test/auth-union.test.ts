@@ -8,7 +8,7 @@ import type { Credential, Identity } from '../src/auth/identity.js';
 import { Authenticator } from '../src/auth/index.js';
 import { NOT_MINE, type AuthRequest, type MethodVerdict, type RequestAuthenticator } from '../src/auth/method.js';
 import { AuthenticatorUnion } from '../src/auth/union.js';
-import { refusalStatus } from '../src/refusals.js';
+import { refusalStatus } from '../src/request/refusals.js';
 
 const MESSAGES = { noCredentials: 'present something', malformedAuthorization: 'cannot read that' };
 

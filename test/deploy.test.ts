@@ -10,7 +10,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { parseAllDocuments } from 'yaml';
-import { SETTINGS, loadConfig, type RawSettings } from '../src/config.js';
+import { SETTINGS, loadConfig, type RawSettings } from '../src/config/index.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const ADMIN_PORT = 9443;

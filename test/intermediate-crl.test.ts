@@ -9,7 +9,7 @@ import { renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { Client, request, type Dispatcher } from 'undici';
-import { loadRevocationList } from '../src/material.js';
+import { loadRevocationList } from '../src/material/material.js';
 import { TrustedCas } from '../src/auth/trusted-cas.js';
 import { createCertificateAuthority, issueCertificate, signCrl, type CertificateAndKey } from '../src/pki/certificates.js';
 import { openWatch } from './helpers/clients.js';

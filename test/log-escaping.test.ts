@@ -10,7 +10,7 @@ import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import t, { type Test } from 'tap';
 import { AccessLog, authFailureLine, escapeLogLine, escapingHooks, requestLine, UNSAFE_CHARS, type AccessRecord, type AuthFailureRecord } from '../src/observe/accesslog.js';
-import { runLogs, sanitize, type LogsOptions } from '../src/observe/logview.js';
+import { runLogs, sanitize, type LogsOptions } from '../src/commands/logview.js';
 
 /** One of each class, and the edges of each range. */
 const CLASSES: [string, string[]][] = [

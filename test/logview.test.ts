@@ -1,4 +1,4 @@
-// `kube-front-proxy logs` (src/observe/logview.ts): parsing and filters as pure functions, the
+// `kube-front-proxy logs` (src/commands/logview.ts): parsing and filters as pure functions, the
 // exact table and --stats output for a small fixture, -o json pass-through, a pipe as input, and
 // -f against a file that a separate process appends to, rotates (rename + new file) and truncates
 // (copytruncate), stopped by an AbortSignal. Colours are checked in a real pseudo-terminal when
@@ -22,7 +22,7 @@ import {
   type LogEntry,
   type LogsOptions,
   type StatsSummary,
-} from '../src/observe/logview.js';
+} from '../src/commands/logview.js';
 import { auditEvent, type AccessRecord, type AuthFailureRecord } from '../src/observe/accesslog.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'logview-'));

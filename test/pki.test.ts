@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import t from 'tap';
-import { loadRevocationList } from '../src/material.js';
+import { loadRevocationList } from '../src/material/material.js';
 import { readCrl } from '../src/pki/certificates.js';
 import { renewCrl, revokeCertificate, showCrl } from '../src/pki/crl.js';
 import { issueUserCertificate, PKI_INIT_FILES, pkiInit, PkiError } from '../src/pki/init.js';

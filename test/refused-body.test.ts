@@ -5,7 +5,7 @@
 import { once } from 'node:events';
 import { connect as http2Connect, constants as h2 } from 'node:http2';
 import t from 'tap';
-import { REFUSED_BODY_GRACE_MS } from '../src/refused-body.js';
+import { REFUSED_BODY_GRACE_MS } from '../src/edge/refused-body.js';
 import { openTls } from './helpers/raw-tls.js';
 import { startStack } from './helpers/setup.js';
 

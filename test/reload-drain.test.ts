@@ -14,7 +14,7 @@ import { connect, type TLSSocket } from 'node:tls';
 import t from 'tap';
 import { pollUntil } from './helpers/raw-tls.js';
 import { Agent, request, type Dispatcher } from 'undici';
-import type { RawSettings } from '../src/config.js';
+import type { RawSettings } from '../src/config/index.js';
 import { issueCertificate, type CertificateAndKey } from '../src/pki/certificates.js';
 import { startApiServer, type ApiServer } from '../standin/apiserver.js';
 import { basicAuth, call, openWatch, proxyClient } from './helpers/clients.js';

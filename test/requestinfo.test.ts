@@ -4,7 +4,7 @@
 // fields.ParseSelector, labels.Parse, path.IsValidPathSegmentName), not from the implementation.
 // Rows marked "best effort" are requests the apiserver never builds a RequestInfo for.
 import t from 'tap';
-import { requestInfo, type RequestInfo } from '../src/observe/requestinfo.js';
+import { requestInfo, type RequestInfo } from '../src/request/requestinfo.js';
 
 /** `path` left out means: the url without its query. */
 type Want = Omit<RequestInfo, 'path'> & { path?: string };

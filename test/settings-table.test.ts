@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import t from 'tap';
-import { SETTINGS, envVarName, loadConfig, type Config } from '../src/config.js';
+import { SETTINGS, envVarName, loadConfig, type Config } from '../src/config/index.js';
 import { addSettingOptions, configSources } from '../src/config/command-line.js';
 import type { Setting, SettingKind } from '../src/config/settings.js';
 

@@ -14,7 +14,7 @@ import { createServer as createTcpServer, connect as tcpConnect, type Server, ty
 import { pino } from 'pino';
 import t from 'tap';
 import { request } from 'undici';
-import { loadConfig } from '../src/config.js';
+import { loadConfig } from '../src/config/index.js';
 import { HTTP1_ONLY, Http2Upstreams, responseHeaders } from '../src/upstream/h2.js';
 import { UpstreamConnector } from '../src/upstream/tls.js';
 import { startApiServer, type ApiServer } from '../standin/apiserver.js';

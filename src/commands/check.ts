@@ -7,9 +7,9 @@ import { readFileSync } from 'node:fs';
 import { createSecureContext } from 'node:tls';
 import { dirname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { ConfigError, fileErrorText, loadConfig } from '../config.js';
+import { ConfigError, fileErrorText, loadConfig } from '../config/index.js';
 import { configSources } from '../config/command-line.js';
-import { loadMaterial } from '../material.js';
+import { loadMaterial } from '../material/material.js';
 import { MATCHES, preflight } from '../upstream/preflight.js';
 import type { UpstreamTls } from '../upstream/tls.js';
 

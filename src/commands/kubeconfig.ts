@@ -4,8 +4,8 @@
 import { closeSync, fchmodSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { Command } from 'commander';
-import { loadCaBundle, loadKeyPair } from '../certfiles.js';
-import { ConfigError, fileErrorText } from '../config.js';
+import { loadCaBundle, loadKeyPair } from '../material/certfiles.js';
+import { ConfigError, fileErrorText } from '../config/index.js';
 import { buildKubeconfig, type KubeconfigCredentials } from '../pki/kubeconfig.js';
 import { readFirstLine } from './input.js';
 

@@ -1,8 +1,8 @@
 // `kube-front-proxy logs`: the traffic-log viewer (observe/logview.ts) on the command line.
 
 import { Option, type Command } from 'commander';
-import { ConfigError } from '../config.js';
-import { runLogs } from '../observe/logview.js';
+import { ConfigError } from '../config/index.js';
+import { runLogs } from './logview.js';
 
 export function registerLogs(program: Command): void {
   program

@@ -3,7 +3,7 @@
 // in-process (no openssl).
 
 import type { Command } from 'commander';
-import { ConfigError } from '../config.js';
+import { ConfigError } from '../config/index.js';
 import { CRL_FILE, renewCrl, revokeCertificate, showCrl, type CrlSummary } from '../pki/crl.js';
 import { PkiError, issueUserCertificate, pkiInit } from '../pki/init.js';
 

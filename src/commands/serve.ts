@@ -6,18 +6,18 @@ import { closeSync, openSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { pino, stdTimeFunctions, type Logger } from 'pino';
 import { AggregatorRegistry } from 'prom-client';
-import { adminSink, createAdminServer, poolReadiness, type AdminConnections } from '../admin.js';
+import { adminSink, createAdminServer, poolReadiness, type AdminConnections } from '../lifecycle/admin.js';
 import { batchedDestination } from '../observe/destination.js';
-import { ConfigError, SETTINGS, envVarName, fileErrorText, loadConfig, type Config } from '../config.js';
+import { ConfigError, SETTINGS, envVarName, fileErrorText, loadConfig, type Config } from '../config/index.js';
 import { addSettingOptions, configSources } from '../config/command-line.js';
-import { bindAll, type GatedListener, type ListenerSpec } from '../listeners.js';
-import { loadMaterial, type Material } from '../material.js';
-import { fileSignatures, materialFiles, startReloader, type FileSignatures } from '../reload.js';
+import { bindAll, type GatedListener, type ListenerSpec } from '../edge/listeners.js';
+import { loadMaterial, type Material } from '../material/material.js';
+import { fileSignatures, materialFiles, startReloader, type FileSignatures } from '../material/reload.js';
 import { createProxyServer, type ProxyServer, type SharedState } from '../server.js';
 import { logPreflight } from '../upstream/preflight.js';
-import { Shutdown } from '../shutdown.js';
-import { stdoutNeverBlocks } from '../shutdown-logs.js';
-import { CREDENTIAL_KEY_ENV, runSupervisor, type Listeners } from '../supervisor.js';
+import { Shutdown } from '../lifecycle/shutdown.js';
+import { stdoutNeverBlocks } from '../observe/log-flush.js';
+import { CREDENTIAL_KEY_ENV, runSupervisor, type Listeners } from '../workers/supervisor.js';
 import { SharedLoginLimiter } from '../workers/login-limits-client.js';
 import { onPrimaryMessage, tellPrimary } from '../workers/messages.js';
 import { escapingHooks } from '../observe/accesslog.js';
@@ -150,7 +150,7 @@ async function serveProxy(config: Config, material: Material, baseline: FileSign
     reloader.stop();
     // No new connections (under --workers the primary stops accepting).
     listeners?.user.close();
-    logger.info({ signal, graceMs: config.shutdownGraceMs, streams: proxy.streams.size, tunnels: proxy.upgrades.open }, 'shutting down: no new connections, ending watches and tunnels, letting requests finish');
+    logger.info({ signal, graceMs: config.shutdownGraceMs, streams: proxy.longLived.count('stream'), tunnels: proxy.longLived.count('tunnel') }, 'shutting down: no new connections, ending watches and tunnels, letting requests finish');
     await proxy.close();
     // The admin listener said "shutting down" all along; now its port and connections go too.
     listeners?.admin?.close();

@@ -4,8 +4,8 @@
 // (kubernetes.io/kube-apiserver-client), through kubectl and an admin kubeconfig.
 
 import type { Command } from 'commander';
-import { loadCaBundle } from '../certfiles.js';
-import { ConfigError } from '../config.js';
+import { loadCaBundle } from '../material/certfiles.js';
+import { ConfigError } from '../config/index.js';
 import { parseServer } from './kubeconfig.js';
 import { CsrError } from '../csr/kubectl.js';
 import { MIN_EXPIRATION_SECONDS, formatDuration, listCerts, parseDuration, requestCert } from '../csr/request.js';

@@ -4,10 +4,10 @@
 // the flag in upper snake case), the file schema, the flag, environment and file readers
 // (load.ts), the commander options (command-line.ts) and the RawSettings type.
 // A new setting: one row here, one field in Config below (the compiler checks they agree), and
-// the README's reference row (test/config.test.ts checks it is there).
+// the reference row in docs/configuration.md (test/config.test.ts checks it is there).
 
 import { z } from 'zod';
-import { DEFAULT_TLS12_CIPHER_SUITES } from '../tls-ciphers.js';
+import { DEFAULT_TLS12_CIPHER_SUITES } from './tls-ciphers.js';
 import {
   milliseconds,
   noneIfEmpty,
@@ -122,7 +122,7 @@ export const SETTINGS = [
   setting({ key: 'authCacheTtl', flag: 'auth-cache-ttl', kind: 'duration', schema: duration, default: '60s', help: 'how long a verified password is trusted before bcrypt runs again' }),
   setting({ key: 'authCacheSize', flag: 'auth-cache-size', kind: 'integer', schema: z.number().int().min(0), default: 10_000, help: 'most verified credentials kept' }),
   // One process by default: beside the apiserver (a sidecar) a second one costs 1.2-1.9x the CPU
-  // per request and lowers throughput (README, Performance); one carries several apiservers' load.
+  // per request and lowers throughput (docs/performance.md); one carries several apiservers' load.
   setting({ key: 'workers', flag: 'workers', kind: 'integer', schema: z.number().int().min(1).max(64), default: 1, help: 'proxy processes sharing the listener (1 = a single process); more only on a host whose cores the proxy has to itself' }),
   // Computed default: bcryptWorkersPerProcess() in load.ts.
   setting({ key: 'bcryptWorkers', flag: 'bcrypt-workers', kind: 'integer', schema: z.number().int().min(1).max(64), defaultText: 'half the CPUs shared over the workers, at least 1', help: 'threads per proxy process that run bcrypt (bounds the CPU a password flood can take)' }),

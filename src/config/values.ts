@@ -3,7 +3,7 @@
 // variable, or the config file and key: whichever the operator wrote).
 
 import { isIP } from 'node:net';
-import { openSslCipherList } from '../tls-ciphers.js';
+import { openSslCipherList } from './tls-ciphers.js';
 import { ConfigError } from './errors.js';
 
 export interface ListenAddress {

@@ -5,8 +5,8 @@
 
 import { pino, stdTimeFunctions, type Logger } from 'pino';
 import type { AuthFailureReason, AuthMethod } from '../auth/identity.js';
-import type { RequestContext } from '../request-context.js';
-import { closeLogs, flushLogsWithin } from '../shutdown-logs.js';
+import type { RequestContext } from '../request/context.js';
+import { closeLogs, flushLogsWithin } from './log-flush.js';
 import { batchedDestination } from './destination.js';
 
 export interface AccessRecord {

@@ -3,12 +3,18 @@
 
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { droppedLogLines } from './destination.js';
-import { SESSION_CLOSE_REASONS, STREAM_RESET_REASONS, type SessionCloseReason, type StreamResetReason } from '../http2-abuse.js';
-import type { UpstreamPool } from '../upstream/pool.js';
+import { SESSION_CLOSE_REASONS, STREAM_RESET_REASONS, type SessionCloseReason, type StreamResetReason } from '../edge/http2-abuse.js';
 
 const PREFIX = 'kube_front_proxy_';
 /** Distinct resource label values kept; later ones are counted as "other". */
 const MAX_RESOURCES = 200;
+
+/** What the gauges read of each apiserver at scrape time (the upstream pool's targets). */
+export interface UpstreamGaugeSource {
+  readonly origin: string;
+  readonly healthy: boolean;
+  readonly outstanding: number;
+}
 
 export type StreamKind = 'watch' | 'follow' | 'exec' | 'attach' | 'portforward' | 'upgrade';
 
@@ -26,8 +32,8 @@ export class ProxyMetrics {
   private readonly abuserConnectionsRefused: Counter;
   private readonly resources = new Set<string>();
 
-  /** `http2`: the upstream HTTP/2 sessions' counts, when watches go over HTTP/2. */
-  constructor(pool: UpstreamPool, http2?: () => { sessions: number; streams: number }) {
+  /** `upstreams`: the apiservers as they are now; `http2`: the upstream HTTP/2 sessions' counts, when watches go over HTTP/2. */
+  constructor(upstreams: readonly UpstreamGaugeSource[], http2?: () => { sessions: number; streams: number }) {
     collectDefaultMetrics({ register: this.registry, prefix: PREFIX });
     this.requests = new Counter({ name: `${PREFIX}requests_total`, help: 'Requests answered, by Kubernetes verb, resource, HTTP code and upstream.', labelNames: ['verb', 'resource', 'code', 'upstream'], registers: [this.registry] });
     this.duration = new Histogram({
@@ -60,7 +66,7 @@ export class ProxyMetrics {
       labelNames: ['upstream'],
       registers: [this.registry],
       collect() {
-        for (const target of pool.targets) this.set({ upstream: target.origin }, target.healthy ? 1 : 0);
+        for (const target of upstreams) this.set({ upstream: target.origin }, target.healthy ? 1 : 0);
       },
     });
     new Gauge({
@@ -69,7 +75,7 @@ export class ProxyMetrics {
       labelNames: ['upstream'],
       registers: [this.registry],
       collect() {
-        for (const target of pool.targets) this.set({ upstream: target.origin }, target.outstanding);
+        for (const target of upstreams) this.set({ upstream: target.origin }, target.outstanding);
       },
     });
     if (http2) {

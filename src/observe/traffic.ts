@@ -4,7 +4,7 @@
 
 import type { Socket } from 'node:net';
 import type { FastifyInstance, FastifyRequest, RawServerBase, RequestGenericInterface } from 'fastify';
-import type { RequestContext } from '../request-context.js';
+import type { RequestContext } from '../request/context.js';
 import { accessRecord, type AccessLog } from './accesslog.js';
 import type { ProxyMetrics } from './metrics.js';
 

@@ -16,7 +16,7 @@ import { X509Certificate } from 'node:crypto';
 import type { Logger } from 'pino';
 import { readGoSubject } from '../auth/x509-name.js';
 import { bundleCertificates, issuedBy } from '../auth/trusted-cas.js';
-import { commonName } from '../certfiles.js';
+import { commonName } from '../material/certfiles.js';
 import { isIdentityOrCredentialHeader } from '../proxy/headers.js';
 import { errorCode } from './failures.js';
 import { UpstreamConnector, type UpstreamTls } from './tls.js';

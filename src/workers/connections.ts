@@ -5,7 +5,7 @@
 
 import type { Worker } from 'node:cluster';
 import type { Socket } from 'node:net';
-import type { ConnectionLimit } from '../connection-limit.js';
+import type { ConnectionLimit } from '../edge/connection-limit.js';
 import type { ToWorker } from './messages.js';
 
 export class ConnectionDispatcher {

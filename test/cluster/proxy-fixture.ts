@@ -6,7 +6,7 @@ import { Agent } from 'undici';
 import { bcryptLine, settingsToFlags, writeUsersFile, type TestUser } from '../helpers/setup.js';
 import { writeKubeconfig } from '../helpers/kubectl.js';
 import { startProxy, type ProxyProcess } from '../helpers/proxy.js';
-import type { RawSettings } from '../../src/config.js';
+import type { RawSettings } from '../../src/config/index.js';
 import type { ControlPlane } from './control-plane.js';
 
 export const ALICE: TestUser = { name: 'alice', password: 'alice-password-1', groups: ['devs', 'ops'] };

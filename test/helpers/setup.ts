@@ -3,7 +3,7 @@
 
 import bcrypt from 'bcryptjs';
 import type tap from 'tap';
-import { flagName, type RawSettings } from '../../src/config.js';
+import { flagName, type RawSettings } from '../../src/config/index.js';
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';

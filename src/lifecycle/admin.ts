@@ -3,7 +3,7 @@
 
 import type { Socket } from 'node:net';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
-import type { UpstreamPool } from './upstream/pool.js';
+import type { UpstreamPool } from '../upstream/pool.js';
 
 export interface Readiness {
   ready: boolean;

@@ -3,7 +3,7 @@
 // environment > config file > default), and validates the result once; it is passed down from
 // there and nothing deeper reads process.env or the command line.
 
-export { ConfigError, fileErrorText } from './config/errors.js';
-export { KUBEADM_PKI, SETTINGS, envVarName, flagName, type Config, type RawSettings } from './config/settings.js';
-export { loadConfig, parseDuration, settingLabel, type ConfigSources } from './config/load.js';
-export type { ListenAddress } from './config/values.js';
+export { ConfigError, fileErrorText } from './errors.js';
+export { KUBEADM_PKI, SETTINGS, envVarName, flagName, type Config, type RawSettings } from './settings.js';
+export { loadConfig, parseDuration, settingLabel, type ConfigSources } from './load.js';
+export type { ListenAddress } from './values.js';

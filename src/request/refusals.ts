@@ -2,8 +2,8 @@
 // WithAuthentication hands failures to its `failed` handler): the same Status for a plain
 // request and an upgrade.
 
-import { retryAfterSeconds, type AuthRefusal } from './auth/method.js';
-import { StatusError, unauthorized } from './status.js';
+import { retryAfterSeconds, type AuthRefusal } from '../auth/method.js';
+import { StatusError, unauthorized } from '../edge/status.js';
 
 /** 401 with a Basic challenge; 429 with Retry-After when the failed-login limits hold the client back; 503 when no check could be made. */
 export function refusalStatus(refusal: AuthRefusal): StatusError {

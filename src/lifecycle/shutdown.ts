@@ -8,7 +8,7 @@
 // should this one be stuck (shutdown-watchdog.ts).
 
 import type { FastifyBaseLogger } from 'fastify';
-import { closeLogs, flushLogsWithin, type BufferedLog } from './shutdown-logs.js';
+import { closeLogs, flushLogsWithin, type BufferedLog } from '../observe/log-flush.js';
 import { startWatchdog } from './shutdown-watchdog.js';
 
 // The promise: every process gone by --shutdown-grace plus a second. At the grace the drain cuts

@@ -5,7 +5,7 @@
 
 import { statSync } from 'node:fs';
 import type { FastifyBaseLogger } from 'fastify';
-import { ConfigError, type Config } from './config.js';
+import { ConfigError, type Config } from '../config/index.js';
 import { loadMaterial, type Material } from './material.js';
 
 /** Files whose change means a reload. */

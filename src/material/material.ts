@@ -2,12 +2,12 @@
 // starts with an unusable certificate fails later, on a user's request, far from the cause.
 
 import { readFileSync } from 'node:fs';
-import { RevocationListError, parseRevocationList, type RevocationList } from './auth/crl.js';
-import { HtpasswdError, parseHtpasswd, type UserTable } from './auth/htpasswd.js';
-import { TrustedCas } from './auth/trusted-cas.js';
+import { RevocationListError, parseRevocationList, type RevocationList } from '../auth/crl.js';
+import { HtpasswdError, parseHtpasswd, type UserTable } from '../auth/htpasswd.js';
+import { TrustedCas } from '../auth/trusted-cas.js';
 import { commonName, loadCaBundle, loadKeyPair, type KeyPair } from './certfiles.js';
-import { ConfigError, fileErrorText, settingLabel, type Config } from './config.js';
-import type { UpstreamTls } from './upstream/tls.js';
+import { ConfigError, fileErrorText, settingLabel, type Config } from '../config/index.js';
+import type { UpstreamTls } from '../upstream/tls.js';
 
 export interface Material {
   serving: KeyPair;

@@ -5,7 +5,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Http2SecureServer } from 'node:http2';
 import type { Socket } from 'node:net';
-import type { Config } from './config.js';
+import type { Config } from '../config/index.js';
 import { StatusError, statusResponseBytes } from './status.js';
 
 /**

@@ -4,7 +4,7 @@
 
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
-import { ConfigError, fileErrorText, settingLabel } from './config.js';
+import { ConfigError, fileErrorText, settingLabel } from '../config/index.js';
 
 const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
 

@@ -11,16 +11,16 @@ import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import type { Http2ServerRequest } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import type { ClientAddressResolver } from './auth/client-address.js';
-import type { Authenticator } from './auth/index.js';
-import { followsFramingError, framingError } from './http1-limits.js';
-import type { AccessLog } from './observe/accesslog.js';
-import type { ProxyMetrics } from './observe/metrics.js';
-import { requestInfo } from './observe/requestinfo.js';
-import { clientAuditId } from './proxy/headers.js';
+import type { ClientAddressResolver } from '../auth/client-address.js';
+import type { Authenticator } from '../auth/index.js';
+import { followsFramingError, framingError } from '../edge/http1-limits.js';
+import type { AccessLog } from '../observe/accesslog.js';
+import type { ProxyMetrics } from '../observe/metrics.js';
+import { requestInfo } from './requestinfo.js';
+import { clientAuditId } from '../proxy/headers.js';
 import { refusalStatus } from './refusals.js';
-import type { RequestContext } from './request-context.js';
-import { pathOf, shuttingDown, type StatusError } from './status.js';
+import type { RequestContext } from './context.js';
+import { pathOf, shuttingDown, type StatusError } from '../edge/status.js';
 
 /**
  * The request's ID, which is also its audit ID, one ID from the proxy's log to the apiserver's

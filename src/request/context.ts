@@ -2,9 +2,9 @@
 // the apiserver, and what became of it. Admission (admission.ts) creates it; forwarding, the
 // upgrade proxy and the traffic log read it and fill in the outcome.
 
-import type { Identity } from './auth/identity.js';
-import type { StreamKind } from './observe/metrics.js';
-import type { RequestInfo } from './observe/requestinfo.js';
+import type { Identity } from '../auth/identity.js';
+import type { StreamKind } from '../observe/metrics.js';
+import type { RequestInfo } from './requestinfo.js';
 
 export interface RequestContext {
   readonly reqId: string;

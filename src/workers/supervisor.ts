@@ -11,17 +11,17 @@ import cluster, { type Worker } from 'node:cluster';
 import { randomBytes } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
 import { AggregatorRegistry } from 'prom-client';
-import { adminSink, createAdminServer, type Readiness } from './admin.js';
-import { ClientAddressResolver } from './auth/client-address.js';
-import { FailureLimiter } from './auth/failure-limiter.js';
-import { ConfigError, type Config } from './config.js';
-import { ConnectionLimit } from './connection-limit.js';
-import type { GatedListener } from './listeners.js';
-import type { Shutdown } from './shutdown.js';
-import { stdoutNeverBlocks } from './shutdown-logs.js';
-import { ConnectionDispatcher } from './workers/connections.js';
-import { LoginLimitsAuthority } from './workers/login-limits-authority.js';
-import type { FromWorker, ToWorker } from './workers/messages.js';
+import { adminSink, createAdminServer, type Readiness } from '../lifecycle/admin.js';
+import { ClientAddressResolver } from '../auth/client-address.js';
+import { FailureLimiter } from '../auth/failure-limiter.js';
+import { ConfigError, type Config } from '../config/index.js';
+import { ConnectionLimit } from '../edge/connection-limit.js';
+import type { GatedListener } from '../edge/listeners.js';
+import type { Shutdown } from '../lifecycle/shutdown.js';
+import { stdoutNeverBlocks } from '../observe/log-flush.js';
+import { ConnectionDispatcher } from './connections.js';
+import { LoginLimitsAuthority } from './login-limits-authority.js';
+import type { FromWorker, ToWorker } from './messages.js';
 
 /** How a worker learns the key credentials are hashed under (read and removed at its start). */
 export const CREDENTIAL_KEY_ENV = 'KFP_WORKER_CREDENTIAL_KEY';

@@ -9,7 +9,7 @@
 // its sink, which gives it to a server in this process or sends it to a worker.
 
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
-import { ConfigError, type ListenAddress } from './config.js';
+import { ConfigError, type ListenAddress } from '../config/index.js';
 
 export interface ListenerSpec {
   address: ListenAddress;

@@ -22,7 +22,7 @@
 
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import { StringDecoder } from 'node:string_decoder';
-import { escapeLogLine } from './accesslog.js';
+import { escapeLogLine } from '../observe/accesslog.js';
 
 export interface LogsOptions {
   /** path of the traffic-log file; undefined = read `input` (standard input by default) */
