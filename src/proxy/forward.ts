@@ -10,7 +10,7 @@ import { PassThrough, type Readable, type Writable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest, RawServerBase, RequestGenericInterface, RouteGenericInterface } from 'fastify';
 import type { RequestInfo } from '../request/requestinfo.js';
 import type { RequestContext } from '../request/context.js';
-import { kReportUpstream, kTokenPassthrough } from '../upstream/dispatcher.js';
+import { kDispatchContext } from '../upstream/dispatcher.js';
 import type { Dispatcher } from 'undici';
 import { StatusError, sendStatus } from '../edge/status.js';
 import { failover, type Attempt } from '../upstream/failover.js';
@@ -94,10 +94,9 @@ export async function registerForwarding(app: FastifyInstance, options: ForwardO
       queryString: (_search, url) => rawQuery(url),
       rewriteRequestHeaders: (request, headers) => {
         const outgoing: Record<string | symbol, unknown> = headersFor(request, headers, options.headerPolicy);
-        const context = contextOf(request);
-        outgoing[kReportUpstream] = (origin: string) => (context.upstream = origin);
-        // The dispatcher sends it over the connections without a client certificate.
-        if (context.identity.upstreamAuth === 'client-token') outgoing[kTokenPassthrough] = true;
+        // The dispatcher picks the connections by it (a client token never rides on the
+        // front-proxy certificate) and names the apiserver that served the request in it.
+        outgoing[kDispatchContext] = contextOf(request);
         return outgoing as IncomingHttpHeaders;
       },
       rewriteHeaders: (headers) => downstreamResponseHeaders(headers as HeaderRecord) as IncomingHttpHeaders,

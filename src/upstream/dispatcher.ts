@@ -9,21 +9,25 @@ import type { UpstreamPool } from './pool.js';
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 /**
- * A request's headers may carry, under this symbol, a function told which upstream serves it
- * (for the traffic log). A symbol key is copied along with the headers but never sent.
+ * What the dispatcher reads and writes of the request it sends (the request context fits):
+ * whether the client's own token goes upstream, and which apiserver served it, for the traffic
+ * log. reply-from hands the dispatcher nothing but its dispatch options, so it travels in the
+ * headers under kDispatchContext: a symbol key is copied along with the headers, never sent.
  */
-export const kReportUpstream = Symbol('kube-front-proxy.reportUpstream');
+export interface DispatchContext {
+  /**
+   * 'client-token' (--token-passthrough) goes over the agent that presents no client certificate
+   * (tls.ts withoutClientCertificate), never the front-proxy one; without that agent it fails
+   * (closed).
+   */
+  readonly identity: { readonly upstreamAuth: 'front-proxy' | 'client-token' };
+  upstream: string | undefined;
+}
 
-/**
- * A request whose headers carry `true` under this symbol is a --token-passthrough request: it goes
- * over the agent that presents no client certificate (tls.ts withoutClientCertificate), never the
- * front-proxy one. Without such an agent it fails (closed).
- */
-export const kTokenPassthrough = Symbol('kube-front-proxy.tokenPassthrough');
+export const kDispatchContext = Symbol('kube-front-proxy.dispatchContext');
 
-function reportUpstream(options: Dispatcher.DispatchOptions, origin: string): void {
-  const report = (options.headers as Record<symbol, unknown> | null | undefined)?.[kReportUpstream];
-  if (typeof report === 'function') report(origin);
+function dispatchContextOf(options: Dispatcher.DispatchOptions): DispatchContext | undefined {
+  return (options.headers as Record<symbol, DispatchContext | undefined> | null | undefined)?.[kDispatchContext];
 }
 
 /** undici's legacy handler interface: what its own dispatchers call internally. */
@@ -64,8 +68,8 @@ export class PoolDispatcher extends Dispatcher {
 
   override dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
     const legacy = handler as unknown as Handler;
-    const passthrough = (options.headers as Record<symbol, unknown> | null | undefined)?.[kTokenPassthrough] === true;
-    const agent = passthrough ? this.tokenAgent : this.agent;
+    const context = dispatchContextOf(options);
+    const agent = context?.identity.upstreamAuth === 'client-token' ? this.tokenAgent : this.agent;
     if (!agent()) {
       legacy.onError?.(new Error('a bearer token to pass through, and no upstream agent without a client certificate'));
       return true;
@@ -73,13 +77,20 @@ export class PoolDispatcher extends Dispatcher {
     // A bodiless GET, HEAD or OPTIONS changes nothing when sent twice (a stale keep-alive reset included).
     const replayable = IDEMPOTENT.has(options.method) && hasNoBody(options.body);
     // Read on each attempt (a reload replaces the agent, and --token-passthrough, fixed at start, never removes it).
-    failover(this.pool, { replayable }, (attempt) => this.send(options, legacy, attempt, agent() as Agent), (err) => legacy.onError?.(err));
+    failover(
+      this.pool,
+      { replayable },
+      (attempt) => {
+        if (context) context.upstream = attempt.target.origin;
+        this.send(options, legacy, attempt, agent() as Agent);
+      },
+      (err) => legacy.onError?.(err),
+    );
     return true;
   }
 
   private send(options: Dispatcher.DispatchOptions, handler: Handler, attempt: Attempt, agent: Agent): void {
     const { target } = attempt;
-    reportUpstream(options, target.origin);
     let responded = false;
     const wrapped: Handler = {
       onConnect: (abort, context) => handler.onConnect?.(abort, context),
