@@ -367,7 +367,7 @@ async function forwardOverHttp2(request: AnyRequest, reply: AnyReply, dest: stri
       try {
         answerFailure(error);
       } catch (err) {
-        crashed(err);
+        crashed(err as Error);
       }
     });
   });

@@ -29,7 +29,7 @@ export interface FailoverPolicy {
 export interface Attempt {
   readonly target: UpstreamTarget;
   /** The request or stream is done with this apiserver. Idempotent. */
-  release(): void;
+  readonly release: () => void;
   /** It failed: released, then retried, or the error goes to the loop's `fail`. */
   failed(error: Error, how: AttemptFailure): void;
 }
