@@ -87,9 +87,7 @@ async function startProxy(pki: TestPki, upstream: string, usersFile: string, log
   const extra = (process.env.BENCH_PROXY_FLAGS ?? '').split(' ').filter(Boolean);
   const args = [...profile, join(PROJECT_ROOT, 'dist', 'cli.js'), 'serve', '--listen', '127.0.0.1:0', ...proxyFlags(pki, { upstream, usersFile }), ...extra];
   const child = spawnNode('proxy', args, logDir, PROJECT_ROOT);
-  const listen = await waitForJsonLine(child, (line) =>
-    typeof line.msg === 'string' && line.msg.startsWith('listening on') ? String(line.listen) : undefined,
-  );
+  const listen = await waitForJsonLine(child, (line) => (typeof line.msg === 'string' && line.msg.startsWith('listening on') ? String(line.listen) : undefined));
   return { ...child, url: listen };
 }
 
@@ -251,7 +249,7 @@ function ratios(rows: Row[]): Ratio[] {
       value: `p99 ${times(attacked.p99Ms, basic.p99Ms)} (target ≤ 2x: ${verdict(attackP99 <= 2)}), req/s ${times(attacked.perSecond, basic.perSecond)}`,
     },
     {
-      label: 'proxy CPU per request (cert) vs the stand-in\'s (direct)',
+      label: "proxy CPU per request (cert) vs the stand-in's (direct)",
       value: times(cert.proxyCpuUsPerRequest ?? NaN, direct.standinCpuUsPerRequest ?? NaN),
     },
   ];
@@ -263,7 +261,10 @@ function ratios(rows: Row[]): Ratio[] {
   const nginxCert = rows.find((r) => r.scenario.startsWith('nginx') && r.scenario.includes('client cert') && !r.scenario.includes('50 KB'));
   if (nginxCert?.proxyCpuUsPerRequest !== undefined && cert.proxyCpuUsPerRequest !== undefined) {
     const ratio = cert.proxyCpuUsPerRequest / nginxCert.proxyCpuUsPerRequest;
-    out.push({ label: 'proxy vs nginx, CPU per request on the client-cert path (target ≤ 2x)', value: `${cert.proxyCpuUsPerRequest.toFixed(0)} vs ${nginxCert.proxyCpuUsPerRequest.toFixed(0)} µs: ${ratio.toFixed(2)}x, ${verdict(ratio <= 2)}` });
+    out.push({
+      label: 'proxy vs nginx, CPU per request on the client-cert path (target ≤ 2x)',
+      value: `${cert.proxyCpuUsPerRequest.toFixed(0)} vs ${nginxCert.proxyCpuUsPerRequest.toFixed(0)} µs: ${ratio.toFixed(2)}x, ${verdict(ratio <= 2)}`,
+    });
   }
   const nginxBasic = rows.find((r) => r.scenario.startsWith('nginx') && r.scenario.includes('basic'));
   if (nginxBasic) out.push({ label: 'proxy (cached password) vs nginx (bcrypt per request), req/s', value: times(basic.perSecond, nginxBasic.perSecond) });

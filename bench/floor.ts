@@ -103,13 +103,10 @@ export function startFloor(config: FloorConfig): Promise<string> {
     const method = req.method ?? 'GET';
     const hasBody = method !== 'GET' && method !== 'HEAD';
     agent
-      .stream(
-        { origin, path: req.url ?? '/', method: method as 'GET', headers: forwardedHeaders(req.headers, identity), body: hasBody ? req : null },
-        ({ statusCode, headers }) => {
-          res.writeHead(statusCode, responseHeaders(headers));
-          return res;
-        },
-      )
+      .stream({ origin, path: req.url ?? '/', method: method as 'GET', headers: forwardedHeaders(req.headers, identity), body: hasBody ? req : null }, ({ statusCode, headers }) => {
+        res.writeHead(statusCode, responseHeaders(headers));
+        return res;
+      })
       .catch((err: Error) => {
         if (!res.headersSent) {
           res.writeHead(502, { 'content-type': 'text/plain' });
@@ -119,10 +116,7 @@ export function startFloor(config: FloorConfig): Promise<string> {
         }
       });
   };
-  const server = createServer(
-    { key: read(config.tlsKeyFile), cert: read(config.tlsCertFile), ca: read(config.clientCaFile), requestCert: true, rejectUnauthorized: false, noDelay: true, keepAliveTimeout: 60_000 },
-    handle,
-  );
+  const server = createServer({ key: read(config.tlsKeyFile), cert: read(config.tlsCertFile), ca: read(config.clientCaFile), requestCert: true, rejectUnauthorized: false, noDelay: true, keepAliveTimeout: 60_000 }, handle);
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(0, '127.0.0.1', () => resolve(`https://127.0.0.1:${(server.address() as { port: number }).port}`));

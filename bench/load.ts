@@ -76,9 +76,7 @@ export async function runLoad(groups: LoadGroup[], timing: LoadTiming): Promise<
   const state = { stopped: false };
   const samples = groups.map((): Samples => ({ at: [], latencies: [], statuses: [], errors: 0, firstError: undefined }));
   const loops = groups.flatMap((group, g) =>
-    group.ratePerSecond
-      ? [paced(group, group.ratePerSecond, samples[g]!, state)]
-      : Array.from({ length: group.concurrency }, (_, i) => loop(group, dispatchersOf(group)[i % dispatchersOf(group).length]!, samples[g]!, state)),
+    group.ratePerSecond ? [paced(group, group.ratePerSecond, samples[g]!, state)] : Array.from({ length: group.concurrency }, (_, i) => loop(group, dispatchersOf(group)[i % dispatchersOf(group).length]!, samples[g]!, state)),
   );
 
   await sleep(timing.warmupMs);
@@ -125,7 +123,14 @@ async function paced(group: LoadGroup, ratePerSecond: number, samples: Samples, 
   // Every connection opened first (TLS handshakes on both of the proxy's legs): otherwise the
   // schedule starts against a cold pool, and the backlog of the first second, drained only at
   // the rate's margin, reaches into the measured window.
-  await Promise.all(Array.from({ length: group.concurrency }, () => dispatcher.request(group.request()).then((r) => r.body.arrayBuffer(), () => undefined)));
+  await Promise.all(
+    Array.from({ length: group.concurrency }, () =>
+      dispatcher.request(group.request()).then(
+        (r) => r.body.arrayBuffer(),
+        () => undefined,
+      ),
+    ),
+  );
   const start = performance.now();
   const inFlight = new Set<Promise<void>>();
   const one = async (due: number): Promise<void> => {
@@ -144,7 +149,7 @@ async function paced(group: LoadGroup, ratePerSecond: number, samples: Samples, 
     samples.statuses.push(status);
     if (!expected.includes(status)) samples.errors++;
   };
-  for (let sent = 0; !state.stopped; ) {
+  for (let sent = 0; !state.stopped;) {
     const now = performance.now();
     for (; start + (sent * 1000) / ratePerSecond <= now; sent++) {
       const request = one(start + (sent * 1000) / ratePerSecond);

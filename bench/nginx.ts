@@ -269,7 +269,8 @@ export async function startNginx(tls: NginxTls, upstreamUrl: string, usersFile: 
   child.once('exit', () => nginxChildren.delete(child));
   const pid = child.pid;
   const exited = (): boolean => child.exitCode !== null || child.signalCode !== null;
-  const why = (): string => `nginx exited (code ${child.exitCode}): ${readFileSync(stderrFile, 'utf8').trim()} ${existsSync(join(dir, 'error.log')) ? readFileSync(join(dir, 'error.log'), 'utf8').trim().split('\n').slice(-5).join(' | ') : ''}`;
+  const why = (): string =>
+    `nginx exited (code ${child.exitCode}): ${readFileSync(stderrFile, 'utf8').trim()} ${existsSync(join(dir, 'error.log')) ? readFileSync(join(dir, 'error.log'), 'utf8').trim().split('\n').slice(-5).join(' | ') : ''}`;
   const url = `https://127.0.0.1:${port}`;
 
   // Ready when a TLS GET of /healthz gets any HTTP answer.
@@ -409,10 +410,27 @@ export async function runNginxScenarios(o: NginxScenarioOptions): Promise<NginxR
       notes.push({ label: `nginx worker_processes ${workers}, identity check`, value: await checkNginxIdentity(o.pki, nginx.url) });
       const tag = workers === 1 ? 'nginx' : `nginx (${workers} workers)`;
       const groups: { label: string; group: () => LoadGroup }[] = [
-        { label: `${tag}, client cert (user-alice)`, group: () => ({ label: `${tag}, client cert (user-alice)`, concurrency: o.connections, dispatcher: pool(o.pki, nginx.url, o.connections, 'user-alice'), request: get(SMALL_PATH), expectStatus: 200 }) },
-        { label: `${tag}, basic auth (bcrypt every request)`, group: () => ({ label: `${tag}, basic auth (bcrypt every request)`, concurrency: o.connections, dispatcher: pool(o.pki, nginx.url, o.connections), request: get(SMALL_PATH, { authorization: basicAuth(ALICE) }), expectStatus: 200 }) },
+        {
+          label: `${tag}, client cert (user-alice)`,
+          group: () => ({ label: `${tag}, client cert (user-alice)`, concurrency: o.connections, dispatcher: pool(o.pki, nginx.url, o.connections, 'user-alice'), request: get(SMALL_PATH), expectStatus: 200 }),
+        },
+        {
+          label: `${tag}, basic auth (bcrypt every request)`,
+          group: () => ({
+            label: `${tag}, basic auth (bcrypt every request)`,
+            concurrency: o.connections,
+            dispatcher: pool(o.pki, nginx.url, o.connections),
+            request: get(SMALL_PATH, { authorization: basicAuth(ALICE) }),
+            expectStatus: 200,
+          }),
+        },
         ...((o.payload ?? true)
-          ? [{ label: `${tag}, client cert, 50 KB GET`, group: (): LoadGroup => ({ label: `${tag}, client cert, 50 KB GET`, concurrency: o.connections, dispatcher: pool(o.pki, nginx.url, o.connections, 'user-alice'), request: get(PAYLOAD_PATH), expectStatus: 200 }) }]
+          ? [
+              {
+                label: `${tag}, client cert, 50 KB GET`,
+                group: (): LoadGroup => ({ label: `${tag}, client cert, 50 KB GET`, concurrency: o.connections, dispatcher: pool(o.pki, nginx.url, o.connections, 'user-alice'), request: get(PAYLOAD_PATH), expectStatus: 200 }),
+              },
+            ]
           : []),
       ];
       for (const { label, group } of groups) {

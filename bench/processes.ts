@@ -70,11 +70,7 @@ export function spawnNode(name: string, args: string[], logDir: string, cwd: str
 }
 
 /** Polls a child's stdout file for the first JSON line that `match` accepts. */
-export async function waitForJsonLine<T>(
-  child: Child & { stdoutFile: string },
-  match: (line: Record<string, unknown>) => T | undefined,
-  timeoutMs = 20_000,
-): Promise<T> {
+export async function waitForJsonLine<T>(child: Child & { stdoutFile: string }, match: (line: Record<string, unknown>) => T | undefined, timeoutMs = 20_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     child.assertAlive();

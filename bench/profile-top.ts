@@ -180,7 +180,8 @@ const OUR_LAYERS: [RegExp, StageName][] = [
   [/\/(src|dist)\/(auth\/|connection-limit|client-connections|http1-limits|http2-abuse|workers\/login-limits)/, 'admission (authentication, limits)'],
   [/\/(src|dist)\/(proxy\/headers|upstream\/trusted-headers)/, 'header rebuild'],
 ];
-const FRAMEWORK = /^(fastify|@fastify\/.*|light-my-request|avvio|find-my-way|fast-json-stringify|fast-querystring|toad-cache|process-warning|abstract-logging|fastq|secure-json-parse|(src|dist)\/(proxy|server|upstream|status|refused-body).*)$/;
+const FRAMEWORK =
+  /^(fastify|@fastify\/.*|light-my-request|avvio|find-my-way|fast-json-stringify|fast-querystring|toad-cache|process-warning|abstract-logging|fastq|secure-json-parse|(src|dist)\/(proxy|server|upstream|status|refused-body).*)$/;
 
 function stageOf(stack: ProfileNode[]): StageName {
   const leaf = stack[0]?.callFrame.functionName ?? '';
@@ -252,7 +253,9 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   }
   const report = profileReport(file, { window, top: Number(count) });
   const mode = args.includes('--stages') ? 'stages' : args.includes('--by-module') ? 'modules' : 'functions';
-  process.stdout.write(`${file}: ${report.windowSeconds.toFixed(1)} s sampled, ${(report.busyShare * 100).toFixed(0)}% busy; ${mode === 'modules' ? 'per module, Node charged to its caller' : mode === 'stages' ? 'per stage of a request' : 'per function, self time'}\n`);
+  process.stdout.write(
+    `${file}: ${report.windowSeconds.toFixed(1)} s sampled, ${(report.busyShare * 100).toFixed(0)}% busy; ${mode === 'modules' ? 'per module, Node charged to its caller' : mode === 'stages' ? 'per stage of a request' : 'per function, self time'}\n`,
+  );
   const list = mode === 'stages' ? report.stages.map((x) => ({ name: x.stage, share: x.share })) : mode === 'modules' ? report.modules.slice(0, Number(count)) : report.top;
   for (const { name, share } of list) process.stdout.write(`${(share * 100).toFixed(1).padStart(5)}%  ${name}\n`);
 }

@@ -231,7 +231,10 @@ async function startRealProxy(cp: ControlPlane, usersFile: string, workers: numb
   const { workers: _one, ...settings } = proxySettingsFor(cp, usersFile);
   const flags = settingsToFlags(workers === undefined ? settings : { ...settings, workers });
   // Its log files, named after the label ("proxy, --workers 1" → real-proxy-workers-1).
-  const name = `real-${label.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '')}`;
+  const name = `real-${label
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-')
+    .replace(/^-|-$/g, '')}`;
   // BENCH_PROXY_CPU_PROF=<dir>: V8 CPU profiles of the proxies (workers too), written when they stop.
   const profile = profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
   const child = spawnNode(name, [...profile, join(PROJECT_ROOT, 'dist', 'cli.js'), 'serve', '--listen', '127.0.0.1:0', ...flags, ...extra], logDir, PROJECT_ROOT);
@@ -318,11 +321,15 @@ async function callOk(dispatcher: Dispatcher, method: Dispatcher.HttpMethod, pat
 /** A Role to read Pods and ConfigMaps, bound to the users' group; the Pods; the watched ConfigMap. */
 async function createObjects(admin: Dispatcher, pods: number, concurrency: number): Promise<void> {
   await callOk(admin, 'POST', `/apis/rbac.authorization.k8s.io/v1/namespaces/${NAMESPACE}/roles`, {
-    apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', metadata: { name: 'bench-reader' },
+    apiVersion: 'rbac.authorization.k8s.io/v1',
+    kind: 'Role',
+    metadata: { name: 'bench-reader' },
     rules: [{ apiGroups: [''], resources: ['pods', 'configmaps'], verbs: ['get', 'list', 'watch'] }],
   });
   await callOk(admin, 'POST', `/apis/rbac.authorization.k8s.io/v1/namespaces/${NAMESPACE}/rolebindings`, {
-    apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'RoleBinding', metadata: { name: 'bench-reader' },
+    apiVersion: 'rbac.authorization.k8s.io/v1',
+    kind: 'RoleBinding',
+    metadata: { name: 'bench-reader' },
     roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'bench-reader' },
     // By name too: nginx sends no groups.
     subjects: [GROUP].map((name) => ({ apiGroup: 'rbac.authorization.k8s.io', kind: 'Group', name })).concat([CERT_USER, BASIC_USER.name].map((name) => ({ apiGroup: 'rbac.authorization.k8s.io', kind: 'User', name }))),
@@ -333,7 +340,8 @@ async function createObjects(admin: Dispatcher, pods: number, concurrency: numbe
     while (next < pods) {
       const i = next++;
       await callOk(admin, 'POST', `/api/v1/namespaces/${NAMESPACE}/pods`, {
-        apiVersion: 'v1', kind: 'Pod',
+        apiVersion: 'v1',
+        kind: 'Pod',
         metadata: { name: `pod-${i}`, labels: { app: 'bench', index: String(i) }, annotations: { 'bench.kube-front-proxy.io/padding': 'x'.repeat(POD_PADDING) } },
         spec: { automountServiceAccountToken: false, containers: [{ name: 'main', image: 'x' }] },
       });
@@ -669,7 +677,9 @@ async function watchFanOut(target: Target, admin: Dispatcher, pids: Pids, s: Rea
       errors: clients.errors + clients.failed,
       firstError: clients.firstError,
     };
-    log(`bench: real watches via ${target.path}: ${clients.opened}/${s.watches} open in ${clients.seconds.toFixed(1)} s (apiserver counts ${held}), every watch had the event after ${allMs.map((v) => v.toFixed(0)).join(', ')} ms${row.errors ? `; ${row.errors} errors, first: ${row.firstError}` : ''}`);
+    log(
+      `bench: real watches via ${target.path}: ${clients.opened}/${s.watches} open in ${clients.seconds.toFixed(1)} s (apiserver counts ${held}), every watch had the event after ${allMs.map((v) => v.toFixed(0)).join(', ')} ms${row.errors ? `; ${row.errors} errors, first: ${row.firstError}` : ''}`,
+    );
     return row;
   } finally {
     clients.close();
@@ -752,10 +762,11 @@ export async function runRealCluster(options: RealOptions): Promise<RealResult> 
     const front = (url: string): Endpoint => ({ url, ca: cp.pki.read('proxy-ca.crt'), servername: 'localhost' });
     const cert: Identity = { cert: certUser.cert, key: certUser.key };
     const basic: Identity = { headers: { authorization: basicAuth(BASIC_USER) } };
-    const through = (hop: Hop & { url: string }, label: string, via: Via) => ({
-      cert: { path: `${label}, cert`, via, user: 'cert', endpoint: front(hop.url), identity: cert, hop },
-      basic: { path: `${label}, basic${via === 'nginx' ? ' (bcrypt every request)' : ' (cached)'}`, via, user: 'basic', endpoint: front(hop.url), identity: basic, hop },
-    } satisfies Record<string, Target>);
+    const through = (hop: Hop & { url: string }, label: string, via: Via) =>
+      ({
+        cert: { path: `${label}, cert`, via, user: 'cert', endpoint: front(hop.url), identity: cert, hop },
+        basic: { path: `${label}, basic${via === 'nginx' ? ' (bcrypt every request)' : ' (cached)'}`, via, user: 'basic', endpoint: front(hop.url), identity: basic, hop },
+      }) satisfies Record<string, Target>;
     const viaNginx = through(nginx, 'nginx (1 worker)', 'nginx');
     const viaFloor = through(floor, 'floor (bare Node + undici)', 'floor');
     const viaDefaults = through(defaults, `proxy defaults (--workers ${workersLine})`, 'proxy');
@@ -827,7 +838,9 @@ export async function runRealCluster(options: RealOptions): Promise<RealResult> 
     const setup = [
       `Real control plane: ${cp.version.replace('Kubernetes', 'kube-apiserver')} and etcd 3.6.16 (test/cluster, no controller-manager, no kubelet, ${s.audit ? 'Metadata audit log on' : 'no audit log'}), the proxy (dist/), nginx (${installed.version.replace('nginx version: ', '')}, 1 worker, bench/nginx.ts's configuration), the floor (bench/floor.ts: node:https + undici, nothing else) and this process as the load generator, all on this machine: ${machine}.`,
       `Closed loop, ${s.inflight} in flight (HTTP/1.1 keep-alive, one connection each); per round ${s.gets} GETs of one Pod (${(getBytes / 1024).toFixed(1)} KB JSON; ${s.nginxBasicGets} through nginx's basic auth, a bcrypt of cost 10 each) and ${s.lists} lists of ${s.pods} Pods (${(listBytes / 1048576).toFixed(2)} MB JSON) on each path, after a warm-up of a tenth as many (as many in the first round); ${s.rounds} rounds, cases and paths interleaved; ranges are min-max over rounds.`,
-      `CPU from /proc (utime+stime) over each measurement: hop = the proxy's (or nginx's, or the floor's) process tree; apiserver and etcd each; load-gen = this process; other = the rest of the machine. "hop / nginx" and "hop / floor": the hop's CPU per request over nginx's and the floor's in the same round, same case and kind of user. Load average at the end ${loadavg().map((l) => l.toFixed(2)).join(', ')}. Extra proxy flags: ${s.proxyFlags.join(' ') || 'none'}.`,
+      `CPU from /proc (utime+stime) over each measurement: hop = the proxy's (or nginx's, or the floor's) process tree; apiserver and etcd each; load-gen = this process; other = the rest of the machine. "hop / nginx" and "hop / floor": the hop's CPU per request over nginx's and the floor's in the same round, same case and kind of user. Load average at the end ${loadavg()
+        .map((l) => l.toFixed(2))
+        .join(', ')}. Extra proxy flags: ${s.proxyFlags.join(' ') || 'none'}.`,
       `Identities the apiserver saw (SelfSubjectReview, spoofed X-Remote-User/Group sent along): ${identities.join('; ')}.`,
     ];
     const notes = realNotes(rows, watchRows);
@@ -865,7 +878,17 @@ function median(values: number[]): number {
  * window is summarised. Stage µs are shares of the busy time × `cpuUsPerRequest`, the
  * unprofiled proxy's CPU per request (the profiler itself adds some).
  */
-async function profileProxyGets(cp: ControlPlane, usersFile: string, s: RealSettings, workDir: string, identity: Identity, kase: Case, pids: Pids, cpuUsPerRequest: number, log: (line: string) => void): Promise<NonNullable<RealResult['profile']>> {
+async function profileProxyGets(
+  cp: ControlPlane,
+  usersFile: string,
+  s: RealSettings,
+  workDir: string,
+  identity: Identity,
+  kase: Case,
+  pids: Pids,
+  cpuUsPerRequest: number,
+  log: (line: string) => void,
+): Promise<NonNullable<RealResult['profile']>> {
   const dir = join(resolve(s.profileDir!), `real-proxy-${new Date().toISOString().replace(/[:.]/g, '-')}`);
   mkdirSync(dir, { recursive: true });
   const label = `proxy --workers 1, cert, ${kase.kase} (profiled)`;
@@ -884,7 +907,9 @@ async function profileProxyGets(cp: ControlPlane, usersFile: string, s: RealSett
     // V8 writes the profile as the process exits: give it time rather than SIGKILL.
     await proxy.stop(60_000);
   }
-  const files = readdirSync(dir).filter((f) => f.endsWith('.cpuprofile')).map((f) => join(dir, f));
+  const files = readdirSync(dir)
+    .filter((f) => f.endsWith('.cpuprofile'))
+    .map((f) => join(dir, f));
   if (files.length === 0) throw new Error(`the profiled proxy wrote no .cpuprofile into ${dir}`);
   // --workers 1 is one process; were there more, the biggest profile is the one that served.
   const file = files.sort((a, b) => statSync(b).size - statSync(a).size)[0]!;
@@ -903,7 +928,9 @@ function userSystemTicks(pid: number): [number, number] {
 
 /** The worker count the proxy's start-up line reports (a supervised proxy has `workers`; one process has not). */
 function workersOf(proxy: Proxy): number {
-  const line = readFileSync(proxy.stdoutFile, 'utf8').split('\n').find((l) => l.includes('listening on'));
+  const line = readFileSync(proxy.stdoutFile, 'utf8')
+    .split('\n')
+    .find((l) => l.includes('listening on'));
   const workers = line ? (JSON.parse(line) as { workers?: unknown }).workers : undefined;
   return typeof workers === 'number' ? workers : 1;
 }
@@ -925,7 +952,24 @@ function range(values: number[], format: (n: number) => string, unit = ''): stri
 
 const perRequestUs = (cpu: number | undefined, sample: Sample): number => (cpu === undefined ? NaN : (cpu / sample.requests) * 1e6);
 
-const HEADERS = ['case', 'path', 'requests/round', 'req/s', 'share of direct', 'hop CPU µs/req', 'hop / nginx CPU', 'hop / floor CPU', 'apiserver CPU µs/req', 'etcd CPU µs/req', 'hop / apiserver CPU', 'load-gen CPU µs/req', 'p50 ms', 'p99 ms', 'other cores', 'errors'];
+const HEADERS = [
+  'case',
+  'path',
+  'requests/round',
+  'req/s',
+  'share of direct',
+  'hop CPU µs/req',
+  'hop / nginx CPU',
+  'hop / floor CPU',
+  'apiserver CPU µs/req',
+  'etcd CPU µs/req',
+  'hop / apiserver CPU',
+  'load-gen CPU µs/req',
+  'p50 ms',
+  'p99 ms',
+  'other cores',
+  'errors',
+];
 
 function cells(row: RealRow): string[] {
   const ss = row.samples;
@@ -933,18 +977,52 @@ function cells(row: RealRow): string[] {
     row.kase,
     row.path,
     String(row.requests),
-    range(ss.map((x) => x.perSecond), thousands),
-    row.shares ? range(row.shares.map((x) => x * 100), (n) => n.toFixed(0), ' %') : '—',
-    range(ss.map((x) => perRequestUs(x.hop, x)), thousands),
+    range(
+      ss.map((x) => x.perSecond),
+      thousands,
+    ),
+    row.shares
+      ? range(
+          row.shares.map((x) => x * 100),
+          (n) => n.toFixed(0),
+          ' %',
+        )
+      : '—',
+    range(
+      ss.map((x) => perRequestUs(x.hop, x)),
+      thousands,
+    ),
     range(row.vsNginx, (n) => n.toFixed(2), 'x'),
     range(row.vsFloor, (n) => n.toFixed(2), 'x'),
-    range(ss.map((x) => perRequestUs(x.apiserver, x)), thousands),
-    range(ss.map((x) => perRequestUs(x.etcd, x)), thousands),
-    range(ss.map((x) => (x.hop === undefined ? NaN : x.hop / x.apiserver)), (n) => n.toFixed(2), 'x'),
-    range(ss.map((x) => perRequestUs(x.loadgen, x)), thousands),
-    range(ss.map((x) => x.p50Ms), (n) => n.toFixed(n < 10 ? 2 : 1)),
-    range(ss.map((x) => x.p99Ms), (n) => n.toFixed(n < 10 ? 2 : 1)),
-    range(ss.map((x) => x.other / x.seconds), (n) => n.toFixed(2)),
+    range(
+      ss.map((x) => perRequestUs(x.apiserver, x)),
+      thousands,
+    ),
+    range(
+      ss.map((x) => perRequestUs(x.etcd, x)),
+      thousands,
+    ),
+    range(
+      ss.map((x) => (x.hop === undefined ? NaN : x.hop / x.apiserver)),
+      (n) => n.toFixed(2),
+      'x',
+    ),
+    range(
+      ss.map((x) => perRequestUs(x.loadgen, x)),
+      thousands,
+    ),
+    range(
+      ss.map((x) => x.p50Ms),
+      (n) => n.toFixed(n < 10 ? 2 : 1),
+    ),
+    range(
+      ss.map((x) => x.p99Ms),
+      (n) => n.toFixed(n < 10 ? 2 : 1),
+    ),
+    range(
+      ss.map((x) => x.other / x.seconds),
+      (n) => n.toFixed(2),
+    ),
     String(ss.reduce((n, x) => n + x.errors, 0)),
   ];
 }
@@ -976,7 +1054,10 @@ function stageCells(p: NonNullable<RealResult['profile']>): string[][] {
 function profileSection(p: NonNullable<RealResult['profile']>): string[] {
   return [
     `Where the time goes (BENCH_REAL_PROFILE): ${p.label}; ${p.file}; ${p.windowSeconds.toFixed(1)} s of the measured window, ${(p.busyShare * 100).toFixed(0)} % of it busy on the main thread (${p.busyUsPerRequest.toFixed(0)} µs sampled per request); ${p.profiledCpuUsPerRequest.toFixed(0)} µs/request under the profiler, ${p.cpuUsPerRequest.toFixed(0)} µs without (median over rounds), which the stages below split by their share. The proxy's CPU was ${(p.systemShare * 100).toFixed(0)} % system time (warm-up and measurement). V8 samples wall time: a sample where the thread waits for a core (this machine is shared) counts for the frame it stopped in, so shares lean towards the socket writes that wake the apiserver or the client; the last column charges only the system time to the socket stages and the user time to the rest.`,
-    `Per module (Node's internals charged to the module that called them): ${p.modules.slice(0, 10).map((m) => `${m.name} ${(m.share * 100).toFixed(1)} %`).join(', ')}.`,
+    `Per module (Node's internals charged to the module that called them): ${p.modules
+      .slice(0, 10)
+      .map((m) => `${m.name} ${(m.share * 100).toFixed(1)} %`)
+      .join(', ')}.`,
   ];
 }
 
@@ -995,7 +1076,12 @@ function realNotes(rows: RealRow[], watchRows: RealWatchRow[]): string[] {
 function textGrid(headers: string[], body: string[][]): string[] {
   const table = [headers, ...body];
   const widths = headers.map((_, c) => Math.max(...table.map((r) => r[c]!.length)));
-  return table.map((r) => r.map((cell, c) => (c < 2 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  ').trimEnd());
+  return table.map((r) =>
+    r
+      .map((cell, c) => (c < 2 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!)))
+      .join('  ')
+      .trimEnd(),
+  );
 }
 
 function markdownGrid(headers: string[], body: string[][]): string[] {

@@ -60,16 +60,7 @@ export function textTable(rows: Row[], ratios: Ratio[]): string {
 export function markdown(rows: Row[], ratios: Ratio[], setup: string[]): string {
   const line = (r: string[]): string => `| ${r.join(' | ')} |`;
   const align = HEADERS.map((_, c) => (c === 0 ? '---' : '---:'));
-  return [
-    ...setup.map((s) => `${s}  `),
-    '',
-    line(HEADERS),
-    line(align),
-    ...rows.map((row) => line(cells(row))),
-    '',
-    ...ratios.map((r) => `- ${r.label}: ${r.value}`),
-    '',
-  ].join('\n');
+  return [...setup.map((s) => `${s}  `), '', line(HEADERS), line(align), ...rows.map((row) => line(cells(row))), '', ...ratios.map((r) => `- ${r.label}: ${r.value}`), ''].join('\n');
 }
 
 /**

@@ -208,14 +208,14 @@ export function memoryMiB(pid: number, field: 'VmRSS' | 'VmHWM' = 'VmRSS'): numb
   }
 }
 
-
 /** memoryMiB summed over a process tree (undefined when the root is gone). */
 export function treeMemoryMiB(pid: number, field: 'VmRSS' | 'VmHWM' = 'VmRSS'): number | undefined {
   const root = memoryMiB(pid, field);
   if (root === undefined) return undefined;
-  return processTree(pid).slice(1).reduce((sum, p) => sum + (memoryMiB(p, field) ?? 0), root);
+  return processTree(pid)
+    .slice(1)
+    .reduce((sum, p) => sum + (memoryMiB(p, field) ?? 0), root);
 }
-
 
 /** This process's soft limit on open files (children inherit it; the proxy needs 2 per HTTP/1.1 watch). */
 export function openFilesLimit(): number | undefined {
@@ -310,7 +310,26 @@ async function runScenario(spec: Spec, o: Required<Omit<WatchScenarioOptions, 'p
     clients = spawnIpc(
       `clients-${tag}`,
       join(PROJECT_ROOT, 'bench', 'watch-clients.ts'),
-      ['--url', endpoint.url, '--pki', o.pki.dir, '--cert', endpoint.cert, '--ca', endpoint.ca, '--servername', endpoint.servername, '--protocol', spec.protocol, '--watches', String(o.watches), '--connections', String(connections), '--path', WATCH_PATH],
+      [
+        '--url',
+        endpoint.url,
+        '--pki',
+        o.pki.dir,
+        '--cert',
+        endpoint.cert,
+        '--ca',
+        endpoint.ca,
+        '--servername',
+        endpoint.servername,
+        '--protocol',
+        spec.protocol,
+        '--watches',
+        String(o.watches),
+        '--connections',
+        String(connections),
+        '--path',
+        WATCH_PATH,
+      ],
       o.workDir,
     );
     log(`watches: ${spec.label}: opening ${o.watches}${spec.protocol === 'h2' ? ` (${connections} connections × ${Math.ceil(o.watches / connections)} streams)` : ' (one connection each)'}`);
@@ -420,10 +439,10 @@ export async function runWatchScenarios(options: WatchScenarioOptions): Promise<
     { label: `direct to stand-in, HTTP/2 (${o.h2Connections} conns)`, target: 'direct', protocol: 'h2' },
     { label: `proxy, HTTP/2 (${o.h2Connections} conns)`, target: 'proxy', protocol: 'h2' },
     ...(o.http1
-      ? [
+      ? ([
           { label: 'direct to stand-in, HTTP/1.1', target: 'direct', protocol: 'http1' },
           { label: 'proxy, HTTP/1.1', target: 'proxy', protocol: 'http1' },
-        ] satisfies Spec[]
+        ] satisfies Spec[])
       : []),
   ];
   const rows: WatchRow[] = [];
@@ -444,11 +463,34 @@ export async function runWatchScenarios(options: WatchScenarioOptions): Promise<
 
 function failedRow(spec: Spec, watches: number, message: string): WatchRow {
   return {
-    scenario: spec.label, target: spec.target, protocol: spec.protocol, watches, opened: 0, upstreamWatches: 0, openSeconds: NaN,
-    proxyIdleRssMiB: undefined, proxyRssMiB: undefined, proxyRssAfterEventsMiB: undefined, proxyPeakRssMiB: undefined, proxyKiBPerWatch: undefined,
-    proxyHeapUsedMiB: undefined, proxyHeapTotalMiB: undefined, proxyWatchStreams: undefined,
-    standinRssMiB: NaN, clientsRssMiB: NaN, events: 0, delivered: 0, expected: 0, p50Ms: NaN, p99Ms: NaN, maxMs: NaN, worstEventP99Ms: NaN,
-    standinWriteMs: NaN, addedP99Ms: undefined, proxyCpuMsPerEvent: undefined, notes: [`failed: ${message.split('\n').slice(0, 4).join(' | ')}`],
+    scenario: spec.label,
+    target: spec.target,
+    protocol: spec.protocol,
+    watches,
+    opened: 0,
+    upstreamWatches: 0,
+    openSeconds: NaN,
+    proxyIdleRssMiB: undefined,
+    proxyRssMiB: undefined,
+    proxyRssAfterEventsMiB: undefined,
+    proxyPeakRssMiB: undefined,
+    proxyKiBPerWatch: undefined,
+    proxyHeapUsedMiB: undefined,
+    proxyHeapTotalMiB: undefined,
+    proxyWatchStreams: undefined,
+    standinRssMiB: NaN,
+    clientsRssMiB: NaN,
+    events: 0,
+    delivered: 0,
+    expected: 0,
+    p50Ms: NaN,
+    p99Ms: NaN,
+    maxMs: NaN,
+    worstEventP99Ms: NaN,
+    standinWriteMs: NaN,
+    addedP99Ms: undefined,
+    proxyCpuMsPerEvent: undefined,
+    notes: [`failed: ${message.split('\n').slice(0, 4).join(' | ')}`],
   };
 }
 
@@ -459,7 +501,24 @@ function fmt(n: number | undefined, digits: number): string {
   return n === undefined || Number.isNaN(n) ? '—' : n.toFixed(digits);
 }
 
-const WATCH_HEADERS = ['scenario', 'open / asked', 'open s', 'proxy RSS MiB idle → open → after events (peak)', 'proxy KiB/watch', 'proxy heap MiB used/total', 'proxy-counted watches', 'stand-in RSS MiB', 'clients RSS MiB', 'deliveries', 'p50 ms', 'p99 ms', 'max ms', 'added p99 ms', 'stand-in write ms/event', 'proxy CPU ms/event'];
+const WATCH_HEADERS = [
+  'scenario',
+  'open / asked',
+  'open s',
+  'proxy RSS MiB idle → open → after events (peak)',
+  'proxy KiB/watch',
+  'proxy heap MiB used/total',
+  'proxy-counted watches',
+  'stand-in RSS MiB',
+  'clients RSS MiB',
+  'deliveries',
+  'p50 ms',
+  'p99 ms',
+  'max ms',
+  'added p99 ms',
+  'stand-in write ms/event',
+  'proxy CPU ms/event',
+];
 
 function watchCells(r: WatchRow): string[] {
   return [
@@ -509,14 +568,7 @@ export function watchTextTable(rows: WatchRow[]): string {
 export function watchMarkdown(rows: WatchRow[]): string {
   const line = (r: string[]): string => `| ${r.join(' | ')} |`;
   const notes = rows.flatMap((r) => r.notes.map((n) => `${r.scenario}: ${n}`));
-  return [
-    line(WATCH_HEADERS),
-    line(WATCH_HEADERS.map((_, c) => (c === 0 ? '---' : '---:'))),
-    ...rows.map((r) => line(watchCells(r))),
-    '',
-    ...[...watchVerdicts(rows), ...notes].map((n) => `- ${n}`),
-    '',
-  ].join('\n');
+  return [line(WATCH_HEADERS), line(WATCH_HEADERS.map((_, c) => (c === 0 ? '---' : '---:'))), ...rows.map((r) => line(watchCells(r))), '', ...[...watchVerdicts(rows), ...notes].map((n) => `- ${n}`), ''].join('\n');
 }
 
 export function watchSetupLines(o: { watches: number; events: number; h2Connections: number }): string[] {

@@ -65,7 +65,7 @@ export async function startStandInUpstream(dir: string, usersFile: string): Prom
       'works: auth whoami; get pods (with -w, pod-0 changes every 10 s) and namespaces; exec, attach, cp and port-forward',
       '  on pod-0..2 (a few commands: echo, cat, sh -c; port-forward echoes)',
       'not there: deployments and every other kind, create/apply/delete, logs, auth can-i, explain: NotFound or ignored,',
-      '  the stand-in\'s limits, not the proxy\'s',
+      "  the stand-in's limits, not the proxy's",
       'a real kube-apiserver instead: test/cluster/build.sh (needs Go; about 5 minutes, once), then npm run demo again',
     ],
     settings: proxySettings(pki, { upstream: apiserver.url, usersFile }),

@@ -145,11 +145,21 @@ export async function createProxyServer(config: Config, material: Material, logg
   connections.attach(listener);
 
   const bcrypt = new BcryptPool(config.bcryptWorkers, config.bcryptQueueLimit);
-  const basic = material.users ? new BasicAuthenticator(material.users, bcrypt, { cacheTtlMs: config.authCacheTtlMs, cacheSize: config.authCacheSize, credentialKey: shared?.credentialKey, warn: (fields, msg) => logger.warn(fields, msg) }) : undefined;
+  const basic = material.users
+    ? new BasicAuthenticator(material.users, bcrypt, { cacheTtlMs: config.authCacheTtlMs, cacheSize: config.authCacheSize, credentialKey: shared?.credentialKey, warn: (fields, msg) => logger.warn(fields, msg) })
+    : undefined;
   /** The users file in force: a reload tells the limits whose credentials it withdraws. */
   let usersInForce = material.users;
   const failures = shared ? shared.loginLimiter : config.authFailureLimit > 0 ? localLoginLimiter(new FailureLimiter({ limit: config.authFailureLimit, windowMs: config.authFailureWindowMs })) : undefined;
-  const authenticator = new Authenticator({ certificates: material.clientCa !== undefined, basic, revocations: material.clientCrl, clientCas: material.clientCas, failures, refusalDelayMs: config.authFailureDelayMs, tokenPassthrough: config.tokenPassthrough });
+  const authenticator = new Authenticator({
+    certificates: material.clientCa !== undefined,
+    basic,
+    revocations: material.clientCrl,
+    clientCas: material.clientCas,
+    failures,
+    refusalDelayMs: config.authFailureDelayMs,
+    tokenPassthrough: config.tokenPassthrough,
+  });
   const clientAddresses = new ClientAddressResolver(config.trustedProxies);
   const crlExpiry = new CrlExpiryWarning(config.clientCrlFile, logger);
   crlExpiry.watch(material.clientCrl);
@@ -168,7 +178,11 @@ export async function createProxyServer(config: Config, material: Material, logg
   // (tls.ts withoutClientCertificate), so that a token can never ride on the front-proxy identity.
   let tokenConnector = config.tokenPassthrough ? UpstreamConnector.withoutClientCertificate(material.upstream) : undefined;
   let tokenAgent: Agent | undefined = tokenConnector?.createAgent({ headersTimeoutMs: config.upstreamHeaderTimeoutMs });
-  const dispatcher = new PoolDispatcher(pool, () => agent, () => tokenAgent);
+  const dispatcher = new PoolDispatcher(
+    pool,
+    () => agent,
+    () => tokenAgent,
+  );
   // Watches and log follows share a few HTTP/2 sessions per apiserver instead of a connection each.
   const http2 = config.upstreamHttp2 ? new Http2Upstreams(connector, logger) : undefined;
   const longLived = new LongLivedWork((identity) => authenticator.stillHolds(identity));
@@ -258,11 +272,21 @@ export async function createProxyServer(config: Config, material: Material, logg
   // The apiservers' other identity header names, removed from every request like X-Remote-*:
   // learned by this process (each worker of --workers too), at start and every minute.
   const trustedHeaders = new TrustedHeaderLearner({ upstreams: config.upstreams, connector: () => connector, policy: headerPolicy, logger });
-  await registerForwarding(app, { upstream: config.upstreams[0] as URL, dispatcher, headerPolicy, longLived, onStreamStart, http2, pool, upstreamHeaderTimeoutMs: config.upstreamHeaderTimeoutMs, onTokenRejected: (context) => {
-    // The apiserver refused the token: a failed login for the client address, as a wrong password is.
-    metrics.authenticated('bearer', 'token-rejected');
-    void authenticator.recordTokenRejected(context.identity, context.clientAddress);
-  } });
+  await registerForwarding(app, {
+    upstream: config.upstreams[0] as URL,
+    dispatcher,
+    headerPolicy,
+    longLived,
+    onStreamStart,
+    http2,
+    pool,
+    upstreamHeaderTimeoutMs: config.upstreamHeaderTimeoutMs,
+    onTokenRejected: (context) => {
+      // The apiserver refused the token: a failed login for the client address, as a wrong password is.
+      metrics.authenticated('bearer', 'token-rejected');
+      void authenticator.recordTokenRejected(context.identity, context.clientAddress);
+    },
+  });
 
   // exec, attach, cp, port-forward: Node hands HTTP/1.1 upgrade requests to this event instead
   // of the request handler.
@@ -359,14 +383,13 @@ export async function createProxyServer(config: Config, material: Material, logg
   };
 }
 
-
 /**
  * The client's TLS connection as one stable object. Over HTTP/2, `req.socket` is a new proxy per
  * stream, so the certificate verdict cached per connection (x509.ts) was worked out again for
  * every request; the session's proxy socket is one per connection.
  */
 function connectionOf(raw: IncomingMessage | Http2ServerRequest): Socket {
-  return (raw.httpVersionMajor === 2 ? (raw as Http2ServerRequest).stream.session?.socket ?? raw.socket : raw.socket) as Socket;
+  return (raw.httpVersionMajor === 2 ? ((raw as Http2ServerRequest).stream.session?.socket ?? raw.socket) : raw.socket) as Socket;
 }
 
 /** The client reset this HTTP/2 stream, or its connection is gone. */

@@ -308,11 +308,7 @@ function issuedBy(cert: X509Certificate, ca: X509Certificate): boolean {
   return cert.checkIssued(ca) && cert.verify(ca.publicKey);
 }
 
-function inspectPeer(
-  socket: TLSSocket,
-  requestHeaderCA: X509Certificate,
-  clientCA: X509Certificate | null,
-): PeerCertificate | null {
+function inspectPeer(socket: TLSSocket, requestHeaderCA: X509Certificate, clientCA: X509Certificate | null): PeerCertificate | null {
   const peer = socket.getPeerCertificate();
   if (!peer || !peer.raw) return null;
   const cert = new X509Certificate(peer.raw);
@@ -331,9 +327,7 @@ function inspectPeer(
     fingerprint: createHash('sha256').update(peer.raw).digest('hex'),
     requestHeaderCA: verified && issuedBy(cert, requestHeaderCA),
     clientCA: verified && clientCA !== null && issuedBy(cert, clientCA),
-    verifyError: !purposeOk
-      ? 'x509: certificate specifies an incompatible key usage'
-      : String(socket.authorizationError ?? 'x509: certificate signed by unknown authority'),
+    verifyError: !purposeOk ? 'x509: certificate specifies an incompatible key usage' : String(socket.authorizationError ?? 'x509: certificate signed by unknown authority'),
   };
 }
 
@@ -550,12 +544,7 @@ function status(code: number, message: string, details?: Status['details']): Sta
   };
 }
 
-function sendJson(
-  res: ServerResponse,
-  code: number,
-  body: unknown,
-  contentType = 'application/json',
-): void {
+function sendJson(res: ServerResponse, code: number, body: unknown, contentType = 'application/json'): void {
   const data = Buffer.from(JSON.stringify(body));
   res.writeHead(code, { 'Content-Type': contentType, 'Content-Length': data.length });
   res.end(data);
@@ -669,14 +658,7 @@ function requestInfo(method: string, path: string, query: URLSearchParams): Requ
 const STREAMING_SUBRESOURCES = new Set(['exec', 'attach', 'portforward']);
 
 function isStreaming(info: RequestInfo): boolean {
-  return (
-    info.resource &&
-    info.group === '' &&
-    info.kind === 'pods' &&
-    info.namespace !== '' &&
-    info.name !== '' &&
-    STREAMING_SUBRESOURCES.has(info.subresource)
-  );
+  return info.resource && info.group === '' && info.kind === 'pods' && info.namespace !== '' && info.name !== '' && STREAMING_SUBRESOURCES.has(info.subresource);
 }
 
 // The only RBAC rules modelled beyond anonymous access: "bob" and the group "viewers" hold the
@@ -695,16 +677,11 @@ function forbidden(user: UserInfo, info: RequestInfo): Status {
   const resource = info.subresource ? `${info.kind}/${info.subresource}` : info.kind;
   const scope = info.namespace ? `in the namespace "${info.namespace}"` : 'at the cluster scope';
   const subject = info.name ? `${gr} "${info.name}"` : gr;
-  return status(
-    403,
-    `${subject} is forbidden: User "${user.username}" cannot ${info.verb} resource ` +
-      `"${resource}" in API group "${info.group}" ${scope}`,
-    {
-      ...(info.name ? { name: info.name } : {}),
-      ...(info.group ? { group: info.group } : {}),
-      kind: info.kind,
-    },
-  );
+  return status(403, `${subject} is forbidden: User "${user.username}" cannot ${info.verb} resource ` + `"${resource}" in API group "${info.group}" ${scope}`, {
+    ...(info.name ? { name: info.name } : {}),
+    ...(info.group ? { group: info.group } : {}),
+    kind: info.kind,
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -762,17 +739,13 @@ export function makePod(namespace: string, name: string, index: number): Pod {
   };
 }
 
-const column = (name: string, description: string, format = '') =>
-  ({ name, type: 'string', format, description, priority: 0 }) as const;
+const column = (name: string, description: string, format = '') => ({ name, type: 'string', format, description, priority: 0 }) as const;
 const podColumns = [
   column('Name', 'Name must be unique within a namespace.', 'name'),
   column('Ready', 'The aggregate readiness state of this pod for accepting traffic.'),
   column('Status', 'The aggregate status of the containers in this pod.'),
   column('Restarts', 'The number of times the containers in this pod have been restarted.'),
-  column(
-    'Age',
-    'CreationTimestamp is a timestamp representing the server time when this object was created.',
-  ),
+  column('Age', 'CreationTimestamp is a timestamp representing the server time when this object was created.'),
 ];
 
 function isPod(o: object): o is Pod {
@@ -792,13 +765,7 @@ function podTable(pods: Pod[]): object {
       const ready = statuses.filter((c) => c.ready).length;
       const restarts = statuses.reduce((n, c) => n + (c.restartCount ?? 0), 0);
       return {
-        cells: [
-          pod.metadata.name,
-          `${ready}/${statuses.length}`,
-          pod.status?.phase ?? 'Unknown',
-          String(restarts),
-          age(pod.metadata.creationTimestamp),
-        ],
+        cells: [pod.metadata.name, `${ready}/${statuses.length}`, pod.status?.phase ?? 'Unknown', String(restarts), age(pod.metadata.creationTimestamp)],
         object: { kind: 'PartialObjectMetadata', apiVersion: 'meta.k8s.io/v1', metadata: pod.metadata },
       };
     }),
@@ -924,7 +891,11 @@ function headerList(req: IncomingMessage, name: string): string[] {
   const values: string[] = [];
   for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
     if (req.rawHeaders[i]!.toLowerCase() === name) {
-      values.push(...req.rawHeaders[i + 1]!.split(',').map((v) => v.trim()).filter((v) => v.length > 0));
+      values.push(
+        ...req.rawHeaders[i + 1]!.split(',')
+          .map((v) => v.trim())
+          .filter((v) => v.length > 0),
+      );
     }
   }
   return values;
@@ -1123,13 +1094,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     });
   }
 
-  function respond(
-    req: IncomingMessage,
-    res: ServerResponse,
-    url: Target,
-    auth: Authentication,
-    upgrade: Upgrade | null,
-  ): void {
+  function respond(req: IncomingMessage, res: ServerResponse, url: Target, auth: Authentication, upgrade: Upgrade | null): void {
     if (auth.authn === 'rejected') {
       sendJson(res, 401, status(401, 'Unauthorized'));
       return;
@@ -1154,20 +1119,12 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     }
     if (isStreaming(info)) return streaming(req, res, url, info, upgrade);
 
-    const notFound = (kind?: string, name?: string): void =>
-      sendJson(
-        res,
-        404,
-        kind && name
-          ? status(404, `${kind} "${name}" not found`, { name, kind })
-          : status(404, 'the server could not find the requested resource', {}),
-      );
+    const notFound = (kind?: string, name?: string): void => sendJson(res, 404, kind && name ? status(404, `${kind} "${name}" not found`, { name, kind }) : status(404, 'the server could not find the requested resource', {}));
     const onlyGet = (send: () => void): void => {
       if (method === 'GET') send();
       else sendJson(res, 405, status(405, 'the server does not allow this method on the requested resource', {}));
     };
-    const list = (kind: string, items: unknown[]): void =>
-      sendJson(res, 200, { kind, apiVersion: 'v1', metadata: { resourceVersion: RESOURCE_VERSION }, items });
+    const list = (kind: string, items: unknown[]): void => sendJson(res, 200, { kind, apiVersion: 'v1', metadata: { resourceVersion: RESOURCE_VERSION }, items });
 
     switch (path) {
       case '/healthz':
@@ -1192,9 +1149,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       case '/api/v1':
         return onlyGet(() => sendJson(res, 200, coreResources));
       case '/apis/authentication.k8s.io':
-        return onlyGet(() =>
-          sendJson(res, 200, { kind: 'APIGroup', apiVersion: 'v1', ...apiGroupList.groups[0] }),
-        );
+        return onlyGet(() => sendJson(res, 200, { kind: 'APIGroup', apiVersion: 'v1', ...apiGroupList.groups[0] }));
       case '/apis/authentication.k8s.io/v1':
         return onlyGet(() => sendJson(res, 200, authenticationResources));
       case '/apis/authentication.k8s.io/v1/selfsubjectreviews':
@@ -1248,24 +1203,12 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
 
   function switchToSpdy(res: ServerResponse, upgrade: Upgrade, protocol: string): void {
     res.detachSocket(upgrade.socket as Socket);
-    upgrade.socket.write(
-      'HTTP/1.1 101 Switching Protocols\r\n' +
-        'Connection: Upgrade\r\n' +
-        'Upgrade: SPDY/3.1\r\n' +
-        `X-Stream-Protocol-Version: ${protocol}\r\n` +
-        `Date: ${new Date().toUTCString()}\r\n\r\n`,
-    );
+    upgrade.socket.write('HTTP/1.1 101 Switching Protocols\r\n' + 'Connection: Upgrade\r\n' + 'Upgrade: SPDY/3.1\r\n' + `X-Stream-Protocol-Version: ${protocol}\r\n` + `Date: ${new Date().toUTCString()}\r\n\r\n`);
     track(upgrade.socket);
   }
 
   // pods/exec, pods/attach, pods/portforward, after authentication and authorization.
-  function streaming(
-    req: IncomingMessage,
-    res: ServerResponse,
-    url: Target,
-    info: RequestInfo,
-    upgrade: Upgrade | null,
-  ): void {
+  function streaming(req: IncomingMessage, res: ServerResponse, url: Target, info: RequestInfo, upgrade: Upgrade | null): void {
     const pod = podsIn(info.namespace).find((p) => p.metadata.name === info.name);
     if (!pod) {
       return sendJson(res, 404, status(404, `pods "${info.name}" not found`, { name: info.name, kind: 'pods' }));
@@ -1338,13 +1281,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     res.once('close', () => watches.delete(watch));
   }
 
-  function testEndpoint(
-    req: IncomingMessage,
-    res: ServerResponse,
-    url: Target,
-    auth: Authentication,
-    upgrade: Upgrade | null,
-  ): void {
+  function testEndpoint(req: IncomingMessage, res: ServerResponse, url: Target, auth: Authentication, upgrade: Upgrade | null): void {
     const path = url.pathname;
     if (path === '/test/upgrade-echo') {
       // A raw byte echo behind a correct 101, for tunnel tests driven by a raw TLS client.
@@ -1360,12 +1297,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
         const protocol = headerList(req, 'sec-websocket-protocol')[0];
         res.detachSocket(upgrade.socket as Socket);
         upgrade.socket.write(
-          'HTTP/1.1 101 Switching Protocols\r\n' +
-            'Upgrade: websocket\r\n' +
-            'Connection: Upgrade\r\n' +
-            `Sec-WebSocket-Accept: ${webSocketAccept(key)}\r\n` +
-            (protocol ? `Sec-WebSocket-Protocol: ${protocol}\r\n` : '') +
-            '\r\n',
+          'HTTP/1.1 101 Switching Protocols\r\n' + 'Upgrade: websocket\r\n' + 'Connection: Upgrade\r\n' + `Sec-WebSocket-Accept: ${webSocketAccept(key)}\r\n` + (protocol ? `Sec-WebSocket-Protocol: ${protocol}\r\n` : '') + '\r\n',
         );
         track(upgrade.socket);
         echoTunnel(upgrade.socket, upgrade.head);
@@ -1438,10 +1370,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       let table: Buffer | undefined;
       let flowing = true;
       for (const w of watches) {
-        const line =
-          w.table && isPod(object)
-            ? (table ??= Buffer.from(`${JSON.stringify({ type, object: podTable([object]) })}\n`))
-            : (plain ??= Buffer.from(`${JSON.stringify({ type, object })}\n`));
+        const line = w.table && isPod(object) ? (table ??= Buffer.from(`${JSON.stringify({ type, object: podTable([object]) })}\n`)) : (plain ??= Buffer.from(`${JSON.stringify({ type, object })}\n`));
         if (!w.res.write(line)) flowing = false;
       }
       return flowing;

@@ -162,7 +162,10 @@ async function run(argv: string[], io: ProcessIO): Promise<number> {
       const script = args[1].trim();
       const exit = /^exit(?:\s+(\d+))?$/.exec(script);
       if (exit) return Number(exit[1] ?? '0') & 0xff;
-      return run(script.split(/\s+/).filter((w) => w.length > 0), io);
+      return run(
+        script.split(/\s+/).filter((w) => w.length > 0),
+        io,
+      );
     }
     default:
       io.stderr(`exec: "${cmd}": executable file not found in $PATH\n`);
@@ -183,12 +186,7 @@ export function exitStatus(command: string[], code: number): object {
 }
 
 /** Runs the request's command (or attach, which behaves like cat) and returns the Status JSON. */
-async function runRequest(
-  req: ExecRequest,
-  stdin: StdinQueue,
-  out: (channel: Channel.Stdout | Channel.Stderr, data: Buffer) => void,
-  signal: AbortSignal,
-): Promise<Buffer> {
+async function runRequest(req: ExecRequest, stdin: StdinQueue, out: (channel: Channel.Stdout | Channel.Stderr, data: Buffer) => void, signal: AbortSignal): Promise<Buffer> {
   const write = (channel: Channel.Stdout | Channel.Stderr) => (data: Buffer | string) => {
     const buf = typeof data === 'string' ? Buffer.from(data) : data;
     // A TTY merges stderr into stdout; a stream the client did not ask for is dropped.
@@ -266,12 +264,7 @@ export function serveExecSpdy(session: SpdySession, req: ExecRequest): void {
     }
     if (!started && streams.size === expected.size) {
       started = true;
-      void runRequest(
-        req,
-        stdin,
-        (channel, data) => streams.get(channel === Channel.Stdout ? 'stdout' : 'stderr')?.write(data),
-        abort.signal,
-      ).then((status) => {
+      void runRequest(req, stdin, (channel, data) => streams.get(channel === Channel.Stdout ? 'stdout' : 'stderr')?.write(data), abort.signal).then((status) => {
         streams.get('error')?.write(status);
         for (const s of streams.values()) s.end();
         // kubelet closes the connection here; closing at once can race spdystream's frame
@@ -317,9 +310,7 @@ export function servePortForwardSpdy(session: SpdySession, podName: string, podU
       pairs.delete(id);
     };
     if (!ECHO_PORTS.includes(port)) {
-      const message =
-        `error forwarding port ${port} to pod ${podName}, uid ${podUID}: failed to connect to ` +
-        `localhost:${port} inside namespace: dial tcp4 127.0.0.1:${port}: connect: connection refused`;
+      const message = `error forwarding port ${port} to pod ${podName}, uid ${podUID}: failed to connect to ` + `localhost:${port} inside namespace: dial tcp4 127.0.0.1:${port}: connect: connection refused`;
       if (pair.error) pair.error.write(Buffer.from(message));
       finish();
       return;

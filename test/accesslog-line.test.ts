@@ -53,7 +53,7 @@ for (const [name, record] of cases) {
   t.test(name, async (t) => {
     const time = new Date('2026-11-24T15:42:51.885Z');
     const line = requestLine(record, 4242, time);
-    t.equal(line, escapeLogLine(await pinoLine(record, 4242, time)), 'identical to pino\'s line, escaped');
-    t.same(JSON.parse(line), JSON.parse(await pinoLine(record, 4242, time)), 'the same JSON value as pino\'s line');
+    t.equal(line, escapeLogLine(await pinoLine(record, 4242, time)), "identical to pino's line, escaped");
+    t.same(JSON.parse(line), JSON.parse(await pinoLine(record, 4242, time)), "the same JSON value as pino's line");
   });
 }

@@ -39,7 +39,11 @@ interface Transport {
 
 const TRANSPORTS: Transport[] = [
   { name: 'a plain GET', method: 'GET', headers: [] },
-  { name: 'a WebSocket upgrade', method: 'GET', headers: ['Connection: Upgrade', 'Upgrade: websocket', 'Sec-WebSocket-Version: 13', `Sec-WebSocket-Key: ${Buffer.from('0123456789abcdef').toString('base64')}`, 'Sec-WebSocket-Protocol: v5.channel.k8s.io'] },
+  {
+    name: 'a WebSocket upgrade',
+    method: 'GET',
+    headers: ['Connection: Upgrade', 'Upgrade: websocket', 'Sec-WebSocket-Version: 13', `Sec-WebSocket-Key: ${Buffer.from('0123456789abcdef').toString('base64')}`, 'Sec-WebSocket-Protocol: v5.channel.k8s.io'],
+  },
   { name: 'a SPDY upgrade', method: 'POST', headers: ['Connection: Upgrade', 'Upgrade: SPDY/3.1', 'X-Stream-Protocol-Version: v4.channel.k8s.io'] },
 ];
 
@@ -100,7 +104,10 @@ function readAnswer(socket: TLSSocket): Promise<Answer> {
       resolve(answer);
     };
     const onClose = () => reject(new Error(`the connection closed before a whole answer: ${JSON.stringify(buffer.toString('latin1'))}`));
-    socket.on('data', onData).once('close', onClose).on('error', () => {});
+    socket
+      .on('data', onData)
+      .once('close', onClose)
+      .on('error', () => {});
   });
 }
 
@@ -138,7 +145,15 @@ interface Case {
 const WWW_AUTHENTICATE = { 'www-authenticate': 'Basic realm="kube-front-proxy", charset="UTF-8"' };
 const CASES: Case[] = [
   { name: 'no credentials', headers: [], status: 401, reason: 'Unauthorized', message: /./, answerHeaders: WWW_AUTHENTICATE, logged: { level: 30, auth: 'none', reason: 'no-credentials' } },
-  { name: 'wrong password', headers: [`Authorization: ${basicAuth({ name: ALICE.name, password: 'not-her-password' })}`], status: 401, reason: 'Unauthorized', message: /invalid username or password/, answerHeaders: WWW_AUTHENTICATE, logged: { level: 30, auth: 'basic', reason: 'bad-password', claimedUser: 'alice' } },
+  {
+    name: 'wrong password',
+    headers: [`Authorization: ${basicAuth({ name: ALICE.name, password: 'not-her-password' })}`],
+    status: 401,
+    reason: 'Unauthorized',
+    message: /invalid username or password/,
+    answerHeaders: WWW_AUTHENTICATE,
+    logged: { level: 30, auth: 'basic', reason: 'bad-password', claimedUser: 'alice' },
+  },
   {
     name: 'locked out by the failed-login limits',
     // Ten unknown users from one address (the default limit), then carol's right password from it.
@@ -153,7 +168,15 @@ const CASES: Case[] = [
   },
   { name: 'revoked certificate', cert: 'user-bob', headers: [], status: 401, reason: 'Unauthorized', message: /revoked/, answerHeaders: WWW_AUTHENTICATE, logged: { level: 30, auth: 'x509', reason: 'cert-revoked', claimedUser: 'bob' } },
   // RFC 9112 §6.1: HTTP/1.0 with Transfer-Encoding is badly framed, whatever it asks for.
-  { name: 'bad framing (HTTP/1.0 with Transfer-Encoding)', httpVersion: '1.0', headers: [`Authorization: ${basicAuth(ALICE)}`, 'Transfer-Encoding: chunked'], body: '0\r\n\r\n', status: 400, reason: 'BadRequest', message: /Transfer-Encoding in an HTTP\/1\.0 request/ },
+  {
+    name: 'bad framing (HTTP/1.0 with Transfer-Encoding)',
+    httpVersion: '1.0',
+    headers: [`Authorization: ${basicAuth(ALICE)}`, 'Transfer-Encoding: chunked'],
+    body: '0\r\n\r\n',
+    status: 400,
+    reason: 'BadRequest',
+    message: /Transfer-Encoding in an HTTP\/1\.0 request/,
+  },
   { name: 'draining', duringDrain: true, headers: [`Authorization: ${basicAuth(ALICE)}`], status: 503, reason: 'ServiceUnavailable', message: /shutting down/, answerHeaders: { 'retry-after': '1' } },
 ];
 
@@ -203,7 +226,11 @@ for (const [row, c] of CASES.entries()) {
       const { time: _time, pid: _pid, ...fields } = line()!;
       lines.push(fields as LogLine);
       const { claimedUser, ...logged } = c.logged;
-      t.same(fields, { ...logged, reqId: auditId, client: from, ...(claimedUser ? { claimedUser } : {}), method: transport.method, path: EXEC, status: c.status, userAgent: USER_AGENT, msg: 'authentication failed' }, `${transport.name}: the authentication-failure line`);
+      t.same(
+        fields,
+        { ...logged, reqId: auditId, client: from, ...(claimedUser ? { claimedUser } : {}), method: transport.method, path: EXEC, status: c.status, userAgent: USER_AGENT, msg: 'authentication failed' },
+        `${transport.name}: the authentication-failure line`,
+      );
     }
     // The same line, but for the request's own ID, address and method.
     const comparable = lines.map(({ reqId: _reqId, client: _client, method: _method, ...rest }) => rest);
@@ -217,5 +244,9 @@ t.test('refused before authentication: no authentication-failure line, and nothi
   t.ok(unauthenticated.length > 0);
   const lines = proxy.logs.filter((l) => l.msg === 'authentication failed' && unauthenticated.includes(String(l.reqId)));
   t.same(lines, [], 'no authentication-failure line for bad framing or the drain');
-  t.same(apiserver.requests.filter((r) => r.auditId.startsWith('admission-')).map((r) => r.url), [], 'no request of this test reached the apiserver');
+  t.same(
+    apiserver.requests.filter((r) => r.auditId.startsWith('admission-')).map((r) => r.url),
+    [],
+    'no request of this test reached the apiserver',
+  );
 });

@@ -46,7 +46,7 @@ t.test('clientAuditId: which client values are kept', async (t) => {
   }
 });
 
-t.test('no Audit-ID from the client: the proxy\'s UUID, in the log, upstream and in the answer', async (t) => {
+t.test("no Audit-ID from the client: the proxy's UUID, in the log, upstream and in the answer", async (t) => {
   const from = apiserver.requests.length;
   const res = await call(cert, `${proxy.url}/api/v1/namespaces/default/pods`);
   t.equal(res.status, 200);
@@ -72,7 +72,7 @@ t.test('a safe client Audit-ID is kept end to end', async (t) => {
   }
 });
 
-t.test('an unsafe, over-long, empty or repeated Audit-ID is replaced by the proxy\'s own', async (t) => {
+t.test("an unsafe, over-long, empty or repeated Audit-ID is replaced by the proxy's own", async (t) => {
   const cases: [string, string][] = [
     ['over 64 characters', 'a'.repeat(65)],
     ['a space', 'has space'],
@@ -94,11 +94,11 @@ t.test('an unsafe, over-long, empty or repeated Audit-ID is replaced by the prox
   const from = apiserver.requests.length;
   const res = await call(cert, `${proxy.url}/api/v1/namespaces/default/pods/pod-0`, { method: 'GET', headers: { 'audit-id': ['first', 'second'] } });
   t.match(res.headers['audit-id'], UUID, 'repeated: replaced');
-  t.same(auditHeaders(seenFor('/api/v1/namespaces/default/pods/pod-0', from)), [res.headers['audit-id']], 'repeated: one line upstream, the proxy\'s');
+  t.same(auditHeaders(seenFor('/api/v1/namespaces/default/pods/pod-0', from)), [res.headers['audit-id']], "repeated: one line upstream, the proxy's");
   t.ok(await lineFor(String(res.headers['audit-id'])));
 });
 
-t.test('the apiserver\'s own refusals (404, 5xx) and the proxy\'s name the same ID', async (t) => {
+t.test("the apiserver's own refusals (404, 5xx) and the proxy's name the same ID", async (t) => {
   const notFound = await call(cert, `${proxy.url}/api/v1/namespaces/default/pods/nope`, { method: 'GET', headers: { 'audit-id': 'nf-1' } });
   t.equal(notFound.status, 404);
   t.equal(notFound.headers['audit-id'], 'nf-1');
@@ -106,12 +106,12 @@ t.test('the apiserver\'s own refusals (404, 5xx) and the proxy\'s name the same 
 
   const refused = await call(password, `${proxy.url}/api`, { method: 'GET', headers: { 'audit-id': 'refused-1', authorization: basicAuth({ name: 'alice', password: 'guessing' }) } });
   t.equal(refused.status, 401);
-  t.equal(refused.headers['audit-id'], 'refused-1', 'the proxy\'s 401 names the client\'s ID');
+  t.equal(refused.headers['audit-id'], 'refused-1', "the proxy's 401 names the client's ID");
   t.match(await lineFor('refused-1'), { msg: 'authentication failed', reason: 'bad-password', status: 401 });
 
   const anonymous = await call(password, `${proxy.url}/api`);
   t.equal(anonymous.status, 401);
-  t.match(anonymous.headers['audit-id'], UUID, 'a 401 without a client ID: the proxy\'s');
+  t.match(anonymous.headers['audit-id'], UUID, "a 401 without a client ID: the proxy's");
   t.match(await lineFor(String(anonymous.headers['audit-id'])), { msg: 'authentication failed', status: 401 });
 
   const method = await call(cert, `${proxy.url}/api`, { method: 'TRACE' as 'GET', headers: { 'audit-id': 'trace-1' } });
@@ -181,7 +181,7 @@ t.test('upgrades: Audit-ID upstream, Audit-Id on the 101 and on a refusal, the I
     req.end();
   });
   t.equal(res.statusCode, 101);
-  t.equal(res.headers['audit-id'], 'exec-1', 'the 101 names it (the apiserver relays the kubelet\'s 101 without one)');
+  t.equal(res.headers['audit-id'], 'exec-1', "the 101 names it (the apiserver relays the kubelet's 101 without one)");
   t.equal(seenFor('/api/v1/namespaces/default/pods/pod-0/exec', from)?.auditId, 'exec-1', 'the apiserver took it');
   t.match(await lineFor('exec-1', (l) => l.phase === 'start'), { subresource: 'exec', status: 101, phase: 'start' });
   socket.destroy();
@@ -189,12 +189,15 @@ t.test('upgrades: Audit-ID upstream, Audit-Id on the 101 and on a refusal, the I
 
   const refused = await rawRequest(proxy.port, pki, 'POST /api/v1/namespaces/default/pods/pod-0/exec?command=cat HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nAudit-ID: exec-refused');
   t.equal(refused.statusCode, 401);
-  t.ok(refused.headerLines.some((l) => /^audit-id: exec-refused$/i.test(l)), 'the proxy\'s 401 on the upgrade path names it');
+  t.ok(
+    refused.headerLines.some((l) => /^audit-id: exec-refused$/i.test(l)),
+    "the proxy's 401 on the upgrade path names it",
+  );
   t.match(await lineFor('exec-refused'), { msg: 'authentication failed', status: 401 });
 
   const mine = await rawRequest(proxy.port, pki, 'POST /api/v1/namespaces/default/pods/pod-0/exec?command=cat HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nAudit-ID: not safe');
   const id = mine.headerLines.find((l) => /^audit-id:/i.test(l))?.replace(/^audit-id:\s*/i, '');
-  t.match(id, UUID, 'an unsafe one on the upgrade path: the proxy\'s UUID');
+  t.match(id, UUID, "an unsafe one on the upgrade path: the proxy's UUID");
   t.ok(await lineFor(String(id)));
 });
 
@@ -218,11 +221,11 @@ t.test('429 from the failed-login limit and 503 with no apiserver name the ID to
   }
   t.equal(last.status, 429);
   const id = String(last.headers['audit-id']);
-  t.match(id, /^limit-\d+$/, 'the 429 names the client\'s ID');
+  t.match(id, /^limit-\d+$/, "the 429 names the client's ID");
   t.match(await lineIn(id), { msg: 'authentication failed', reason: 'rate-limited', status: 429 });
   const right = await call(client, `${stack.proxy.url}/api`, { method: 'GET', headers: { authorization: basicAuth(ALICE) } });
   t.equal(right.status, 429);
-  t.match(right.headers['audit-id'], UUID, 'without one, the proxy\'s');
+  t.match(right.headers['audit-id'], UUID, "without one, the proxy's");
 
   await stack.apiserver.close();
   const gone = await call(alice, `${stack.proxy.url}/api/v1/namespaces/default/pods`, { method: 'GET', headers: { 'audit-id': 'no-upstream-1' } });

@@ -37,7 +37,7 @@ t.test('the first method that answers decides, in list order', async (t) => {
   const cert = identity('x509', 'from-cert');
   const union = new AuthenticatorUnion([fake('x509', { ok: true, identity: cert }, asked), fake('basic', { ok: true, identity: identity('basic', 'from-password') }, asked)], MESSAGES);
   const outcome = await union.authenticate(request('Basic YTpi'));
-  t.same(outcome, { ok: true, identity: cert }, 'the first method\'s identity');
+  t.same(outcome, { ok: true, identity: cert }, "the first method's identity");
   t.same(asked, ['x509'], 'the second method is never asked');
 });
 
@@ -77,19 +77,31 @@ t.test('stillHolds asks the method that let the identity in', async (t) => {
   t.equal(new AuthenticatorUnion([fake('x509', NOT_MINE, [], { holds: true })], MESSAGES).stillHolds(identity('basic', 'alice')), false, 'no listed method set it: never holds');
 });
 
-t.test('the proxy\'s list without certificates or users: token passthrough only where nothing else answers', async (t) => {
+t.test("the proxy's list without certificates or users: token passthrough only where nothing else answers", async (t) => {
   const socket = {} as TLSSocket;
   const tokens = new Authenticator({ certificates: false, basic: undefined, revocations: undefined, failures: undefined, tokenPassthrough: true });
   const passed = await tokens.authenticate(socket, 'Bearer abc.def', '192.0.2.1');
-  t.match(passed, { ok: true, identity: { method: 'bearer', user: '', upstreamAuth: 'client-token', credential: { method: 'bearer' } } }, 'a bearer token goes to the apiserver as the client\'s own');
+  t.match(passed, { ok: true, identity: { method: 'bearer', user: '', upstreamAuth: 'client-token', credential: { method: 'bearer' } } }, "a bearer token goes to the apiserver as the client's own");
   t.equal(tokens.stillHolds(passed.ok ? passed.identity : undefined), true, 'and holds across reloads');
-  t.same(await tokens.authenticate(socket, 'Basic YTpi', '192.0.2.1'), { ok: false, method: 'basic', reason: 'basic-auth-disabled', message: 'authentication required: present a bearer token', claimedUser: 'a' }, 'a password without a users file is refused, not passed over');
-  t.same(await tokens.authenticate(socket, 'Bearer  two-spaces', '192.0.2.1'), { ok: false, method: undefined, reason: 'malformed-authorization', message: 'authentication required: present a bearer token', claimedUser: undefined }, 'a token the apiserver would not read');
+  t.same(
+    await tokens.authenticate(socket, 'Basic YTpi', '192.0.2.1'),
+    { ok: false, method: 'basic', reason: 'basic-auth-disabled', message: 'authentication required: present a bearer token', claimedUser: 'a' },
+    'a password without a users file is refused, not passed over',
+  );
+  t.same(
+    await tokens.authenticate(socket, 'Bearer  two-spaces', '192.0.2.1'),
+    { ok: false, method: undefined, reason: 'malformed-authorization', message: 'authentication required: present a bearer token', claimedUser: undefined },
+    'a token the apiserver would not read',
+  );
   t.match(await tokens.authenticate(socket, undefined, '192.0.2.1', 'v5.channel.k8s.io, base64url.bearer.authorization.k8s.io.YWJj'), { ok: true, identity: { upstreamAuth: 'client-token' } }, 'a WebSocket token with no Authorization');
   t.match(await tokens.authenticate(socket, 'Digest x', '192.0.2.1', 'v5.channel.k8s.io, base64url.bearer.authorization.k8s.io.YWJj'), { ok: false, reason: 'malformed-authorization' }, 'but not beside an Authorization value');
 
   const off = new Authenticator({ certificates: true, basic: undefined, revocations: undefined, failures: undefined });
-  t.same(await off.authenticate({ getPeerCertificate: () => ({}) } as unknown as TLSSocket, 'Bearer abc', '192.0.2.1'), { ok: false, method: undefined, reason: 'malformed-authorization', message: 'authentication required: present a client certificate', claimedUser: undefined }, 'without --token-passthrough a token is no credential');
+  t.same(
+    await off.authenticate({ getPeerCertificate: () => ({}) } as unknown as TLSSocket, 'Bearer abc', '192.0.2.1'),
+    { ok: false, method: undefined, reason: 'malformed-authorization', message: 'authentication required: present a client certificate', claimedUser: undefined },
+    'without --token-passthrough a token is no credential',
+  );
   t.equal(off.stillHolds(passed.ok ? passed.identity : undefined), false, 'nor does a passed-through identity hold there');
 });
 

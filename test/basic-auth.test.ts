@@ -23,7 +23,10 @@ t.test('the right password: the apiserver sees the user and each group', async (
   t.same(res.body, { authn: 'requestheader', user: { username: 'alice', groups: ['devs', 'ops', 'system:authenticated'], extra: {} } });
   const seen = apiserver.requests.at(-1);
   t.equal(seen?.peerCN, 'front-proxy-client', 'over mTLS with the front-proxy client certificate');
-  t.notOk(seen?.rawHeaders.some(([name]) => name.toLowerCase() === 'authorization'), 'the password never reaches the apiserver');
+  t.notOk(
+    seen?.rawHeaders.some(([name]) => name.toLowerCase() === 'authorization'),
+    'the password never reaches the apiserver',
+  );
 });
 
 t.test('SelfSubjectReview (what kubectl auth whoami asks) answers for the user', async (t) => {
@@ -104,14 +107,20 @@ t.test('a flood of wrong passwords does not stall other users', async (t) => {
     timings.push(performance.now() - s);
   }
   const results = await Promise.all(flood);
-  t.ok(results.every((r) => r.status === 401), 'every guess was refused');
+  t.ok(
+    results.every((r) => r.status === 401),
+    'every guess was refused',
+  );
   t.ok(Math.max(...timings) < 500, `other users answered within 500 ms (slowest ${Math.max(...timings).toFixed(0)} ms) while the guesses took seconds`);
 });
 
 t.test('one log line per request, failed logins with their reason, never a password or Authorization value', async (t) => {
   await new Promise((resolve) => setTimeout(resolve, 200)); // let the last lines arrive
   const requests = proxy.logs.filter((l) => l.msg === 'request');
-  t.ok(requests.some((l) => l.method === 'POST' && l.path === '/apis/authentication.k8s.io/v1/selfsubjectreviews' && l.status === 201 && l.user === 'alice' && l.auth === 'basic'), 'the POST is logged with its user');
+  t.ok(
+    requests.some((l) => l.method === 'POST' && l.path === '/apis/authentication.k8s.io/v1/selfsubjectreviews' && l.status === 201 && l.user === 'alice' && l.auth === 'basic'),
+    'the POST is logged with its user',
+  );
   const failures = proxy.logs.filter((l) => l.msg === 'authentication failed');
   t.ok(failures.some((l) => l.reason === 'bad-password' && l.claimedUser === 'alice'));
   t.ok(failures.some((l) => l.reason === 'unknown-user' && l.claimedUser === 'nobody'));

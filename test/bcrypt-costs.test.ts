@@ -32,9 +32,36 @@ function recordingPool(): { pool: BcryptPool; seen: string[] } {
 
 t.test('decoyCost: the cost most users have, the higher one on a tie', async (t) => {
   t.equal(decoyCost(new Map([[10, 1]])), 10);
-  t.equal(decoyCost(new Map([[4, 100], [14, 1]])), 4, 'not the maximum: one admin at 14 does not expose 100 users at 4');
-  t.equal(decoyCost(new Map([[12, 2], [4, 5], [10, 3]])), 4);
-  t.equal(decoyCost(new Map([[10, 2], [12, 2]])), 12, 'a tie: the higher');
+  t.equal(
+    decoyCost(
+      new Map([
+        [4, 100],
+        [14, 1],
+      ]),
+    ),
+    4,
+    'not the maximum: one admin at 14 does not expose 100 users at 4',
+  );
+  t.equal(
+    decoyCost(
+      new Map([
+        [12, 2],
+        [4, 5],
+        [10, 3],
+      ]),
+    ),
+    4,
+  );
+  t.equal(
+    decoyCost(
+      new Map([
+        [10, 2],
+        [12, 2],
+      ]),
+    ),
+    12,
+    'a tie: the higher',
+  );
   t.equal(decoyCost(new Map()), 10, 'no users: the default cost');
 });
 
@@ -71,7 +98,10 @@ t.test('mixed costs: one warning naming each cost and its users; the decoy at th
   t.equal(seen.length, 2);
   for (const hash of seen) {
     t.equal(bcrypt.getRounds(hash), 4, 'unknown users: a decoy of cost 4, what 3 of the 4 users cost');
-    t.notOk([...table.users.values()].some((u) => u.hash === hash), 'a hash of no user');
+    t.notOk(
+      [...table.users.values()].some((u) => u.hash === hash),
+      'a hash of no user',
+    );
   }
   t.match(await basic.verify('a', 'pw'), { ok: true });
   t.equal(bcrypt.getRounds(seen[2] ?? ''), 4, 'a known user at cost 4: the same cost as a stranger');

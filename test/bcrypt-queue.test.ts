@@ -92,6 +92,6 @@ t.test('a full queue is shared: a newcomer and a known client past the cache TTL
   t.comment(`order of answers: ${order.join(', ')}`);
   t.equal(statuses.filter((s) => s === 401).length, 4, 'the flooder gave up its latest waiting check for the newcomer');
   const checked = order.map((o, i) => (o === 'flood 401' ? i : -1)).filter((i) => i >= 0);
-  t.ok(order.indexOf('known') < checked.at(-2)!, 'the known client was checked before the flood\'s waiting checks');
-  t.ok(order.indexOf('newcomer') < checked.at(-1)!, 'the newcomer was checked in turn, before the flood\'s last waiting check');
+  t.ok(order.indexOf('known') < checked.at(-2)!, "the known client was checked before the flood's waiting checks");
+  t.ok(order.indexOf('newcomer') < checked.at(-1)!, "the newcomer was checked in turn, before the flood's last waiting check");
 });

@@ -50,7 +50,11 @@ const RULES: Rule[] = [
   { part: 'src/config/', mayImportOnly: ['src/config/'], why: 'the settings are read before anything else exists' },
   { part: 'src/edge/', mayImportOnly: ['src/edge/', 'src/config/'], why: 'the client connection, before a request is admitted: it knows no user and no apiserver' },
   { part: 'src/observe/', mayImportOnly: ['src/observe/', 'src/auth/identity.ts', 'src/request/context.ts', 'src/edge/http2-abuse.ts'], why: 'logs and metrics are told what happened; they reach into nothing' },
-  { part: 'src/upstream/', mayImportOnly: ['src/upstream/', 'src/proxy/headers.ts', 'src/auth/x509-name.ts', 'src/auth/trusted-cas.ts', 'src/material/certfiles.ts'], why: 'the apiservers side knows no client request; of the proxy it shares only the header contract' },
+  {
+    part: 'src/upstream/',
+    mayImportOnly: ['src/upstream/', 'src/proxy/headers.ts', 'src/auth/x509-name.ts', 'src/auth/trusted-cas.ts', 'src/material/certfiles.ts'],
+    why: 'the apiservers side knows no client request; of the proxy it shares only the header contract',
+  },
   { part: 'src/request/', mayNotImport: ['src/server.ts', 'src/commands/', 'src/upstream/', 'src/lifecycle/', 'src/workers/'], why: 'admission decides who a request is, not where it goes' },
   { part: 'src/proxy/', mayNotImport: ['src/server.ts', 'src/commands/', 'src/lifecycle/', 'src/workers/'], why: 'forwarding is wired by server.ts, never the other way' },
   { part: 'src/', mayNotImport: ['src/commands/'], except: ['src/cli.ts', 'src/commands/'], why: 'commands are entry points: only cli.ts dispatches to them' },
@@ -64,12 +68,19 @@ function breaks(rule: Rule, edge: Edge): boolean {
 
 for (const rule of RULES) {
   t.test(`${rule.part}: ${rule.why}`, async (t) => {
-    t.same(edges.filter((e) => breaks(rule, e)).map((e) => `${e.from} -> ${e.to}`), []);
+    t.same(
+      edges.filter((e) => breaks(rule, e)).map((e) => `${e.from} -> ${e.to}`),
+      [],
+    );
   });
 }
 
 t.test('a rule that no import could break is a typo', async (t) => {
-  for (const rule of RULES) t.ok(edges.some((e) => e.from.startsWith(rule.part)), `${rule.part} has files that import`);
+  for (const rule of RULES)
+    t.ok(
+      edges.some((e) => e.from.startsWith(rule.part)),
+      `${rule.part} has files that import`,
+    );
 });
 
 t.test('no import cycles among the modules that run code at load (type-only imports aside)', async (t) => {
@@ -93,5 +104,8 @@ t.test('no import cycles among the modules that run code at load (type-only impo
 
 t.test('src/ imports nothing from test/, bench/, scripts/ or the stand-in', async (t) => {
   const outside = edges.filter((e) => !e.to.startsWith('src/'));
-  t.same(outside.map((e) => `${e.from} -> ${e.to}`), []);
+  t.same(
+    outside.map((e) => `${e.from} -> ${e.to}`),
+    [],
+  );
 });

@@ -57,7 +57,10 @@ t.test('a trusted proxy: failures are counted per the client it names, and the c
   const other = await get(lb, { authorization: basicAuth(CAROL), 'x-forwarded-for': '203.0.113.1, 198.51.100.21' });
   t.equal(other.status, 200, 'another client behind the same balancer is not');
   t.equal(apiserver.requests.length, before + 1);
-  const seen = apiserver.requests.at(-1)?.rawHeaders.filter(([name]) => name.toLowerCase() === 'x-forwarded-for').map(([, value]) => value);
+  const seen = apiserver.requests
+    .at(-1)
+    ?.rawHeaders.filter(([name]) => name.toLowerCase() === 'x-forwarded-for')
+    .map(([, value]) => value);
   t.same(seen, [`203.0.113.1, 198.51.100.21, ${LB}`], 'the stand-in sees the chain with the balancer appended');
 
   const direct = await get(lb, { authorization: basicAuth(CAROL) });
@@ -91,7 +94,7 @@ t.test('after 10 wrong passwords alice is refused without bcrypt or upstream; no
   t.ok(Number.isInteger(retryAfter) && retryAfter >= 1 && retryAfter <= WINDOW_S, `Retry-After is the seconds left of the window (${right.headers['retry-after']})`);
   t.equal(carol.status, 200, 'carol from 127.0.0.2 logs in normally');
   t.match(carol.body, { user: { username: 'carol' } });
-  t.equal(apiserver.requests.length, before + 1, 'the stand-in saw only carol\'s request');
+  t.equal(apiserver.requests.length, before + 1, "the stand-in saw only carol's request");
 
   const spoofed = await get(attacker, { authorization: basicAuth(CAROL), 'x-forwarded-for': '203.0.113.9' });
   t.equal(spoofed.status, 429, 'a spoofed X-Forwarded-For does not unlock the address');
@@ -108,7 +111,19 @@ t.test('after 10 wrong passwords alice is refused without bcrypt or upstream; no
   t.equal(bob.status, 200, 'a client-certificate user from the locked address is never limited');
   t.match(bob.body, { user: { username: 'bob' } });
 
-  const exec = await rawRequest(proxy.port, pki, ['GET /api/v1/namespaces/default/pods/pod-0/exec?command=sh HTTP/1.1', 'Host: localhost', 'Connection: Upgrade', 'Upgrade: websocket', 'Sec-WebSocket-Version: 13', 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==', `Authorization: ${basicAuth(CAROL)}`].join('\r\n'));
+  const exec = await rawRequest(
+    proxy.port,
+    pki,
+    [
+      'GET /api/v1/namespaces/default/pods/pod-0/exec?command=sh HTTP/1.1',
+      'Host: localhost',
+      'Connection: Upgrade',
+      'Upgrade: websocket',
+      'Sec-WebSocket-Version: 13',
+      'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==',
+      `Authorization: ${basicAuth(CAROL)}`,
+    ].join('\r\n'),
+  );
   t.equal(exec.statusCode, 429, 'an upgrade (kubectl exec) from the locked address is refused the same way');
   t.ok(exec.headerLines.some((line) => /^retry-after: \d+$/i.test(line)));
 
@@ -118,7 +133,10 @@ t.test('after 10 wrong passwords alice is refused without bcrypt or upstream; no
   t.ok(line && Number(line[1]) >= 5, `metrics count the refusals as rate-limited (${line?.[0]})`);
   t.ok(await logged((l) => l.msg === 'authentication failed' && l.reason === 'bad-password' && l.client === '127.0.0.1' && l.claimedUser === 'alice'), 'the failures that led to the lockout are logged');
   // Under a flood the refusals come by thousands a second: counted above, logged only at debug.
-  t.notOk(proxy.logs.some((l) => l.reason === 'rate-limited'), 'the refusals during the lockout are not logged at info');
+  t.notOk(
+    proxy.logs.some((l) => l.reason === 'rate-limited'),
+    'the refusals during the lockout are not logged at info',
+  );
 
   // The window began with the first failure: wait it out.
   await new Promise((resolve) => setTimeout(resolve, retryAfter * 1000 + 100));
@@ -161,7 +179,11 @@ t.test('refusals are paced per connection: over HTTP/2, concurrent refused login
   for (let i = 0; i < 2; i++) t.equal((await get(basicAuth({ name: 'alice', password: `guess-${i}` }))).status, 401);
   const started = performance.now();
   const answers = await Promise.all(Array.from({ length: STREAMS }, (_, i) => get(basicAuth({ name: 'alice', password: `guess-more-${i}` }))));
-  t.same(answers.map((a) => a.status), Array(STREAMS).fill(429), 'every one refused');
+  t.same(
+    answers.map((a) => a.status),
+    Array(STREAMS).fill(429),
+    'every one refused',
+  );
   const spread = Math.max(...answers.map((a) => a.at)) - started;
   t.comment(`${STREAMS} refusals on one connection took ${spread.toFixed(0)} ms (delay ${DELAY_MS} ms)`);
   // At most one answer per delay: the last comes after STREAMS delays (before, all came after one).

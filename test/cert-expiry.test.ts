@@ -113,7 +113,7 @@ t.test('a certificate that expires while its connections are open: 401 from notA
   t.equal((await onResumingConnection()).status, 200, 'eve on a connection whose TLS session the next one resumes');
   await waitFor('the watches and the tunnel to reach the apiserver', () => apiserver.openWatches() === 3 && apiserver.openUpgrades() === 1);
   await eventReaches(t, apiserver, watches);
-  t.equal(watches['eve (HTTP/2)']!.headers['transfer-encoding'], undefined, 'one of eve\'s watches is over HTTP/2');
+  t.equal(watches['eve (HTTP/2)']!.headers['transfer-encoding'], undefined, "one of eve's watches is over HTTP/2");
   t.ok(Date.now() < notAfter, `all open ${notAfter - Date.now()} ms before notAfter`);
 
   // The events: each awaited, bounded by notAfter plus the allowance.
@@ -123,13 +123,13 @@ t.test('a certificate that expires while its connections are open: 401 from notA
     t.equal(await within(`${who}'s watch to end`, watch.ended, deadline()), 'end', `${who}'s watch ended cleanly (end of body, not an error)`);
   }
   const watchesEnded = Date.now();
-  await within('eve\'s tunnel to close', closed, deadline());
-  t.pass('eve\'s tunnel was closed by the proxy');
+  await within("eve's tunnel to close", closed, deadline());
+  t.pass("eve's tunnel was closed by the proxy");
   t.ok(watchesEnded > notAfter, `not before notAfter (${watchesEnded - notAfter} ms after it)`);
   t.ok(Date.now() - notAfter < CUT_WITHIN_MS, `all cut within ${Date.now() - notAfter} ms of notAfter`);
-  await waitFor('the apiserver side of eve\'s watches and tunnel to close', () => apiserver.openWatches() === 1 && apiserver.openUpgrades() === 0, CUT_WITHIN_MS);
+  await waitFor("the apiserver side of eve's watches and tunnel to close", () => apiserver.openWatches() === 1 && apiserver.openUpgrades() === 0, CUT_WITHIN_MS);
 
-  t.match(await identity(kept), { status: 401, body: EXPIRED }, 'eve\'s next request on her kept-alive connection: 401');
+  t.match(await identity(kept), { status: 401, body: EXPIRED }, "eve's next request on her kept-alive connection: 401");
   t.equal(connects, 1, 'on the same connection');
   t.match(await h2Identity(session), { status: 401, body: EXPIRED }, 'and on her HTTP/2 session: 401');
   t.notOk(session.closed || session.destroyed, 'the same session');
@@ -158,7 +158,7 @@ function connection(): TLSSocket & EventEmitter {
   return Object.assign(new EventEmitter(), { destroyed: false }) as unknown as TLSSocket & EventEmitter;
 }
 
-t.test('CredentialExpiry: a moment past Node\'s longest timer is reached in steps, not at once', async (t) => {
+t.test("CredentialExpiry: a moment past Node's longest timer is reached in steps, not at once", async (t) => {
   const warnings: Error[] = [];
   const onWarning = (w: Error) => warnings.push(w);
   process.on('warning', onWarning);
@@ -171,7 +171,10 @@ t.test('CredentialExpiry: a moment past Node\'s longest timer is reached in step
   far.watch(connection(), Date.now() + 60 * 24 * HOUR_MS);
   await new Promise((resolve) => setTimeout(resolve, 50));
   t.equal(fired, 0, 'a moment 60 days ahead has not fired');
-  t.notOk(warnings.some((w) => w.name === 'TimeoutOverflowWarning'), 'and no timer overflowed');
+  t.notOk(
+    warnings.some((w) => w.name === 'TimeoutOverflowWarning'),
+    'and no timer overflowed',
+  );
 
   // The same with a 20 ms longest timer: a moment 150 ms ahead takes several steps.
   const stepped = new CredentialExpiry({ maxTimerMs: 20 });
@@ -197,7 +200,7 @@ t.test('CredentialExpiry: one round per moment; a closed connection takes its mo
   clock.watch(c, now + 60_000);
   t.equal(clock.size, 2, 'two moments');
   c.emit('close');
-  t.equal(clock.size, 1, 'the closed connection\'s moment is gone');
+  t.equal(clock.size, 1, "the closed connection's moment is gone");
   await waitFor('the first round', () => rounds.length === 1, 2000);
   t.equal(clock.size, 0, 'nothing left');
   clock.watch(a, Date.now() - 10);

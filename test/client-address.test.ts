@@ -23,7 +23,7 @@ t.test('a trusted peer: the last entry it appended is the client; the chain is k
   t.ok(r.isTrusted('::ffff:10.0.0.5'), 'also as a mapped peer');
   t.notOk(r.isTrusted('10.0.0.6'));
   t.same(r.resolve('10.0.0.5', '203.0.113.9'), { client: '203.0.113.9', forwardedFor: '203.0.113.9, 10.0.0.5' });
-  t.same(r.resolve('10.0.0.5', '1.1.1.1, 203.0.113.9'), { client: '203.0.113.9', forwardedFor: '1.1.1.1, 203.0.113.9, 10.0.0.5' }, 'entries left of the first untrusted one are the client\'s to invent');
+  t.same(r.resolve('10.0.0.5', '1.1.1.1, 203.0.113.9'), { client: '203.0.113.9', forwardedFor: '1.1.1.1, 203.0.113.9, 10.0.0.5' }, "entries left of the first untrusted one are the client's to invent");
   t.same(r.resolve('10.0.0.5', ['1.1.1.1', '203.0.113.9']), { client: '203.0.113.9', forwardedFor: '1.1.1.1, 203.0.113.9, 10.0.0.5' }, 'repeated headers are one list');
   t.same(r.resolve('10.0.0.5', undefined), { client: '10.0.0.5', forwardedFor: '10.0.0.5' }, 'no header: the proxy itself is the client');
   t.same(r.resolve('10.0.0.5', '  '), { client: '10.0.0.5', forwardedFor: '10.0.0.5' });

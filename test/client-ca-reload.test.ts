@@ -176,7 +176,7 @@ t.test('CA A removed from --client-ca-file + SIGHUP: alice is refused on the con
     t.match(await identity(dispatcher), { status: 200, body: { user: { username: who } } }, `${who} gets in on a kept-alive connection`);
   }
   t.match(await h2Identity(aliceSession), { status: 200, body: { user: { username: 'alice' } } }, 'and alice on an HTTP/2 session');
-  t.equal((await identity(before)).status, 200, 'a connection of alice\'s whose TLS session a later one could resume');
+  t.equal((await identity(before)).status, 200, "a connection of alice's whose TLS session a later one could resume");
   await before.close();
 
   const aliceWatches: Record<string, Watch> = {
@@ -200,21 +200,21 @@ t.test('CA A removed from --client-ca-file + SIGHUP: alice is refused on the con
   for (const [who, watch] of Object.entries(aliceWatches)) {
     t.equal(await within(`${who}'s watch to end`, watch.ended, CUT_WITHIN_MS), 'end', `${who}'s watch ended cleanly`);
   }
-  await within('alice\'s tunnel to close', closed, CUT_WITHIN_MS);
-  t.pass('alice\'s tunnel was closed by the proxy');
+  await within("alice's tunnel to close", closed, CUT_WITHIN_MS);
+  t.pass("alice's tunnel was closed by the proxy");
   tunnel.socket.destroy();
-  await waitFor('the apiserver side of alice\'s watches and tunnel to close', () => apiserver.openWatches() === 2 && apiserver.openUpgrades() === 0, CUT_WITHIN_MS);
+  await waitFor("the apiserver side of alice's watches and tunnel to close", () => apiserver.openWatches() === 2 && apiserver.openUpgrades() === 0, CUT_WITHIN_MS);
   t.ok(Date.now() - started < CUT_WITHIN_MS, `all cut ${Date.now() - started} ms after the SIGHUP`);
   const warned = logged.filter((l) => l.msg === CLOSED);
   t.equal(warned.length, 1, 'one warn line for the reload');
   t.match(warned[0], { level: 40, streams: 2, tunnels: 1, users: ['alice'] }, 'naming how many and whose');
 
-  t.match(await identity(keptAlice), { status: 401, body: UNTRUSTED }, 'alice\'s next request on her kept-alive connection: 401');
+  t.match(await identity(keptAlice), { status: 401, body: UNTRUSTED }, "alice's next request on her kept-alive connection: 401");
   t.equal(keptAlice.connects, 1, 'on the same connection');
   t.match(await h2Identity(aliceSession), { status: 401, body: UNTRUSTED }, 'on her HTTP/2 session: 401');
   t.notOk(aliceSession.closed || aliceSession.destroyed, 'the same session');
   const refusedAlice = (l: LogLine) => l.msg === 'authentication failed' && l.reason === 'cert-untrusted' && l.claimedUser === 'alice';
-  await waitFor('the refusal\'s log line', () => proxy.logs.some(refusedAlice));
+  await waitFor("the refusal's log line", () => proxy.logs.some(refusedAlice));
   t.match(proxy.logs.find(refusedAlice), { auth: 'x509', status: 401 }, 'logged as a handshake-time failure is');
 
   await eventReaches(t, apiserver, otherWatches);
@@ -223,13 +223,13 @@ t.test('CA A removed from --client-ca-file + SIGHUP: alice is refused on the con
     t.equal(dispatcher.connects, 1, `${who}: on the same connection`);
   }
 
-  t.match(await onNewConnection('alice'), { status: 401, body: UNTRUSTED }, 'a new connection of alice\'s: 401');
+  t.match(await onNewConnection('alice'), { status: 401, body: UNTRUSTED }, "a new connection of alice's: 401");
   const after = keptClient('alice', resuming.connect);
   t.match(await identity(after), { status: 401, body: UNTRUSTED }, 'one offering the TLS session of her earlier connection: 401');
   await after.destroy();
   t.same(resuming.resumed, [false, false], 'the proxy did not resume that session (its verdict was made against the previous CAs)');
-  t.equal((await onNewConnection('bob')).status, 200, 'a new connection of bob\'s: 200');
-  t.equal((await onNewConnection('carl')).status, 200, 'of carl\'s: 200');
+  t.equal((await onNewConnection('bob')).status, 200, "a new connection of bob's: 200");
+  t.equal((await onNewConnection('carl')).status, 200, "of carl's: 200");
 
   // reset: no idle keep-alive connection left to hold the test process open.
   const counted = await request(`${proxy.adminUrl}/metrics`, { reset: true }).then((res) => res.body.text());
@@ -241,7 +241,10 @@ t.test('CA A back in the file + SIGHUP: alice gets in again', async (t) => {
   await nothingOpen(apiserver);
   writeCaFile(caA, caB);
   const logged = await reloadBySighup(proxy);
-  t.notOk(logged.some((l) => l.msg === CLOSED), 'nothing closed');
+  t.notOk(
+    logged.some((l) => l.msg === CLOSED),
+    'nothing closed',
+  );
   t.match(await onNewConnection('alice'), { status: 200, body: { user: { username: 'alice' } } }, 'on a new connection');
   // The verdict follows the CAs in force: the connection refused under B alone is trusted again.
   t.match(await identity(keptAlice), { status: 200, body: { user: { username: 'alice' } } }, 'and on the connection she kept');
@@ -270,7 +273,10 @@ t.test('a reload that leaves --client-ca-file as it was cuts nothing', async (t)
   for (const round of [1, 2]) {
     if (round === 2) writeCaFile(caA, caB);
     const logged = await reloadBySighup(proxy);
-    t.notOk(logged.some((l) => l.msg === CLOSED), `reload ${round}: nothing closed`);
+    t.notOk(
+      logged.some((l) => l.msg === CLOSED),
+      `reload ${round}: nothing closed`,
+    );
     await eventReaches(t, apiserver, watches);
     for (const [who, dispatcher] of Object.entries(kept)) {
       t.equal((await identity(dispatcher)).status, 200, `reload ${round}: ${who}'s next request: 200`);
@@ -297,7 +303,7 @@ t.test('a resumed TLS session, which carries no intermediates, is let in when it
   }
   // The first connection was checked with the intermediate carl sent; the second, resumed, is
   // let in because the proxy remembers that his certificate chains (TrustedCas.vouchesFor).
-  t.same(resuming.resumed, [false, true], 'the second resumed the first one\'s session');
+  t.same(resuming.resumed, [false, true], "the second resumed the first one's session");
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -323,11 +329,11 @@ t.test('TrustedCas.chains: issued by a CA in the bundle, directly or through int
   t.notOk(bundle(caB).chains(x(pki.pem['user-alice'].cert), []), 'alice, once her CA is gone: no');
   t.ok(both.chains(x(carl.cert), [x(caBIntermediate.cert)]), 'carl: through the intermediate he sent');
   t.notOk(both.chains(x(carl.cert), []), 'carl without it: no (it is not in the bundle)');
-  t.notOk(bundle(caA).chains(x(carl.cert), [x(caBIntermediate.cert)]), 'carl when team B\'s CA is gone: no');
+  t.notOk(bundle(caA).chains(x(carl.cert), [x(caBIntermediate.cert)]), "carl when team B's CA is gone: no");
   t.ok(both.chains(x(dan.cert), [x(pki.pem['user-bob'].cert), x(caBIntermediate.cert), x(lookAlikeIntermediate.cert), x(deeper.cert)]), 'dan: two intermediates, sent out of order among others');
   t.notOk(both.chains(x(forged.cert), [x(lookAlikeIntermediate.cert)]), 'a look-alike intermediate of a look-alike CA: no');
-  t.notOk(both.chains(x(forged.cert), [x(caBIntermediate.cert)]), 'a certificate naming team B\'s intermediate that it did not sign: no');
-  t.notOk(both.chains(x(posing.cert), [x(bob.cert)]), 'a certificate signed with a leaf\'s key, the leaf sent as its issuer: no');
+  t.notOk(both.chains(x(forged.cert), [x(caBIntermediate.cert)]), "a certificate naming team B's intermediate that it did not sign: no");
+  t.notOk(both.chains(x(posing.cert), [x(bob.cert)]), "a certificate signed with a leaf's key, the leaf sent as its issuer: no");
   t.ok(bundle(caA, caB, caBIntermediate, deeper).chains(x(dan.cert), []), 'intermediates in the bundle are links too');
   // Node's TLS layer refuses that chain as well (UNABLE_TO_GET_ISSUER_CERT): no partial chains.
   t.notOk(bundle(caA, deeper).chains(x(dan.cert), []), 'but not where a chain may end: that takes a self-signed CA of the bundle');
@@ -355,7 +361,7 @@ t.test('the real kubectl: `get pods -w` as bob ends when CA B leaves --client-ca
   await nothingOpen(apiserver);
   const kubeconfig = writeKubeconfig(proxy.url, pki.pem['proxy-ca'].cert, { clientCertificate: bob.cert, clientKey: bob.key });
   const watching = kubectl(kubeconfig, ['get', 'pods', '-w'], { timeoutMs: 30_000 });
-  await waitFor('kubectl\'s watch to reach the apiserver', () => apiserver.openWatches() === 1, 10_000);
+  await waitFor("kubectl's watch to reach the apiserver", () => apiserver.openWatches() === 1, 10_000);
 
   writeCaFile(caA);
   t.teardown(async () => {

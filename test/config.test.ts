@@ -14,7 +14,11 @@ t.test('flag beats environment beats file beats default', async (t) => {
   t.same(base.listen, { host: '0.0.0.0', port: 8443 });
   const env = loadConfig({ flags: required, env: { KUBE_FRONT_PROXY_UPSTREAM_SERVER_NAME: 'from-env', KUBE_FRONT_PROXY_UPSTREAM: 'https://a:1,https://b:2' } });
   t.equal(env.upstreamServerName, 'from-env');
-  t.same(env.upstreams.map((u) => u.origin), ['https://a:1', 'https://b:2'], 'a list from the environment is comma-separated');
+  t.same(
+    env.upstreams.map((u) => u.origin),
+    ['https://a:1', 'https://b:2'],
+    'a list from the environment is comma-separated',
+  );
   const flag = loadConfig({ flags: { ...required, upstreamServerName: 'from-flag' }, env: { KUBE_FRONT_PROXY_UPSTREAM_SERVER_NAME: 'from-env' } });
   t.equal(flag.upstreamServerName, 'from-flag');
 });

@@ -68,7 +68,7 @@ t.test('a demo, and a second one beside it', { timeout: 120_000 }, async (t) => 
   const second = startDemo({ DEMO_DIR: dir, DEMO_LISTEN: `127.0.0.1:${await freePort()}` });
   t.equal(await second.exited, 1, 'the second demo exits 1');
   t.match(second.output(), new RegExp(`another demo \\(pid ${first.child.pid}\\) is running on .*nothing was changed`));
-  t.equal(readFileSync(basic, 'utf8'), before, 'the first demo\'s kubeconfig is unchanged');
+  t.equal(readFileSync(basic, 'utf8'), before, "the first demo's kubeconfig is unchanged");
 
   // Another folder, the same port: refused before its folder exists.
   const elsewhere = join(root, 'elsewhere');

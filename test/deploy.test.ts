@@ -40,7 +40,9 @@ function loadYamlDocs(rel: string): Obj[] {
   return out;
 }
 
-const deployFiles = readdirSync(join(ROOT, 'deploy')).filter((f) => /\.ya?ml$/.test(f)).map((f) => `deploy/${f}`);
+const deployFiles = readdirSync(join(ROOT, 'deploy'))
+  .filter((f) => /\.ya?ml$/.test(f))
+  .map((f) => `deploy/${f}`);
 
 /** Every pod spec in a list of Kubernetes objects (Pod, Deployment, ...). */
 function podSpecs(objects: Obj[]): { name: string; spec: Obj }[] {
@@ -107,15 +109,28 @@ t.test('every YAML file parses', async (t) => {
 t.test('Dockerfile: two stages or more, runtime deps only, non-root, the CLI as entrypoint', async (t) => {
   const text = readFileSync(join(ROOT, 'Dockerfile'), 'utf8');
   // Logical lines: comments dropped, continuations joined.
-  const lines = text.split('\n').filter((l) => !/^\s*#/.test(l)).join('\n').replace(/\\\n/g, ' ').split('\n').map((l) => l.trim()).filter(Boolean);
+  const lines = text
+    .split('\n')
+    .filter((l) => !/^\s*#/.test(l))
+    .join('\n')
+    .replace(/\\\n/g, ' ')
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
   const froms = lines.filter((l) => /^FROM\s/i.test(l));
   t.ok(froms.length >= 2, `multi-stage (${froms.length} FROM lines)`);
   for (const from of froms) {
     const image = from.split(/\s+/)[1]!;
     t.ok(isPinned(image, /^\d+/), `${image} is pinned to a Node.js major version`);
   }
-  t.ok(lines.some((l) => /^RUN\s.*npm ci --omit=dev/.test(l)), 'runtime node_modules from npm ci --omit=dev');
-  t.ok(lines.some((l) => /^RUN\s.*npm run build/.test(l)), 'dist/ from npm run build');
+  t.ok(
+    lines.some((l) => /^RUN\s.*npm ci --omit=dev/.test(l)),
+    'runtime node_modules from npm ci --omit=dev',
+  );
+  t.ok(
+    lines.some((l) => /^RUN\s.*npm run build/.test(l)),
+    'dist/ from npm run build',
+  );
   // The last stage is the image: its USER must not be root.
   const lastFrom = lines.findLastIndex((l) => /^FROM\s/i.test(l));
   const users = lines.slice(lastFrom).filter((l) => /^USER\s/i.test(l));
@@ -124,12 +139,21 @@ t.test('Dockerfile: two stages or more, runtime deps only, non-root, the CLI as 
   t.ok(user !== undefined && user !== 'root' && user !== '0', `USER ${user} is not root`);
   t.ok(lines.includes('ENTRYPOINT ["node", "/app/dist/cli.js"]'), 'ENTRYPOINT runs dist/cli.js');
   t.ok(lines.includes('CMD ["serve"]'), 'CMD serve');
-  t.ok(lines.some((l) => /^EXPOSE\s/.test(l) && l.includes('8443') && l.includes(String(ADMIN_PORT))), 'EXPOSE 8443 and the admin port');
+  t.ok(
+    lines.some((l) => /^EXPOSE\s/.test(l) && l.includes('8443') && l.includes(String(ADMIN_PORT))),
+    'EXPOSE 8443 and the admin port',
+  );
   // Files copied from the build context exist and are not excluded by .dockerignore.
-  const ignored = readFileSync(join(ROOT, '.dockerignore'), 'utf8').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+  const ignored = readFileSync(join(ROOT, '.dockerignore'), 'utf8')
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith('#'));
   for (const entry of ['node_modules', 'dist', 'certs', '.git']) t.ok(ignored.includes(entry), `.dockerignore excludes ${entry}`);
   for (const line of lines.filter((l) => /^COPY\s/i.test(l) && !/--from=/.test(l))) {
-    const sources = line.split(/\s+/).slice(1, -1).filter((s) => !s.startsWith('--'));
+    const sources = line
+      .split(/\s+/)
+      .slice(1, -1)
+      .filter((s) => !s.startsWith('--'));
     for (const source of sources) {
       t.ok(existsSync(join(ROOT, source)), `COPY source ${source} exists`);
       t.notOk(ignored.includes(source), `COPY source ${source} is not in .dockerignore`);
@@ -190,7 +214,10 @@ t.test('docker-compose.yml: the demo control plane and the proxy in front of it'
   const mounts = (proxy.volumes as string[]).map((v) => v.split(':')[1]!);
   for (const key of ['tlsCertFile', 'tlsPrivateKeyFile', 'clientCaFile', 'htpasswdFile', 'upstreamCaFile', 'proxyClientCertFile', 'proxyClientKeyFile'] as const) {
     const path = flags[key] as string;
-    t.ok(mounts.some((m) => path.startsWith(`${m}/`)), `${key} ${path} is on a mounted volume`);
+    t.ok(
+      mounts.some((m) => path.startsWith(`${m}/`)),
+      `${key} ${path} is on a mounted volume`,
+    );
   }
 });
 
@@ -233,7 +260,7 @@ t.test('deploy/*.yaml: pinned images, probes on the admin port, locked-down cont
   }
 });
 
-t.test('deploy/static-pod.yaml: beside kubeadm\'s apiserver', async (t) => {
+t.test("deploy/static-pod.yaml: beside kubeadm's apiserver", async (t) => {
   const [pod] = loadYamlDocs('deploy/static-pod.yaml');
   t.equal(pod!.kind, 'Pod');
   t.equal(pod!.metadata.namespace, 'kube-system');
@@ -248,7 +275,10 @@ t.test('deploy/static-pod.yaml: beside kubeadm\'s apiserver', async (t) => {
   t.doesNotThrow(() => loadConfig({ flags, env: {} }), 'the args form a valid configuration');
   const hostPaths = (pod!.spec.volumes as Obj[]).map((v) => v.hostPath?.path);
   t.ok(hostPaths.includes('/etc/kubernetes/pki') && hostPaths.includes('/etc/kube-front-proxy'), 'kubeadm PKI and the proxy directory from the host');
-  t.ok((c.volumeMounts as Obj[]).every((m) => m.readOnly === true), 'every mount read-only');
+  t.ok(
+    (c.volumeMounts as Obj[]).every((m) => m.readOnly === true),
+    'every mount read-only',
+  );
   // kubeadm's keys are root 0600: this pod runs as uid 0 on purpose, with no capabilities.
   t.equal(c.securityContext.runAsUser, 0);
 });
@@ -293,12 +323,19 @@ t.test('deploy/deployment.yaml: in-cluster proxy', async (t) => {
   const file = join(dir, 'config.yaml');
   writeFileSync(file, configMap.data[configArg.split('/').at(-1)!]);
   const config = loadConfig({ configFile: file, flags: {}, env: {} });
-  t.same(config.upstreams.map((u) => u.hostname), ['kubernetes.default.svc'], 'upstream is the cluster apiserver Service');
+  t.same(
+    config.upstreams.map((u) => u.hostname),
+    ['kubernetes.default.svc'],
+    'upstream is the cluster apiserver Service',
+  );
   t.equal(config.adminListen?.port, ADMIN_PORT, 'admin listener on the probed port');
   const mountPaths = (c.volumeMounts as Obj[]).map((m) => m.mountPath as string);
   for (const key of ['tlsCertFile', 'tlsPrivateKeyFile', 'clientCaFile', 'htpasswdFile', 'upstreamCaFile', 'proxyClientCertFile', 'proxyClientKeyFile'] as const) {
     const path = config[key] as string;
-    t.ok(mountPaths.some((m) => path.startsWith(`${m}/`)), `${key} ${path} is on a mounted volume`);
+    t.ok(
+      mountPaths.some((m) => path.startsWith(`${m}/`)),
+      `${key} ${path} is on a mounted volume`,
+    );
   }
   // ConfigMaps the pod mounts are in this file (or kube-root-ca.crt, which the kubelet publishes); Secrets come from the header.
   const names = new Set(objects.map((o) => `${o.kind}/${o.metadata.name}`));
@@ -308,7 +345,10 @@ t.test('deploy/deployment.yaml: in-cluster proxy', async (t) => {
   }
 
   const service = byKind('Service')[0]!;
-  t.same(service.spec.ports.map((p: Obj) => [p.port, p.targetPort]), [[443, 'https']]);
+  t.same(
+    service.spec.ports.map((p: Obj) => [p.port, p.targetPort]),
+    [[443, 'https']],
+  );
   t.equal(c.ports.find((p: Obj) => p.name === 'https').containerPort, 8443, 'Service 443 → 8443');
   const pdb = byKind('PodDisruptionBudget')[0]!;
   t.same(pdb.spec.selector.matchLabels, deployment.spec.selector.matchLabels, 'PDB selects the Deployment');

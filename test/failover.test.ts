@@ -65,7 +65,10 @@ function run(pool: UpstreamPool, policy: FailoverPolicy, outcome: (n: number) =>
 /** Every attempt released exactly once, every upstream's count back at zero. */
 function releasedOnce(t: Test, pool: CountingPool): void {
   t.same(Object.fromEntries(pool.released), Object.fromEntries(pool.acquired), 'each attempt released once');
-  t.ok(pool.targets.every((target) => target.outstanding === 0), 'nothing left outstanding');
+  t.ok(
+    pool.targets.every((target) => target.outstanding === 0),
+    'nothing left outstanding',
+  );
 }
 
 t.test('an answer on the first upstream: one attempt, released once, no failure', async (t) => {
@@ -100,7 +103,7 @@ t.test('(b) a request that is not replayable is ejected from but not sent again:
   releasedOnce(t, pool);
 });
 
-t.test('a failure once the attempt is committed (the answer began) is the request\'s: no ejection, no retry', async (t) => {
+t.test("a failure once the attempt is committed (the answer began) is the request's: no ejection, no retry", async (t) => {
   const pool = poolOf(3);
   const reset = failure('ECONNRESET');
   const { attempts, failed } = run(pool, { replayable: true }, () => [reset, { committed: true, clientGone: false }]);
@@ -121,7 +124,7 @@ t.test('a failure that says nothing about the connection is neither ejected nor 
   }
 });
 
-t.test('(c) the client went away: not the apiserver\'s fault, no ejection, no retry', async (t) => {
+t.test("(c) the client went away: not the apiserver's fault, no ejection, no retry", async (t) => {
   const pool = poolOf(3);
   const aborted = failure('ECONNRESET', 'aborted');
   const { attempts, failed } = run(pool, { replayable: true }, () => [aborted, { committed: false, clientGone: true }]);
@@ -210,7 +213,12 @@ t.test('release is idempotent: released by the transport and by the failure, cou
 t.test('an attempt that ends later is counted outstanding until it does', async (t) => {
   const pool = poolOf(1);
   let pending: Attempt | undefined;
-  failover(pool, { replayable: true }, (attempt) => (pending = attempt), () => t.fail('no failure'));
+  failover(
+    pool,
+    { replayable: true },
+    (attempt) => (pending = attempt),
+    () => t.fail('no failure'),
+  );
   t.equal(pool.targets[0]?.outstanding, 1, 'a watch or tunnel in flight');
   pending?.release();
   t.equal(pool.targets[0]?.outstanding, 0);

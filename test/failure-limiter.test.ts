@@ -201,16 +201,23 @@ t.test('basic auth: concurrent identical credentials are one check and one count
   const { pool, limiter, login, basic } = setup(2);
   pool.delayMs = 20;
   const same = await Promise.all(Array.from({ length: 20 }, () => basic.verify('alice', 'right', '192.0.2.1', login)));
-  t.ok(same.every((r) => r.ok), "twenty parallel discovery requests with the right password: all pass, none refused as 'in flight'");
+  t.ok(
+    same.every((r) => r.ok),
+    "twenty parallel discovery requests with the right password: all pass, none refused as 'in flight'",
+  );
   t.equal(pool.compares, 1);
   const wrong = await Promise.all(Array.from({ length: 5 }, () => basic.verify('alice', 'same-wrong', '192.0.2.2', login)));
   t.ok(wrong.every((r) => !r.ok && r.reason === 'bad-password'));
   t.equal(limiter.blockedForMs('192.0.2.2', undefined), 0, 'one failure, not five');
   const distinct = await Promise.all(Array.from({ length: 5 }, (_, i) => basic.verify(`nobody-${i}`, 'w', '192.0.2.3', login)));
-  t.same(distinct.map((r) => r.ok === false && r.reason), ['unknown-user', 'unknown-user', 'rate-limited', 'rate-limited', 'rate-limited'], 'distinct guesses at once: only as many as the limit are checked');
+  t.same(
+    distinct.map((r) => r.ok === false && r.reason),
+    ['unknown-user', 'unknown-user', 'rate-limited', 'rate-limited', 'rate-limited'],
+    'distinct guesses at once: only as many as the limit are checked',
+  );
 });
 
-t.test('basic auth: a check shed because the bcrypt queue is full of others\' is not a failure', async (t) => {
+t.test("basic auth: a check shed because the bcrypt queue is full of others' is not a failure", async (t) => {
   const c = clock();
   const limiter = new FailureLimiter({ limit: 1, windowMs: 60_000, now: c.fn });
   const { BcryptOverloadedError } = await import('../src/auth/bcrypt-pool.js');
@@ -222,7 +229,7 @@ t.test('basic auth: a check shed because the bcrypt queue is full of others\' is
   t.same(limiter.size, { addresses: 0, users: 0 });
 });
 
-t.test('basic auth: a check shed because the client\'s own checks fill the bcrypt queue is a failure', async (t) => {
+t.test("basic auth: a check shed because the client's own checks fill the bcrypt queue is a failure", async (t) => {
   const c = clock();
   const limiter = new FailureLimiter({ limit: 2, windowMs: 60_000, now: c.fn });
   const { BcryptOverloadedError } = await import('../src/auth/bcrypt-pool.js');
@@ -327,9 +334,16 @@ t.test('workers: a request with a verified credential makes no round trip', asyn
   for (let i = 0; i < 100; i++) t.equal((await w1.verify('alice', 'right', '192.0.2.10')).ok, true);
   t.equal(w1.sent.length, before, 'from the client that logged in: nothing sent');
   const fromNew = w1.basic.verify('alice', 'right', '192.0.2.11', w1.client);
-  t.same(w1.sent.slice(before).map((m) => m.kfp), ['login-used'], 'from a new client while nothing is locked: one message, no answer awaited');
+  t.same(
+    w1.sent.slice(before).map((m) => m.kfp),
+    ['login-used'],
+    'from a new client while nothing is locked: one message, no answer awaited',
+  );
   t.equal((await fromNew).ok, true);
-  t.same(w1.sent.slice(before).map((m) => m.kfp), ['login-used']);
+  t.same(
+    w1.sent.slice(before).map((m) => m.kfp),
+    ['login-used'],
+  );
 });
 
 t.test('workers: a worker starting late gets the refused keys', async (t) => {

@@ -38,7 +38,26 @@ function isIdentityName(lower: string): boolean {
 const CREDENTIAL_NAMES = new Set(['authorization', 'proxy-authorization']);
 const HOP_BY_HOP_NAMES = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'expect']);
 /** Headers Node keeps only the first line of (node:_http_incoming matchKnownFields). */
-const NODE_FIRST_ONLY = new Set(['age', 'authorization', 'content-length', 'content-type', 'etag', 'expires', 'from', 'host', 'if-modified-since', 'if-unmodified-since', 'last-modified', 'location', 'max-forwards', 'proxy-authorization', 'referer', 'retry-after', 'server', 'user-agent']);
+const NODE_FIRST_ONLY = new Set([
+  'age',
+  'authorization',
+  'content-length',
+  'content-type',
+  'etag',
+  'expires',
+  'from',
+  'host',
+  'if-modified-since',
+  'if-unmodified-since',
+  'last-modified',
+  'location',
+  'max-forwards',
+  'proxy-authorization',
+  'referer',
+  'retry-after',
+  'server',
+  'user-agent',
+]);
 
 type HeaderClass = 'identity' | 'credential' | 'forwarded-for' | 'hop-by-hop' | 'impersonate' | 'benign';
 
@@ -138,26 +157,49 @@ const latin1 = (min: number, max: number) => fc.integer({ min, max }).map((c) =>
 
 /** Extra keys as a client might write them, the empty key ('X-Remote-Extra-') included. */
 const extraKey = fc.oneof(fc.constant(''), token(1, 10), fc.constantFrom('scopes', 'acme.com%2fproject', '%41', 'authentication.kubernetes.io%2fcredential-id', '-', '%'));
-const IDENTITY_BASE = fc.oneof(
-  { weight: 3, arbitrary: fc.constantFrom('x-remote-user', 'x-remote-group', 'x-remote-uid') },
-  { weight: 2, arbitrary: extraKey.map((k) => `x-remote-extra-${k}`) },
-);
-const IMPERSONATE_BASE = fc.oneof(
-  { weight: 3, arbitrary: fc.constantFrom('impersonate-user', 'impersonate-group', 'impersonate-uid') },
-  { weight: 1, arbitrary: extraKey.map((k) => `impersonate-extra-${k}`) },
-);
+const IDENTITY_BASE = fc.oneof({ weight: 3, arbitrary: fc.constantFrom('x-remote-user', 'x-remote-group', 'x-remote-uid') }, { weight: 2, arbitrary: extraKey.map((k) => `x-remote-extra-${k}`) });
+const IMPERSONATE_BASE = fc.oneof({ weight: 3, arbitrary: fc.constantFrom('impersonate-user', 'impersonate-group', 'impersonate-uid') }, { weight: 1, arbitrary: extraKey.map((k) => `impersonate-extra-${k}`) });
 // Names next to the dangerous ones that are NOT identity headers: they must pass untouched.
 // Names of Object.prototype's own properties: this fuzzer once found a header named
 // `constructor` (sent twice, named in Connection) that reached the apiserver, because a lookup
 // found Object.prototype.constructor. Node lower-cases names, so these are the ones a client can hit.
 const PROTOTYPE_NAMES = ['constructor', 'tostring', 'valueof', 'hasownproperty'];
-const NEAR_MISSES = ['x-remote-users', 'x-remote-extra', 'x-remote-extras', 'x-remote-user-agent', 'x-remote', 'x-remote-groups', 'x-remoteuser', 'x-remote_user', 'x-remote-uids', 'remote-user', 'x-forwarded-for-x', 'x-forwarded-host', 'x-forwarded-proto', 'x-impersonate-user', 'impersonate', 'impersonateuser', 'authorization-info', 'x-authorization', 'keep-alive-x', '__proto__', ...PROTOTYPE_NAMES];
+const NEAR_MISSES = [
+  'x-remote-users',
+  'x-remote-extra',
+  'x-remote-extras',
+  'x-remote-user-agent',
+  'x-remote',
+  'x-remote-groups',
+  'x-remoteuser',
+  'x-remote_user',
+  'x-remote-uids',
+  'remote-user',
+  'x-forwarded-for-x',
+  'x-forwarded-host',
+  'x-forwarded-proto',
+  'x-impersonate-user',
+  'impersonate',
+  'impersonateuser',
+  'authorization-info',
+  'x-authorization',
+  'keep-alive-x',
+  '__proto__',
+  ...PROTOTYPE_NAMES,
+];
 const COMMON = ['accept', 'accept-language', 'accept-encoding', 'user-agent', 'cookie', 'x-request-id', 'cache-control', 'if-none-match', 'referer', 'from', 'content-type', 'sec-websocket-protocol'];
-const BENIGN_BASE = fc.oneof(fc.constantFrom(...COMMON), fc.constantFrom(...NEAR_MISSES), token(1, 12).map((s) => `x-${s}`));
+const BENIGN_BASE = fc.oneof(
+  fc.constantFrom(...COMMON),
+  fc.constantFrom(...NEAR_MISSES),
+  token(1, 12).map((s) => `x-${s}`),
+);
 
 /** Header values: printable ASCII, tabs, commas, quotes, obs-text (0x80-0xff), optional whitespace around. */
 const VALUE_CORE = fc.oneof(
-  { weight: 6, arbitrary: fc.string({ unit: fc.oneof({ weight: 12, arbitrary: latin1(0x21, 0x7e) }, { weight: 3, arbitrary: fc.constantFrom(' ', '\t', ',', '"', ';', '=', ', ') }, { weight: 3, arbitrary: latin1(0x80, 0xff) }), maxLength: 24 }) },
+  {
+    weight: 6,
+    arbitrary: fc.string({ unit: fc.oneof({ weight: 12, arbitrary: latin1(0x21, 0x7e) }, { weight: 3, arbitrary: fc.constantFrom(' ', '\t', ',', '"', ';', '=', ', ') }, { weight: 3, arbitrary: latin1(0x80, 0xff) }), maxLength: 24 }),
+  },
   { weight: 2, arbitrary: fc.constantFrom('system:masters', 'root', 'alice', 'bob', 'devs', 'system:authenticated', 'a, b', '"quoted, value"', '') },
 );
 const OWS = fc.string({ unit: fc.constantFrom(' ', '\t'), maxLength: 2 });
@@ -245,7 +287,10 @@ const PURE_IDENTITY: fc.Arbitrary<Identity> = fc.record({
   user: IDENTITY_VALUE.filter((u) => u.length > 0),
   groups: fc.array(IDENTITY_VALUE, { maxLength: 4 }),
   // Keys as the apiserver sees them (lower case), escaped on the way out.
-  extra: fc.oneof({ weight: 3, arbitrary: fc.constant({}) }, { weight: 1, arbitrary: fc.dictionary(fc.string({ unit: fc.constantFrom(...'abc./:% _-ü'), minLength: 1, maxLength: 8 }), fc.array(IDENTITY_VALUE, { maxLength: 3 }), { maxKeys: 3 }) }),
+  extra: fc.oneof(
+    { weight: 3, arbitrary: fc.constant({}) },
+    { weight: 1, arbitrary: fc.dictionary(fc.string({ unit: fc.constantFrom(...'abc./:% _-ü'), minLength: 1, maxLength: 8 }), fc.array(IDENTITY_VALUE, { maxLength: 3 }), { maxKeys: 3 }) },
+  ),
 });
 
 const PURE_CASE: fc.Arbitrary<PureCase> = fc.record({
@@ -290,7 +335,13 @@ function mixedCaseKeyViolations(c: PureCase, filter: HeaderFilter = upstreamRequ
   const out = asLists(filter(incoming, c.identity, c.forwardedFor, c.policy));
   const identity = expectedIdentityHeaders(c.identity, c.forwardedFor);
   const problems = diff(out, identity, (n) => ['identity', 'credential', 'forwarded-for', 'hop-by-hop'].includes(classify(n.trim().toLowerCase())));
-  const sentImpersonation = new Set(c.policy.allowImpersonation ? Object.keys(incoming).map((n) => n.toLowerCase()).filter((n) => n.startsWith('impersonate-')) : []);
+  const sentImpersonation = new Set(
+    c.policy.allowImpersonation
+      ? Object.keys(incoming)
+          .map((n) => n.toLowerCase())
+          .filter((n) => n.startsWith('impersonate-'))
+      : [],
+  );
   const gotImpersonation = new Set([...out.keys()].filter((n) => n.toLowerCase().startsWith('impersonate-')));
   if (!isDeepStrictEqual(gotImpersonation, sentImpersonation)) problems.push(`impersonation names ${JSON.stringify([...gotImpersonation])}, expected ${JSON.stringify([...sentImpersonation])}`);
   return problems.map((p) => `mixed-case keys: ${p}`);
@@ -307,7 +358,9 @@ t.test(`pure: upstreamRequestHeaders(withRepeatedHeaders(...)) keeps the contrac
   const details = fc.check(pureProperty(), { numRuns: PURE_RUNS, seed: SEED });
   t.comment(`${details.numRuns} pure runs in ${Math.round(performance.now() - started)} ms (seed ${SEED})`);
   if (details.failed) {
-    t.fail(`contract broken; counterexample (seed ${SEED}, path ${details.counterexamplePath}):\n${fc.stringify(details.counterexample)}\n${details.errorInstance instanceof Error ? details.errorInstance.message : String(details.errorInstance)}`);
+    t.fail(
+      `contract broken; counterexample (seed ${SEED}, path ${details.counterexamplePath}):\n${fc.stringify(details.counterexample)}\n${details.errorInstance instanceof Error ? details.errorInstance.message : String(details.errorInstance)}`,
+    );
   } else {
     t.equal(details.numRuns, PURE_RUNS, 'every run held');
   }
@@ -323,11 +376,7 @@ function flawedFilter(flaw: Flaw): HeaderFilter {
   return (incoming, identity, forwardedFor, policy) => {
     const out: OutgoingHeaders = {};
     const connection = incoming.connection;
-    const named = new Set(
-      flaw === 'ignores-connection'
-        ? []
-        : (Array.isArray(connection) ? connection : connection ? [connection] : []).flatMap((v) => v.split(',').map((s) => s.trim().toLowerCase())).filter(Boolean),
-    );
+    const named = new Set(flaw === 'ignores-connection' ? [] : (Array.isArray(connection) ? connection : connection ? [connection] : []).flatMap((v) => v.split(',').map((s) => s.trim().toLowerCase())).filter(Boolean));
     const clientGroups: string[] = [];
     for (const [rawName, value] of Object.entries(incoming)) {
       if (value === undefined) continue;
@@ -409,10 +458,7 @@ interface E2eCase {
 const b64 = (user: TestUser) => basicAuth(user).slice('Basic '.length);
 const AUTH_SCHEME = fc.constantFrom('Basic', 'basic', 'BASIC', 'bAsIc');
 const validBasic = (user: TestUser) => fc.tuple(OWS, AUTH_SCHEME, fc.constantFrom(' ', '  ', '\t'), OWS).map(([a, scheme, sep, b]) => `${a}${scheme}${sep}${b64(user)}${b}`);
-const garbageAuth = fc.oneof(
-  fc.constantFrom('Bearer abc.def.ghi', 'Basic', 'Basic !!!', `Basic ${Buffer.from('root:root').toString('base64')}`, `Basic ${Buffer.from('alice:wrong').toString('base64')}`, 'Negotiate YII=', ''),
-  VALUE,
-);
+const garbageAuth = fc.oneof(fc.constantFrom('Bearer abc.def.ghi', 'Basic', 'Basic !!!', `Basic ${Buffer.from('root:root').toString('base64')}`, `Basic ${Buffer.from('alice:wrong').toString('base64')}`, 'Negotiate YII=', ''), VALUE);
 const authLine = (value: fc.Arbitrary<string>) => lineOf(fc.constant('authorization'), value);
 
 const HOSTILE: fc.Arbitrary<string> = fc.oneof(
@@ -462,10 +508,23 @@ const E2E_CASE: fc.Arbitrary<E2eCase> = fc
     // At most one Transfer-Encoding line (chunked twice is refused); none, and no Expect, on an upgrade.
     let lines = generated.filter((l, i, all) => l.name.toLowerCase() !== 'transfer-encoding' || (!upgrade && all.findIndex((x) => x.name.toLowerCase() === 'transfer-encoding') === i));
     if (upgrade) lines = lines.filter((l) => !['upgrade', 'expect'].includes(l.name.toLowerCase()));
-    const primaryAuth = tls === 'none' ? authLine(validBasic(basicUser)).map((l) => [l]) : fc.oneof(fc.constant([] as Line[]), authLine(fc.oneof(garbageAuth, ...BASIC_USERS.map(validBasic))).map((l) => [l]));
+    const primaryAuth =
+      tls === 'none'
+        ? authLine(validBasic(basicUser)).map((l) => [l])
+        : fc.oneof(
+            fc.constant([] as Line[]),
+            authLine(fc.oneof(garbageAuth, ...BASIC_USERS.map(validBasic))).map((l) => [l]),
+          );
     const laterAuth = fc.array(authLine(fc.oneof(garbageAuth, ...BASIC_USERS.map(validBasic))), { maxLength: 2 });
     const upgradeLines: fc.Arbitrary<Line[]> = upgrade
-      ? fc.tuple(lineOf(fc.constant('upgrade'), fc.mixedCase(fc.constant('websocket'))), lineOf(fc.constant('connection'), fc.mixedCase(fc.constantFrom('Upgrade', 'keep-alive, Upgrade', 'upgrade,x-not-sent'))), fc.constant({ name: 'Sec-WebSocket-Key', value: 'dGhlIHNhbXBsZSBub25jZQ==' }), fc.constant({ name: 'Sec-WebSocket-Version', value: '13' })).map((ls) => [...ls])
+      ? fc
+          .tuple(
+            lineOf(fc.constant('upgrade'), fc.mixedCase(fc.constant('websocket'))),
+            lineOf(fc.constant('connection'), fc.mixedCase(fc.constantFrom('Upgrade', 'keep-alive, Upgrade', 'upgrade,x-not-sent'))),
+            fc.constant({ name: 'Sec-WebSocket-Key', value: 'dGhlIHNhbXBsZSBub25jZQ==' }),
+            fc.constant({ name: 'Sec-WebSocket-Version', value: '13' }),
+          )
+          .map((ls) => [...ls])
       : fc.constant([]);
     return fc.tuple(primaryAuth, laterAuth, upgradeLines, connectionLinesFor(lines, { close: closeToken, exclude: ['upgrade'] }), fc.mixedCase(fc.constant('host'))).map(([primary, later, upgradeHeaders, connection, hostName]) => {
       let all = interleave(lines, connection, picks.slice(0, 2));
@@ -589,7 +648,27 @@ t.test(`end to end: ${E2E_REQUESTS} generated requests through the proxy`, async
   for (const c of cases) for (const tag of c.tags) coverage.set(tag, (coverage.get(tag) ?? 0) + 1);
   t.comment(`generated ${cases.length} requests in ${Math.round(generateMs)} ms; coverage: ${[...coverage].map(([k, v]) => `${k}=${v}`).join(', ')}`);
   if (E2E_REQUESTS >= 5000) {
-    for (const tag of ['x-remote-extra- (empty key)', 'flood of 20+ identity/impersonation lines', 'identity header repeated', 'authorization repeated', 'certificate + authorization', 'impersonation repeated', 'obs-text value', 'tab inside a value', 'empty value', 'connection names a sent header', 'chunked', 'expect 100-continue', 'connection: close', 'near-miss name', 'upgrade', 'hostile', 'policy:deny', 'tls:none', 'tls:user-bob']) {
+    for (const tag of [
+      'x-remote-extra- (empty key)',
+      'flood of 20+ identity/impersonation lines',
+      'identity header repeated',
+      'authorization repeated',
+      'certificate + authorization',
+      'impersonation repeated',
+      'obs-text value',
+      'tab inside a value',
+      'empty value',
+      'connection names a sent header',
+      'chunked',
+      'expect 100-continue',
+      'connection: close',
+      'near-miss name',
+      'upgrade',
+      'hostile',
+      'policy:deny',
+      'tls:none',
+      'tls:user-bob',
+    ]) {
       t.ok((coverage.get(tag) ?? 0) >= 50, `at least 50 generated requests with ${tag} (${coverage.get(tag) ?? 0})`);
     }
   }
@@ -681,8 +760,10 @@ t.test(`end to end: ${E2E_REQUESTS} generated requests through the proxy`, async
   const ownRequest = /^\/(readyz|livez|healthz)\b|^\/api\/v1\/namespaces\/kube-system\/configmaps\/extension-apiserver-authentication$/;
   const strays = (seen.get(-1) ?? []).filter((r) => !ownRequest.test(r.url)).map((r) => r.url);
 
-  t.comment(`end to end: ${cases.length} requests in ${Math.round(elapsedMs)} ms (${Math.round((cases.length / elapsedMs) * 1000)}/s) over ${connectionsOpened} connections; forwarded and checked ${forwarded}, refused by the parser ${refused} (${refused400} with a 400, the rest by closing), well-formed ${wellFormed} (seed ${SEED})`);
-  t.same(strays, [], 'every other request the apiserver saw is one of the proxy\'s own');
+  t.comment(
+    `end to end: ${cases.length} requests in ${Math.round(elapsedMs)} ms (${Math.round((cases.length / elapsedMs) * 1000)}/s) over ${connectionsOpened} connections; forwarded and checked ${forwarded}, refused by the parser ${refused} (${refused400} with a 400, the rest by closing), well-formed ${wellFormed} (seed ${SEED})`,
+  );
+  t.same(strays, [], "every other request the apiserver saw is one of the proxy's own");
   t.ok(forwarded >= 0.9 * cases.length, `at least 90% of requests forwarded and checked end to end (${forwarded}/${cases.length})`);
   t.equal(forwarded, wellFormed, 'every well-formed request was forwarded');
   t.equal(failures.length, 0, `no request broke the contract (${failures.length} did)`);
@@ -736,7 +817,15 @@ t.test('the end-to-end oracle rejects upstream records that break the contract',
     ['x-forwarded-for', '127.0.0.1'],
   ];
   // Only what the oracle reads; the cast keeps this independent of fields added to SeenRequest later.
-  const record = (rawHeaders: [string, string][]): SeenRequest => ({ method: 'GET', url: '/test/identity?fuzz=0', rawHeaders, authn: 'requestheader', user: { username: 'alice', groups: ['devs', 'ops', 'system:authenticated'], extra: {} }, peerCN: 'front-proxy-client' }) as Partial<SeenRequest> as SeenRequest;
+  const record = (rawHeaders: [string, string][]): SeenRequest =>
+    ({
+      method: 'GET',
+      url: '/test/identity?fuzz=0',
+      rawHeaders,
+      authn: 'requestheader',
+      user: { username: 'alice', groups: ['devs', 'ops', 'system:authenticated'], extra: {} },
+      peerCN: 'front-proxy-client',
+    }) as Partial<SeenRequest> as SeenRequest;
   t.same(upstreamViolations(c, record(good), '127.0.0.1:6443', {}), [], 'the correct record passes');
   const wrong: [string, [string, string][]][] = [
     ["a kept 'X-Remote-User '", [...good, ['X-Remote-User ', 'root']]],

@@ -45,7 +45,10 @@ function assertOnlyProxyIdentity(t: TapTest, expectedUser: string, expectedGroup
   for (const [, value] of seen.rawHeaders) {
     t.notOk(SPOOFED_VALUES.includes(value), `no spoofed value reaches the apiserver (${value})`);
   }
-  t.notOk(seen.rawHeaders.some(([name]) => /^(proxy-)?authorization$/i.test(name)), 'no credentials reach the apiserver');
+  t.notOk(
+    seen.rawHeaders.some(([name]) => /^(proxy-)?authorization$/i.test(name)),
+    'no credentials reach the apiserver',
+  );
   t.same(seen.user, { username: expectedUser, groups: [...expectedGroups, 'system:authenticated'], extra });
 }
 
@@ -61,7 +64,7 @@ t.test('certificate user: every spoofed header is dropped', async (t) => {
   assertOnlyProxyIdentity(t, 'bob', ['viewers'], 'user-bob');
 });
 
-t.test('Connection: naming the identity headers cannot remove the proxy\'s own', async (t) => {
+t.test("Connection: naming the identity headers cannot remove the proxy's own", async (t) => {
   const res = await rawRequest(proxy.port, pki, [`GET /test/identity HTTP/1.1`, 'Host: localhost', 'Connection: close, X-Remote-User, X-Remote-Group', `Authorization: ${basicAuth(ALICE)}`, ...SPOOFED].join('\r\n'));
   t.equal(res.statusCode, 200);
   assertOnlyProxyIdentity(t, 'alice', ['devs', 'ops']);
@@ -78,30 +81,33 @@ t.test('unauthenticated requests with spoofed headers reach nothing', async (t) 
 });
 
 t.test('Impersonate-* headers pass through line by line; X-Forwarded-For is replaced', async (t) => {
-  const res = await rawRequest(
-    proxy.port,
-    pki,
-    head('/test/identity', [`Authorization: ${basicAuth(ALICE)}`, 'Impersonate-User: bob', 'Impersonate-Group: a', 'Impersonate-Group: b', 'X-Forwarded-For: 203.0.113.9']),
-  );
+  const res = await rawRequest(proxy.port, pki, head('/test/identity', [`Authorization: ${basicAuth(ALICE)}`, 'Impersonate-User: bob', 'Impersonate-Group: a', 'Impersonate-Group: b', 'X-Forwarded-For: 203.0.113.9']));
   t.equal(res.statusCode, 200);
   const seen = apiserver.requests.at(-1)?.rawHeaders ?? [];
-  t.same(seen.filter(([n]) => /^impersonate-/i.test(n)).map(([n, v]) => [n.toLowerCase(), v]), [
-    ['impersonate-user', 'bob'],
-    ['impersonate-group', 'a'],
-    ['impersonate-group', 'b'],
-  ]);
-  t.same(seen.filter(([n]) => n.toLowerCase() === 'x-forwarded-for').map(([, v]) => v), ['127.0.0.1'], 'a client-sent X-Forwarded-For is replaced (the peer is not a trusted proxy)');
+  t.same(
+    seen.filter(([n]) => /^impersonate-/i.test(n)).map(([n, v]) => [n.toLowerCase(), v]),
+    [
+      ['impersonate-user', 'bob'],
+      ['impersonate-group', 'a'],
+      ['impersonate-group', 'b'],
+    ],
+  );
+  t.same(
+    seen.filter(([n]) => n.toLowerCase() === 'x-forwarded-for').map(([, v]) => v),
+    ['127.0.0.1'],
+    'a client-sent X-Forwarded-For is replaced (the peer is not a trusted proxy)',
+  );
 });
 
 t.test('--allow-impersonation=false: no Impersonate-* header reaches the apiserver, in any case', async (t) => {
   const strict = await startStack(t, { pki, flags: ['--allow-impersonation=false'] });
-  const res = await rawRequest(
-    strict.proxy.port,
-    pki,
-    head('/test/identity', [`Authorization: ${basicAuth(ALICE)}`, 'Impersonate-User: bob', 'IMPERSONATE-GROUP: system:masters', 'impersonate-uid: 0', 'Impersonate-Extra-Scopes: admin']),
-  );
+  const res = await rawRequest(strict.proxy.port, pki, head('/test/identity', [`Authorization: ${basicAuth(ALICE)}`, 'Impersonate-User: bob', 'IMPERSONATE-GROUP: system:masters', 'impersonate-uid: 0', 'Impersonate-Extra-Scopes: admin']));
   t.equal(res.statusCode, 200);
   const seen = strict.apiserver.requests.at(-1);
   t.equal(seen?.user?.username, 'alice', 'the request went on as alice herself');
-  t.same(seen?.rawHeaders.filter(([n]) => /^impersonate-/i.test(n)), [], 'every Impersonate-* header was dropped');
+  t.same(
+    seen?.rawHeaders.filter(([n]) => /^impersonate-/i.test(n)),
+    [],
+    'every Impersonate-* header was dropped',
+  );
 });

@@ -55,7 +55,17 @@ t.test('X-Forwarded-For is appended to, never replaced', async (t) => {
 
 t.test('hop-by-hop headers and those named by Connection are dropped', async (t) => {
   const out = upstreamRequestHeaders(
-    { connection: 'keep-alive, x-secret-hop', 'x-secret-hop': '1', 'keep-alive': 'timeout=5', te: 'trailers', 'transfer-encoding': 'chunked', upgrade: 'h2c', expect: '100-continue', 'proxy-connection': 'keep-alive', 'content-type': 'application/json' },
+    {
+      connection: 'keep-alive, x-secret-hop',
+      'x-secret-hop': '1',
+      'keep-alive': 'timeout=5',
+      te: 'trailers',
+      'transfer-encoding': 'chunked',
+      upgrade: 'h2c',
+      expect: '100-continue',
+      'proxy-connection': 'keep-alive',
+      'content-type': 'application/json',
+    },
     alice,
     undefined,
     keep,
@@ -69,7 +79,10 @@ t.test('Impersonate-* passes through unless the policy strips it', async (t) => 
   t.equal(passed['impersonate-user'], 'bob');
   t.same(passed['impersonate-group'], ['a', 'b']);
   const stripped = upstreamRequestHeaders(incoming, alice, undefined, { allowImpersonation: false });
-  t.same(Object.keys(stripped).filter((k) => k.startsWith('impersonate-')), []);
+  t.same(
+    Object.keys(stripped).filter((k) => k.startsWith('impersonate-')),
+    [],
+  );
 });
 
 t.test('repeated request headers are restored as separate lines', async (t) => {
@@ -82,6 +95,14 @@ t.test('repeated request headers are restored as separate lines', async (t) => {
 });
 
 t.test('response headers: hop-by-hop removed, repeated kept', async (t) => {
-  const out = downstreamResponseHeaders({ connection: 'keep-alive, x-hop', 'x-hop': '1', 'keep-alive': 'timeout=5', 'transfer-encoding': 'chunked', warning: ['299 - "a"', '299 - "b"'], 'content-type': 'application/json', 'audit-id': 'abc' });
+  const out = downstreamResponseHeaders({
+    connection: 'keep-alive, x-hop',
+    'x-hop': '1',
+    'keep-alive': 'timeout=5',
+    'transfer-encoding': 'chunked',
+    warning: ['299 - "a"', '299 - "b"'],
+    'content-type': 'application/json',
+    'audit-id': 'abc',
+  });
   t.same(out, { warning: ['299 - "a"', '299 - "b"'], 'content-type': 'application/json', 'audit-id': 'abc' });
 });

@@ -33,7 +33,11 @@ const mark = (s: Stack): Mark => ({ requests: s.apiserver.requests.length, logs:
 /** Requests the stand-in received since `m` (it keeps the proxy's health checks apart). */
 const forwardedSince = (s: Stack, m: Mark) => s.apiserver.requests.slice(m.requests).map((r) => `${r.method} ${r.url}`);
 /** Warnings and errors the proxy logged since `m` ("upstream ejected", "response errored", ...). */
-const warningsSince = (s: Stack, m: Mark) => s.proxy.logs.slice(m.logs).filter((l) => l.level >= 40).map((l) => l.msg);
+const warningsSince = (s: Stack, m: Mark) =>
+  s.proxy.logs
+    .slice(m.logs)
+    .filter((l) => l.level >= 40)
+    .map((l) => l.msg);
 
 /** What a client's misbehaviour must not do to the upstream side: eject it, or have it blamed in the log. */
 function assertUpstreamUnharmed(t: TapTest, s: Stack, m: Mark) {
@@ -60,7 +64,11 @@ async function stillServes(t: TapTest, s: Stack, why: string) {
 /** Waits until the pool has its upstream back (admin /readyz), so one case's damage does not fail the next. */
 async function upstreamBack(s: Stack) {
   await pollUntil(
-    () => fetch(`${s.proxy.adminUrl}/readyz`).then((r) => r.status, () => 0),
+    () =>
+      fetch(`${s.proxy.adminUrl}/readyz`).then(
+        (r) => r.status,
+        () => 0,
+      ),
     (status) => status === 200,
     4000,
   );
@@ -109,7 +117,10 @@ const FRAMING: FramingCase[] = [
   { name: 'a valid request pipelined after a bare-LF request', bytes: `GET /api HTTP/1.1\r\nHost: localhost\n${AUTH}\n\n` + SMUGGLED },
   // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding is badly framed, whatever else it says.
   { name: 'HTTP/1.0 with Transfer-Encoding: chunked', bytes: head('POST /api/v1/namespaces/default/configmaps HTTP/1.0', 'Host: localhost', AUTH, 'Transfer-Encoding: chunked') + '5\r\nhello\r\n0\r\n\r\n' },
-  { name: 'HTTP/1.0 with Transfer-Encoding: chunked and a smuggled request', bytes: head('POST /api/v1/namespaces/default/configmaps HTTP/1.0', 'Host: localhost', AUTH, 'Connection: keep-alive', 'Transfer-Encoding: chunked') + '0\r\n\r\n' + SMUGGLED },
+  {
+    name: 'HTTP/1.0 with Transfer-Encoding: chunked and a smuggled request',
+    bytes: head('POST /api/v1/namespaces/default/configmaps HTTP/1.0', 'Host: localhost', AUTH, 'Connection: keep-alive', 'Transfer-Encoding: chunked') + '0\r\n\r\n' + SMUGGLED,
+  },
 ];
 
 t.test('smuggling and malformed framing: 400 BadRequest Status, connection closed, nothing forwarded', async (t) => {
@@ -140,7 +151,10 @@ t.test('a client that stops sending its body half-way does not take the apiserve
   await sleep(300);
   // Bodies are streamed, so the apiserver may see the start of this one: never as complete.
   const seen = stack.apiserver.requests.slice(m.requests).filter((r) => r.method === 'POST');
-  t.ok(seen.every((r) => r.bodyBytes < 100), `the apiserver never got a complete body (${seen.map((r) => `${r.bodyBytes} bytes`).join(', ') || 'nothing'})`);
+  t.ok(
+    seen.every((r) => r.bodyBytes < 100),
+    `the apiserver never got a complete body (${seen.map((r) => `${r.bodyBytes} bytes`).join(', ') || 'nothing'})`,
+  );
   assertUpstreamUnharmed(t, stack, m);
   await stillServes(t, stack, 'right after');
   await upstreamBack(stack);
@@ -248,12 +262,23 @@ t.test('connections the proxy gave up on are released even when the client never
       const before = heldConnections(pid, stack.proxy.port);
       const clients = await Promise.all([open(), open(), open(), open()]);
       const fins = await Promise.all(clients.map((c) => c.waitFin(3000)));
-      t.ok(fins.every((f) => f !== undefined), `the proxy sent FIN on all ${clients.length} (after ${fins.join(', ')} ms)`);
+      t.ok(
+        fins.every((f) => f !== undefined),
+        `the proxy sent FIN on all ${clients.length} (after ${fins.join(', ')} ms)`,
+      );
       const atFin = heldConnections(pid, stack.proxy.port);
-      const held = await pollUntil(() => heldConnections(pid, stack.proxy.port), (n) => n <= before, 2500);
+      const held = await pollUntil(
+        () => heldConnections(pid, stack.proxy.port),
+        (n) => n <= before,
+        2500,
+      );
       t.equal(held - before, 0, `the proxy closes its end within 2.5 s of its FIN, though the clients stay connected (held of these ${clients.length}: ${atFin - before} at FIN, ${held - before} 2.5 s later)`);
       for (const c of clients) c.destroy();
-      await pollUntil(() => heldConnections(pid, stack.proxy.port), (n) => n <= before, 1000);
+      await pollUntil(
+        () => heldConnections(pid, stack.proxy.port),
+        (n) => n <= before,
+        1000,
+      );
     });
   }
 });
@@ -397,13 +422,21 @@ t.test('the 6th connection from one address is reset before TLS; other addresses
 
 t.test('connections that stalled in the TLS handshake and then left give their per-client slots back', async (t) => {
   const cappedPid = capped.proxy.child.pid as number;
-  await pollUntil(() => heldConnections(cappedPid, capped.proxy.port), (n) => n === 0, 2000);
+  await pollUntil(
+    () => heldConnections(cappedPid, capped.proxy.port),
+    (n) => n === 0,
+    2000,
+  );
   // Five connections (the whole allowance) that send nothing until the handshake timeout (1 s)
   // has passed, then close.
   const stalled = await Promise.all(Array.from({ length: 5 }, () => openTcp(capped.proxy.port)));
   await sleep(1500);
   for (const c of stalled) c.destroy();
-  const held = await pollUntil(() => heldConnections(cappedPid, capped.proxy.port), (n) => n === 0, 2000);
+  const held = await pollUntil(
+    () => heldConnections(cappedPid, capped.proxy.port),
+    (n) => n === 0,
+    2000,
+  );
   t.equal(held, 0, `the proxy closed its end of all five once the clients left (still holds ${held})`);
   const next = await openTls(capped.proxy.port, { ca, handshakeTimeoutMs: 2000 }).then(
     async (c) => {
@@ -422,10 +455,18 @@ t.test('connections that stalled in the TLS handshake and then left give their p
 t.test('after all of it the proxy serves and its file descriptors are back to the baseline', async (t) => {
   await upstreamBack(stack);
   await stillServes(t, stack, 'at the end');
-  const fds = await pollUntil(() => openFds(pid), (n) => n <= fdBaseline + 3, 2500);
+  const fds = await pollUntil(
+    () => openFds(pid),
+    (n) => n <= fdBaseline + 3,
+    2500,
+  );
   t.ok(fds <= fdBaseline + 3, `open file descriptors ${fds}, baseline ${fdBaseline} (+3 allowed)`);
   // The GET just above may still be closing: give it the same deadline.
-  const held = await pollUntil(() => heldConnections(pid, stack.proxy.port), (n) => n === 0, 2500);
+  const held = await pollUntil(
+    () => heldConnections(pid, stack.proxy.port),
+    (n) => n === 0,
+    2500,
+  );
   t.equal(held, 0, 'no client connection left open on the proxy');
   t.equal(stack.proxy.child.exitCode, null, 'the proxy is still running');
   t.equal(capped.proxy.child.exitCode, null, 'the capped proxy is still running');
@@ -439,7 +480,10 @@ t.test('SIGTERM after all of it: both proxies exit within their --shutdown-grace
     return { code, took: Date.now() - started };
   };
   const [main, other] = await Promise.all([timed(stack), timed(capped)]);
-  for (const [name, r] of [['main proxy', main], ['capped proxy', other]] as const) {
+  for (const [name, r] of [
+    ['main proxy', main],
+    ['capped proxy', other],
+  ] as const) {
     t.equal(r.code, 0, `${name}: exit code 0`);
     t.ok(r.took < 3000, `${name}: exited in ${r.took} ms (1 s grace and some slack)`);
   }

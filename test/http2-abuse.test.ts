@@ -143,7 +143,10 @@ for (const [i, { attack, reason, goaway }] of cases.entries()) {
     const p99s = (ms: readonly { p99: number }[]) => ms.map((m) => m.p99.toFixed(1)).join('/');
     t.comment(`${attack}: ${report.connections} attacker connections ended, ${report.refused} refused; p99 ${p99s(runs)} ms during, ${p99s(before)} ms before, ${p99s(after)} ms after`);
     t.equal(during.failed, 0, 'every request of the other client got 200');
-    t.ok(report.endings.every((e) => e.afterMs !== undefined), 'every attacker connection was ended');
+    t.ok(
+      report.endings.every((e) => e.afterMs !== undefined),
+      'every attacker connection was ended',
+    );
     // Two cores shared with the attacker, the stand-in and other work: 2x, with a floor for noise.
     t.ok(during.p99 <= Math.max(2 * baseline.p99, baseline.p99 + 50), `the other client's p99 ${during.p99.toFixed(1)} ms is within 2x of ${baseline.p99.toFixed(1)} ms (or +50 ms)`);
     t.ok((await closedTotal(reason)) >= closedBefore + 1 + report.connections, `kube_front_proxy_http2_sessions_closed_total{reason="${reason}"} counted each`);

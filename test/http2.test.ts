@@ -64,15 +64,21 @@ t.test('over HTTP/2 too, identity headers come from the proxy only; pseudo-heade
   const seen = apiserver.requests.at(-1);
   t.equal(seen?.user?.username, 'alice', 'the certificate user');
   const extra = credentialIdExtra(pki.pem['user-alice'].cert);
-  t.same(seen?.user?.extra, extra, 'with the certificate\'s credential id as its one extra');
+  t.same(seen?.user?.extra, extra, "with the certificate's credential id as its one extra");
   const names = seen?.rawHeaders.map(([n]) => n.toLowerCase()) ?? [];
-  t.same(seen?.rawHeaders.filter(([n]) => /^x-remote-/i.test(n)).map(([n, v]) => [n.toLowerCase(), v]), [
-    ['x-remote-user', 'alice'],
-    ['x-remote-group', 'devs'],
-    ['x-remote-group', 'ops'],
-    ['x-remote-extra-authentication.kubernetes.io%2fcredential-id', extra['authentication.kubernetes.io/credential-id']![0]],
-  ]);
-  t.notOk(names.some((n) => n.startsWith(':')), 'no pseudo-header reaches the apiserver');
+  t.same(
+    seen?.rawHeaders.filter(([n]) => /^x-remote-/i.test(n)).map(([n, v]) => [n.toLowerCase(), v]),
+    [
+      ['x-remote-user', 'alice'],
+      ['x-remote-group', 'devs'],
+      ['x-remote-group', 'ops'],
+      ['x-remote-extra-authentication.kubernetes.io%2fcredential-id', extra['authentication.kubernetes.io/credential-id']![0]],
+    ],
+  );
+  t.notOk(
+    names.some((n) => n.startsWith(':')),
+    'no pseudo-header reaches the apiserver',
+  );
   // The stand-in offers h2 as kube-apiserver does; the proxy stays on HTTP/1.1 upstream, where
   // each group is its own header line (undici's HTTP/2 client would join them into one field,
   // "devs,ops", which the apiserver would read as a single group).
@@ -134,8 +140,14 @@ t.test('kubectl picks HTTP/2 for requests and HTTP/1.1 for exec, both through th
   t.equal(exec.stdout, 'over http/1.1\n');
   await new Promise((r) => setTimeout(r, 200));
   const lines = proxy.logs.slice(from).filter((l) => l.msg === 'request');
-  t.ok(lines.some((l) => l.resource === 'pods' && l.verb === 'list' && l.protocol === 'HTTP/2.0'), 'kubectl get went over HTTP/2');
-  t.ok(lines.some((l) => l.subresource === 'exec' && l.protocol === 'HTTP/1.1'), 'kubectl exec went over HTTP/1.1');
+  t.ok(
+    lines.some((l) => l.resource === 'pods' && l.verb === 'list' && l.protocol === 'HTTP/2.0'),
+    'kubectl get went over HTTP/2',
+  );
+  t.ok(
+    lines.some((l) => l.subresource === 'exec' && l.protocol === 'HTTP/1.1'),
+    'kubectl exec went over HTTP/1.1',
+  );
 });
 
 t.test('drain: an HTTP/2 client gets GOAWAY and the proxy exits without waiting out its grace', async (t) => {

@@ -119,7 +119,6 @@ async function upgradeRecord(identity: { cert?: ClientCert; headers?: string[] }
   return { statusLine, record };
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // Certificates: forwarded exactly...
 
@@ -138,7 +137,11 @@ t.test('certificates: the proxy forwards the identity kube-apiserver derives dir
 });
 
 t.test('certificates: the identity is exact on the HTTP/2 upstream (watch) and upgrade (exec) paths too', async (t) => {
-  const cert = clientCertificate(userCa, [['CN', 'José'], ['O', '开发'], ['O', 'Ωmega']]);
+  const cert = clientCertificate(userCa, [
+    ['CN', 'José'],
+    ['O', '开发'],
+    ['O', 'Ωmega'],
+  ]);
   const seenDirect = await direct(cert);
   if (seenDirect === 'handshake failed') return t.fail('direct handshake failed');
   const watch = await watchRecord({ cert });
@@ -204,7 +207,14 @@ t.test('users file: an entry the headers cannot carry exactly is refused when th
   t.throws(() => parseHtpasswd(line('a', ': b')), HtpasswdError, 'an HtpasswdError');
   // What stays fine: comments (indented too), CRLF, a BOM, non-ASCII, no groups, an empty group field.
   const table = parseHtpasswd(`\ufeff${line('josé', ':开发,Ωmega')}\r\n  # comment\r\n\t\r\n${line('bob', ':')}\r\n${line('carol')}`);
-  t.same([...table.users.values()].map((u) => [u.name, u.groups]), [['josé', ['开发', 'Ωmega']], ['bob', []], ['carol', []]]);
+  t.same(
+    [...table.users.values()].map((u) => [u.name, u.groups]),
+    [
+      ['josé', ['开发', 'Ωmega']],
+      ['bob', []],
+      ['carol', []],
+    ],
+  );
 
   // At start-up: one line naming the flag, the file, the line and the problem, and exit 2.
   const path = join(pki.dir, 'padded-group.htpasswd');
@@ -243,7 +253,13 @@ t.test('HTTP/2 clients: repeated Impersonate-* fields reach the apiserver as sep
   const session = await openSession();
   t.teardown(() => session.close());
   const impersonation = { 'impersonate-user': 'bob', 'impersonate-group': ['a', 'b'], 'impersonate-extra-scopes': ['x', 'y'] };
-  const sent = [['impersonate-user', 'bob'], ['impersonate-group', 'a'], ['impersonate-group', 'b'], ['impersonate-extra-scopes', 'x'], ['impersonate-extra-scopes', 'y']];
+  const sent = [
+    ['impersonate-user', 'bob'],
+    ['impersonate-group', 'a'],
+    ['impersonate-group', 'b'],
+    ['impersonate-extra-scopes', 'x'],
+    ['impersonate-extra-scopes', 'y'],
+  ];
   const headers = { authorization: basicAuth(ALICE), ...impersonation };
   const plain = await recordOf(() => h2Get(session, '/test/identity', headers));
   t.same(linesOf(plain, 'impersonate-'), sent, 'plain request (HTTP/1.1 upstream)');
@@ -252,7 +268,7 @@ t.test('HTTP/2 clients: repeated Impersonate-* fields reach the apiserver as sep
   t.same(linesOf(watch, 'impersonate-'), sent, 'watch (HTTP/2 upstream)');
 });
 
-t.test('X-Real-Ip and Forwarded from the client do not reach the apiserver; X-Forwarded-For is the proxy\'s', async (t) => {
+t.test("X-Real-Ip and Forwarded from the client do not reach the apiserver; X-Forwarded-For is the proxy's", async (t) => {
   const record = await recordOf(() => proxied(undefined, '/test/identity', { authorization: basicAuth(ALICE), 'x-real-ip': '10.9.9.9', forwarded: 'for=10.9.9.9', 'x-forwarded-for': '10.8.8.8' }));
   t.same(linesOf(record, 'x-real-ip'), [], 'no X-Real-Ip');
   t.same(linesOf(record, 'forwarded'), [], 'no Forwarded');

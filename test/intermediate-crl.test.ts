@@ -27,12 +27,7 @@ const pki = await createTestPki();
 const root = await createCertificateAuthority({ commonName: 'corp-root' });
 const [issuingInBundle, issuingSent] = await Promise.all([intermediateCa(root, 'corp-issuing-1'), intermediateCa(root, 'corp-issuing-2')]);
 const client = (commonName: string) => ({ commonName, organizations: ['devs'], usages: ['clientAuth' as const] });
-const [ann, ben, cat, dot] = await Promise.all([
-  issueCertificate(issuingInBundle, client('ann')),
-  issueCertificate(issuingSent, client('ben')),
-  issueCertificate(issuingInBundle, client('cat')),
-  issueCertificate(root, client('dot')),
-]);
+const [ann, ben, cat, dot] = await Promise.all([issueCertificate(issuingInBundle, client('ann')), issueCertificate(issuingSent, client('ben')), issueCertificate(issuingInBundle, client('cat')), issueCertificate(root, client('dot'))]);
 type User = 'ann' | 'ben' | 'cat' | 'dot';
 const credentials: Record<User, CertificateAndKey> = {
   ann,
@@ -101,7 +96,7 @@ t.test('before any revocation, everyone is let in, on kept and new connections',
   t.same(await statuses(), { ann: [200, 200], ben: [200, 200], cat: [200, 200], dot: [200, 200] });
 });
 
-t.test('a leaf revoked in its issuing CA\'s CRL, in a file that holds the root\'s CRL too', async (t) => {
+t.test("a leaf revoked in its issuing CA's CRL, in a file that holds the root's CRL too", async (t) => {
   await writeCrls({ byRoot: [], byIssuing: [cat.cert] });
   await reloadBySighup(proxy);
   t.match(await identity(kept.cat), { status: 401, body: { message: 'client certificate has been revoked' } }, 'cat: 401 on the connection he holds');
@@ -120,13 +115,13 @@ t.test('the root revokes the issuing CA ben sends: ben is refused on his connect
   await writeCrls({ byRoot: [issuingSent.cert], byIssuing: [cat.cert] });
   const started = Date.now();
   await reloadBySighup(proxy);
-  t.equal(await within('ben\'s watch to end', watches.ben.ended, CUT_WITHIN_MS), 'end', 'ben\'s watch ended cleanly');
+  t.equal(await within("ben's watch to end", watches.ben.ended, CUT_WITHIN_MS), 'end', "ben's watch ended cleanly");
   t.ok(Date.now() - started < CUT_WITHIN_MS, `cut ${Date.now() - started} ms after the SIGHUP`);
   await waitFor('the warn line', () => proxy.logs.some((l) => l.msg === CLOSED));
   t.match(proxy.logs.filter((l) => l.msg === CLOSED).at(-1), { streams: 1, tunnels: 0, users: ['ben'] }, 'naming ben');
 
   t.match(await identity(kept.ben), { status: 401, body: { message: /issued under a revoked CA certificate \(CN=corp-issuing-2\)/ } }, 'ben: 401 on the connection he holds, naming the revoked CA');
-  t.same(await statuses(), { ann: [200, 200], ben: [401, 401], cat: [401, 401], dot: [200, 200] }, 'ann (the other issuing CA) and dot (the root\'s own) carry on');
+  t.same(await statuses(), { ann: [200, 200], ben: [401, 401], cat: [401, 401], dot: [200, 200] }, "ann (the other issuing CA) and dot (the root's own) carry on");
   await eventReaches(t, apiserver, { ann: watches.ann });
   watches.ann.close();
 });
@@ -143,18 +138,26 @@ t.test('RevocationList.firstRevoked and TrustedCas.chainOf on their own', async 
   const bundle = Buffer.from(root.cert + issuingInBundle.cert);
   const cas = new TrustedCas(bundle);
   const chain = cas.chainOf(x(ben.cert), [x(issuingSent.cert)]);
-  t.same(chain?.above.map((c) => c.subject), ['CN=corp-issuing-2', 'CN=corp-root'], 'ben\'s chain: his issuing CA, then the root');
-  t.same(cas.chainOf(x(dot.cert), [])?.above.map((c) => c.subject), ['CN=corp-root'], 'dot\'s: the root alone');
+  t.same(
+    chain?.above.map((c) => c.subject),
+    ['CN=corp-issuing-2', 'CN=corp-root'],
+    "ben's chain: his issuing CA, then the root",
+  );
+  t.same(
+    cas.chainOf(x(dot.cert), [])?.above.map((c) => c.subject),
+    ['CN=corp-root'],
+    "dot's: the root alone",
+  );
   t.equal(cas.knownChain(x(ben.cert).fingerprint256), chain, 'remembered for a resumed session, which sends no intermediates');
   t.equal(chain?.notAfter, Math.min(Date.parse(x(issuingSent.cert).validTo), Date.parse(x(root.cert).validTo)), 'valid until the first of them expires');
 
   const path = join(pki.dir, 'unit.crl');
-  writeFileSync(path, (await signCrl(root, { entries: [{ serialNumber: serial(issuingSent.cert), revocationDate: new Date() }], crlNumber: 1n, nextUpdate: new Date(Date.now() + DAY_MS) })));
+  writeFileSync(path, await signCrl(root, { entries: [{ serialNumber: serial(issuingSent.cert), revocationDate: new Date() }], crlNumber: 1n, nextUpdate: new Date(Date.now() + DAY_MS) }));
   const list = loadRevocationList(path, bundle);
   const benChain = [x(ben.cert), ...(chain?.above ?? [])];
   t.equal(list.firstRevoked(benChain)?.subject, 'CN=corp-issuing-2', 'the revoked link is found');
-  t.equal(list.isRevoked(x(ben.cert)), false, 'though ben\'s own certificate is not listed');
-  t.equal(list.firstRevoked([x(dot.cert), x(root.cert)]), undefined, 'dot\'s chain: nothing revoked');
+  t.equal(list.isRevoked(x(ben.cert)), false, "though ben's own certificate is not listed");
+  t.equal(list.firstRevoked([x(dot.cert), x(root.cert)]), undefined, "dot's chain: nothing revoked");
   // A serial is only unique per CA: the same number from another CA is not the revoked one.
   const lookalike = await createCertificateAuthority({ commonName: 'corp-root' });
   const sameSerial = await issueCertificate(lookalike, { ...client('eve'), serialNumber: serial(issuingSent.cert) });

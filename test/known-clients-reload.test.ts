@@ -27,7 +27,16 @@ const GUS: TestUser = { name: 'gus', password: 'gus-password', groups: [] };
 async function reloadEverywhere(proxy: ProxyProcess, workers: number): Promise<void> {
   const from = proxy.logs.length;
   proxy.child.kill('SIGHUP');
-  await waitFor(`${workers} reload lines`, () => new Set(proxy.logs.slice(from).filter((l) => l.msg === RELOADED).map((l) => l.pid)).size >= workers);
+  await waitFor(
+    `${workers} reload lines`,
+    () =>
+      new Set(
+        proxy.logs
+          .slice(from)
+          .filter((l) => l.msg === RELOADED)
+          .map((l) => l.pid),
+      ).size >= workers,
+  );
 }
 
 for (const workers of [1, 2]) {
@@ -73,16 +82,16 @@ for (const workers of [1, 2]) {
 
     // A routine reload: nothing changed.
     await reloadEverywhere(proxy, workers);
-    t.same(await onEveryWorker(kubectl.alice, ALICE), all(200), 'SIGHUP: alice\'s kubectl is still let in');
-    t.same(await onEveryWorker(kubectl.erin, ERIN), all(200), 'and erin\'s');
+    t.same(await onEveryWorker(kubectl.alice, ALICE), all(200), "SIGHUP: alice's kubectl is still let in");
+    t.same(await onEveryWorker(kubectl.erin, ERIN), all(200), "and erin's");
     t.equal(await once('127.0.1.98', ALICE), 429, 'while a new client with her password is still refused');
 
     // The users file rewritten: erin's password changes, gus is removed, alice's line stays as it is.
     writeUsersFile(dirname(usersFile), [lines.alice, bcryptLine(ERIN_NEW)], basename(usersFile));
     await reloadEverywhere(proxy, workers);
     t.same(await onEveryWorker(kubectl.alice, ALICE), all(200), 'users file rewritten: alice (unchanged) is still let in');
-    t.same(await onEveryWorker(kubectl.erin, ERIN), all(429), 'erin\'s old password, from her kubectl: refused, her name is still locked and she is known no more');
-    t.same(await onEveryWorker(kubectl.erin, ERIN_NEW), all(429), 'her new password is a new credential: it waits for the lock like anyone\'s');
+    t.same(await onEveryWorker(kubectl.erin, ERIN), all(429), "erin's old password, from her kubectl: refused, her name is still locked and she is known no more");
+    t.same(await onEveryWorker(kubectl.erin, ERIN_NEW), all(429), "her new password is a new credential: it waits for the lock like anyone's");
     t.same(await onEveryWorker(kubectl.gus, GUS), all(429), 'gus (removed): refused');
   });
 }
@@ -123,7 +132,7 @@ t.test('one process: a known client whose credential no longer holds is let try 
   known.add('alice-pw', '192.0.2.3', 'alice');
   known.add('unnamed', '192.0.2.4');
   login.usersChanged(['gus']);
-  t.same([known.has('gus-pw', '192.0.2.2'), known.has('alice-pw', '192.0.2.3'), known.has('unnamed', '192.0.2.4')], [false, true, false], 'a withdrawn user\'s credential goes, and one whose user is not known');
+  t.same([known.has('gus-pw', '192.0.2.2'), known.has('alice-pw', '192.0.2.3'), known.has('unnamed', '192.0.2.4')], [false, true, false], "a withdrawn user's credential goes, and one whose user is not known");
   login.usersChanged();
   t.equal(known.size, 0, 'without the list, everything goes');
 });
@@ -139,7 +148,7 @@ t.test('--workers: the primary keeps known clients across a reload that withdraw
   authority.handle(2, { kfp: 'login-finish', id: 2, outcome: 'failure' }, reply);
   authority.handle(2, { kfp: 'login-forget', users: [] }, reply);
   authority.handle(2, { kfp: 'login-check', id: 3, client: '192.0.2.1', user: 'alice', credential: 'c' }, reply);
-  t.equal(answers.at(-1), 0, 'after a reload that withdraws nobody, alice\'s client is still known');
+  t.equal(answers.at(-1), 0, "after a reload that withdraws nobody, alice's client is still known");
   authority.handle(1, { kfp: 'login-begin', id: 4, client: '192.0.2.1', user: 'alice', credential: 'c' }, reply);
   authority.handle(1, { kfp: 'login-finish', id: 4, outcome: 'failure' }, reply);
   authority.handle(2, { kfp: 'login-check', id: 5, client: '192.0.2.1', user: 'alice', credential: 'c' }, reply);
@@ -150,7 +159,7 @@ t.test('--workers: the primary keeps known clients across a reload that withdraw
   const bobCheck = (id: number) => authority.handle(2, { kfp: 'login-check', id, client: '192.0.2.7', user: 'bob', credential: 'd' }, reply);
   authority.handle(1, { kfp: 'login-used', client: '192.0.2.7', credential: 'd', user: 'bob' }, reply);
   bobCheck(7);
-  t.equal(answers.at(-1), 0, 'bob\'s client is known');
+  t.equal(answers.at(-1), 0, "bob's client is known");
   authority.handle(1, { kfp: 'login-forget', users: ['alice'] }, reply);
   bobCheck(8);
   t.equal(answers.at(-1), 0, 'a reload that withdraws alice keeps him');

@@ -61,13 +61,19 @@ t.test('kubectl exec over SPDY: forced, and as the fallback when the apiserver r
   const fallback = await kubectl(oldConfig, ['exec', '-i', 'pod-0', '--', 'cat'], { stdin: 'fell back\n' });
   t.equal(fallback.code, 0, fallback.stderr);
   t.equal(fallback.stdout, 'fell back\n');
-  const upgrades = old.apiserver.requests.slice(from).map((r) => r.rawHeaders.find(([n]) => n.toLowerCase() === 'upgrade')?.[1]).filter(Boolean);
+  const upgrades = old.apiserver.requests
+    .slice(from)
+    .map((r) => r.rawHeaders.find(([n]) => n.toLowerCase() === 'upgrade')?.[1])
+    .filter(Boolean);
   t.same(upgrades, ['websocket', 'SPDY/3.1'], 'the refused WebSocket answer reached kubectl, which retried with SPDY');
 });
 
 t.test('kubectl port-forward through the proxy: WebSocket-tunnelled SPDY and plain SPDY', async (t) => {
   const kubeconfig = users['username/password'];
-  for (const [name, env] of [['WebSocket', {}], ['SPDY', { KUBECTL_PORT_FORWARD_WEBSOCKETS: 'false' }]] as const) {
+  for (const [name, env] of [
+    ['WebSocket', {}],
+    ['SPDY', { KUBECTL_PORT_FORWARD_WEBSOCKETS: 'false' }],
+  ] as const) {
     const forward = await portForward(kubeconfig, env);
     const payload = randomBytes(256 * 1024);
     const echoed = await echoOverTcp(forward.port, payload);

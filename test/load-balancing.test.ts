@@ -39,22 +39,41 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 t.test('requests spread across all apiservers', async (t) => {
   const servers = await Promise.all([standIn(), standIn(), standIn()]);
   t.teardown(() => Promise.all(servers.map((s) => s.close())));
-  const proxy = await poolProxy(t, servers.map((s) => s.url));
+  const proxy = await poolProxy(
+    t,
+    servers.map((s) => s.url),
+  );
   await Promise.all(Array.from({ length: 60 }, () => call(client, `${proxy.url}/api/v1/namespaces/default/pods/pod-0`)));
   const counts = served(servers);
-  t.equal(counts.reduce((a, b) => a + b, 0), 60);
-  t.ok(counts.every((c) => c >= 10), `each apiserver served a share: ${counts.join(', ')}`);
+  t.equal(
+    counts.reduce((a, b) => a + b, 0),
+    60,
+  );
+  t.ok(
+    counts.every((c) => c >= 10),
+    `each apiserver served a share: ${counts.join(', ')}`,
+  );
   // Host names the apiserver the request went to, as it would for a client talking to it directly.
   const hosts = servers.map((s) => [...new Set(s.requests.filter((r) => r.user?.username === 'alice').map((r) => r.rawHeaders.find(([n]) => n.toLowerCase() === 'host')?.[1]))]);
-  t.same(hosts, servers.map((s) => [new URL(s.url).host]), 'each apiserver got its own Host');
+  t.same(
+    hosts,
+    servers.map((s) => [new URL(s.url).host]),
+    'each apiserver got its own Host',
+  );
   const checks = servers.map((s) => s.healthChecks.filter((r) => r.url === '/readyz' && r.user?.username === 'kube-front-proxy:health-check').length);
-  t.ok(checks.every((c) => c > 0), `each got GET /readyz health checks as the health-check user: ${checks.join(', ')}`);
+  t.ok(
+    checks.every((c) => c > 0),
+    `each got GET /readyz health checks as the health-check user: ${checks.join(', ')}`,
+  );
 });
 
 t.test('one apiserver stopped under steady load: no client request fails; it rejoins after restart', async (t) => {
   const servers = await Promise.all([standIn(), standIn(), standIn()]);
   t.teardown(() => Promise.all(servers.map((s) => s.close())));
-  const proxy = await poolProxy(t, servers.map((s) => s.url));
+  const proxy = await poolProxy(
+    t,
+    servers.map((s) => s.url),
+  );
   let failures = 0;
   let total = 0;
   let running = true;
@@ -93,7 +112,10 @@ t.test('one apiserver stopped under steady load: no client request fails; it rej
   // Log lines are written in batches (at most 100 ms late): the line may trail the rejoin.
   const logsDeadline = Date.now() + 2000;
   while (!proxy.logs.some((l) => l.msg === 'upstream healthy again') && Date.now() < logsDeadline) await sleep(20);
-  t.ok(proxy.logs.some((l) => l.msg === 'upstream healthy again'), 'and logged bringing it back');
+  t.ok(
+    proxy.logs.some((l) => l.msg === 'upstream healthy again'),
+    'and logged bringing it back',
+  );
 });
 
 t.test('a hung apiserver does not hang requests beyond the header timeout', async (t) => {
@@ -118,20 +140,28 @@ t.test('a hung apiserver does not hang requests beyond the header timeout', asyn
     statuses.push(res.status);
   }
   t.ok(Math.max(...timings) < 2000, `slowest request ${Math.max(...timings).toFixed(0)} ms (header timeout 1 s)`);
-  t.ok(statuses.every((s) => s === 200 || s === 504), `answers: ${statuses.join(',')}`);
+  t.ok(
+    statuses.every((s) => s === 200 || s === 504),
+    `answers: ${statuses.join(',')}`,
+  );
   t.equal(statuses.slice(-4).filter((s) => s === 200).length, 4, 'once the health checks have taken it out, every request succeeds');
 });
 
 t.test('a watch on a stopped apiserver ends cleanly, and a new watch lands on a healthy one', async (t) => {
   const servers = await Promise.all([standIn(), standIn()]);
   t.teardown(() => Promise.all(servers.map((s) => s.close())));
-  const proxy = await poolProxy(t, servers.map((s) => s.url));
+  const proxy = await poolProxy(
+    t,
+    servers.map((s) => s.url),
+  );
   const watch = await request(`${proxy.url}/api/v1/namespaces/default/pods?watch=true`, { dispatcher: client });
   t.equal(watch.statusCode, 200);
-  const host = servers.find((s) => s.openWatches() > 0) ?? (await (async () => {
-    await sleep(100);
-    return servers.find((s) => s.openWatches() > 0);
-  })());
+  const host =
+    servers.find((s) => s.openWatches() > 0) ??
+    (await (async () => {
+      await sleep(100);
+      return servers.find((s) => s.openWatches() > 0);
+    })());
   t.ok(host, 'the watch is open on one apiserver');
   let errored = false;
   const ended = new Promise<void>((resolve) => {
@@ -160,7 +190,11 @@ t.test('every apiserver down: an immediate 503 naming each', async (t) => {
   const started = performance.now();
   const res = await call(client, `${proxy.url}/api/v1/namespaces/default/pods`);
   t.equal(res.status, 503);
-  t.match(res.body, { kind: 'Status', reason: 'ServiceUnavailable', message: /^no healthy apiserver: https:\/\/127\.0\.0\.1:\d+ \((?:GET \/readyz failed: )?ECONNREFUSED.*\), https:\/\/127\.0\.0\.1:\d+ \((?:GET \/readyz failed: )?ECONNREFUSED.*\)$/ });
+  t.match(res.body, {
+    kind: 'Status',
+    reason: 'ServiceUnavailable',
+    message: /^no healthy apiserver: https:\/\/127\.0\.0\.1:\d+ \((?:GET \/readyz failed: )?ECONNREFUSED.*\), https:\/\/127\.0\.0\.1:\d+ \((?:GET \/readyz failed: )?ECONNREFUSED.*\)$/,
+  });
   // (The reason is the failed request's or, if a health check got there first, the check's.)
   t.ok(performance.now() - started < 1000, 'at once');
   const readyz = await fetch(`${proxy.adminUrl}/readyz`);
@@ -173,7 +207,10 @@ t.test('a request with a body to an apiserver gone since its last health check g
   const proxy = await poolProxy(t, [server.url], ['--health-interval', '1h']);
   t.equal((await call(client, `${proxy.url}/api/v1/namespaces/default/pods`)).status, 200, 'served while it is up');
   await server.close();
-  for (const [method, body] of [['POST', Buffer.alloc(200_000, 0x61)], ['PUT', '{"kind":"ConfigMap"}']] as const) {
+  for (const [method, body] of [
+    ['POST', Buffer.alloc(200_000, 0x61)],
+    ['PUT', '{"kind":"ConfigMap"}'],
+  ] as const) {
     const res = await request(`${proxy.url}/api/v1/namespaces/default/configmaps`, { dispatcher: client, method, body, headers: { 'content-type': 'application/json' } });
     t.equal(res.statusCode, 503, `${method}: 503`);
     t.match(await res.body.json(), { kind: 'Status', reason: 'ServiceUnavailable', message: /ECONNREFUSED/ }, `${method}: a Status saying why`);

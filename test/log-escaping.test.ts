@@ -82,7 +82,10 @@ t.test('authFailureLine is what pino writes for the record, escaped', async (t) 
     const sink = new Writable({ write: (chunk: Buffer, _e, done) => (resolve(chunk.toString('utf8')), done()) });
     pino({ base: { pid: 7 }, timestamp: () => `,"time":"${time.toISOString()}"` }, sink).info(r, 'authentication failed');
   });
-  t.ok(ALL.every((c) => pinoText.includes(c)), 'pino alone writes them all raw (its escaping is JSON.stringify\'s)');
+  t.ok(
+    ALL.every((c) => pinoText.includes(c)),
+    "pino alone writes them all raw (its escaping is JSON.stringify's)",
+  );
   t.equal(authFailureLine(r, 30, 7, time), escapeLogLine(pinoText));
   t.equal(authFailureLine({ ...r, claimedUser: undefined }, 30, 7, time), escapeLogLine(pinoText.replace(/,"claimedUser":"(?:[^"\\]|\\.)*"/, '')), 'no claimed user: no field, as pino');
 });
@@ -122,7 +125,7 @@ t.test('the traffic-log file: json and audit formats, request and failure lines'
   }
 });
 
-t.test('authentication failures without a file go to the shared logger\'s stream, escaped', async (t) => {
+t.test("authentication failures without a file go to the shared logger's stream, escaped", async (t) => {
   const written: string[] = [];
   const sink = new Writable({ write: (chunk: Buffer, _e, done) => (written.push(chunk.toString('utf8')), done()) });
   const main = pino({ level: 'info' }, sink);
@@ -172,7 +175,10 @@ t.test('logs: -o json, the table and --stats escape them', async (t) => {
   // As pino wrote them before: raw.
   const raw = records.map((r) => JSON.stringify({ level: 30, time: '2026-12-07T01:00:00.000Z', pid: 1, ...r, msg: 'request' }));
   raw.push(JSON.stringify({ level: 30, time: '2026-12-07T01:00:01.000Z', pid: 1, ...failure, claimedUser: `e${ALL.join('')}`, msg: 'authentication failed' }));
-  t.ok(raw.every((l) => RAW_UNSAFE.test(l)), 'the fixture has them raw');
+  t.ok(
+    raw.every((l) => RAW_UNSAFE.test(l)),
+    'the fixture has them raw',
+  );
   writeFileSync(file, `${raw.join('\n')}\n`);
   const opts: LogsOptions = { file, follow: false, output: 'json', stats: false, color: false };
 
@@ -198,7 +204,11 @@ t.test('logs: -o json, the table and --stats escape them', async (t) => {
     const stats = new Collect();
     await runLogs({ ...opts, output, stats: true }, stats);
     t.notOk(RAW_UNSAFE.test(stats.text.replace(/\n/g, '')), `--stats -o ${output}: nothing raw`);
-    if (output === 'json') t.ok((JSON.parse(stats.text) as { byUser: Array<{ user: string }> }).byUser.some((u) => u.user === `u${ALL[0]}x`), '--stats json: the same names');
+    if (output === 'json')
+      t.ok(
+        (JSON.parse(stats.text) as { byUser: Array<{ user: string }> }).byUser.some((u) => u.user === `u${ALL[0]}x`),
+        '--stats json: the same names',
+      );
   }
 });
 

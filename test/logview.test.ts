@@ -11,18 +11,7 @@ import { PassThrough, Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { cliArgs } from './helpers/proxy.js';
-import {
-  LineSplitter,
-  MAX_LINE,
-  compileFilter,
-  parseLine,
-  parseSince,
-  parseStatusFilter,
-  runLogs,
-  type LogEntry,
-  type LogsOptions,
-  type StatsSummary,
-} from '../src/commands/logview.js';
+import { LineSplitter, MAX_LINE, compileFilter, parseLine, parseSince, parseStatusFilter, runLogs, type LogEntry, type LogsOptions, type StatsSummary } from '../src/commands/logview.js';
 import { auditEvent, type AccessRecord, type AuthFailureRecord } from '../src/observe/accesslog.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'logview-'));
@@ -140,16 +129,7 @@ const L = {
     durationMs: 250.04,
   }),
 };
-const GARBAGE = [
-  'not json at all',
-  '',
-  '{"level":30,"time":"2026-11-24T15:20:08.000Z","pid":123,"msg":"Server listening at https://0.0.0.0:8443"}',
-  '{"broken',
-  '[1,2,3]',
-  'null',
-  '{"msg":"request","user":"nostatus"}',
-  '   ',
-];
+const GARBAGE = ['not json at all', '', '{"level":30,"time":"2026-11-24T15:20:08.000Z","pid":123,"msg":"Server listening at https://0.0.0.0:8443"}', '{"broken', '[1,2,3]', 'null', '{"msg":"request","user":"nostatus"}', '   '];
 const FIXTURE = [L.list, GARBAGE[0], L.log, GARBAGE[1], GARBAGE[2], L.authFail, L.watchStart, GARBAGE[3], L.forbidden, L.version, GARBAGE[4], L.watchEnd, GARBAGE[5], GARBAGE[6], L.patch, GARBAGE[7]].join('\n') + '\n';
 const fixtureFile = join(dir, 'access.log');
 writeFileSync(fixtureFile, FIXTURE);
@@ -308,7 +288,7 @@ t.test('compileFilter: each filter, and all of them together', async (t) => {
   t.same(ids({ since: '1h' }), ['r1', 'r2', 'r3', 'r4s', 'r5', 'r6', 'r4e', 'r7']);
   t.same(ids({ user: 'alice', verb: 'watch', namespace: 'default', resource: 'pods', status: '200', since: '30s' }), ['r4e'], 'all filters at once');
   t.same(ids({ auditId: 'r5' }), ['r5'], 'auditId: the reqId');
-  t.same(ids({ auditId: 'r4' }), ['r4s', 'r4e'], 'a long-lived request\'s start and end lines');
+  t.same(ids({ auditId: 'r4' }), ['r4s', 'r4e'], "a long-lived request's start and end lines");
   t.same(ids({ auditId: 'r3' }), ['r3'], 'an authentication failure');
   t.same(ids({ auditId: 'r' }), [], 'auditId is exact');
   t.same(ids({ auditId: 'R5' }), [], 'and case-sensitive');
@@ -350,7 +330,17 @@ t.test('table: long values are cut to the column, control characters never reach
   writeFileSync(
     file,
     [
-      requestLine({ reqId: 'x1', time: '2026-11-24T01:02:03.004Z', user: longUser, verb: 'deletecollection', resource: 'customresourcedefinitions', name: 'certificaterequests.cert-manager.io', path: '/x', status: 200, durationMs: 12345.6 }),
+      requestLine({
+        reqId: 'x1',
+        time: '2026-11-24T01:02:03.004Z',
+        user: longUser,
+        verb: 'deletecollection',
+        resource: 'customresourcedefinitions',
+        name: 'certificaterequests.cert-manager.io',
+        path: '/x',
+        status: 200,
+        durationMs: 12345.6,
+      }),
       authFailureLine('x2', '2026-11-24T01:02:04.000Z', `evil${ESC}[2J${ESC}]0;pwned\u0007\u202e`),
       authFailureLine('x3', '2026-11-24T01:02:05.000Z', undefined),
     ].join('\n'),
@@ -412,7 +402,7 @@ t.test('-o json: the matching lines exactly as read, one per line, no header', a
   t.equal((await run({ file: odd, output: 'json' })).text, `${line}\n`);
 });
 
-t.test('--audit-id: that request\'s lines only, in the json and the audit format; -o wide shows the ID', async (t) => {
+t.test("--audit-id: that request's lines only, in the json and the audit format; -o wide shows the ID", async (t) => {
   t.equal((await run({ auditId: 'r5', output: 'json' })).text, `${L.forbidden}\n`);
   t.equal((await run({ auditId: 'r4', output: 'json' })).text, `${L.watchStart}\n${L.watchEnd}\n`, 'a watch: its start and end lines');
   t.equal((await run({ auditId: 'r3' })).text, `${HEADER}\n${ROW.authFail}\n`, 'an authentication failure, in the table');
@@ -503,8 +493,18 @@ t.test('--stats: counts by user, verb and status; the slowest calls; long-lived 
   t.equal(json.requests, 7);
   t.equal(json.errors, 3);
   t.same(json.byUser[0], { user: 'alice', requests: 2, errors: 0 });
-  t.same(json.byStatus.map((c) => [c.class, c.requests]), [['2xx', 4], ['4xx', 2], ['5xx', 1]]);
-  t.same(json.slowest.map((s) => s.durationMs), [250.04, 12.5, 3.2, 1.1, 0.8]);
+  t.same(
+    json.byStatus.map((c) => [c.class, c.requests]),
+    [
+      ['2xx', 4],
+      ['4xx', 2],
+      ['5xx', 1],
+    ],
+  );
+  t.same(
+    json.slowest.map((s) => s.durationMs),
+    [250.04, 12.5, 3.2, 1.1, 0.8],
+  );
 
   const filtered = JSON.parse((await run({ stats: true, output: 'json', user: 'alice' })).text) as StatsSummary;
   t.equal(filtered.requests, 2, 'filters apply to --stats');
@@ -515,15 +515,18 @@ t.test('--stats: counts by user, verb and status; the slowest calls; long-lived 
 t.test('--stats keeps only the 10 slowest, slowest first', async (t) => {
   const file = join(dir, 'many.log');
   const durations = Array.from({ length: 500 }, (_, i) => (i * 7919) % 1000); // a shuffle of 0..999 (some)
-  writeFileSync(
-    file,
-    durations.map((d, i) => requestLine({ reqId: `m${i}`, time: '2026-11-24T00:00:00.000Z', user: `u${i % 3}`, verb: 'get', path: '/x', status: i % 5 === 0 ? 503 : 200, durationMs: d })).join('\n'),
-  );
+  writeFileSync(file, durations.map((d, i) => requestLine({ reqId: `m${i}`, time: '2026-11-24T00:00:00.000Z', user: `u${i % 3}`, verb: 'get', path: '/x', status: i % 5 === 0 ? 503 : 200, durationMs: d })).join('\n'));
   const s = JSON.parse((await run({ file, stats: true, output: 'json' })).text) as StatsSummary;
   t.equal(s.requests, 500);
   t.equal(s.errors, 100);
-  t.same(s.slowest.map((c) => c.durationMs), [...durations].sort((a, b) => b - a).slice(0, 10));
-  t.same(s.byUser.map((u) => u.user), ['u0', 'u1', 'u2']);
+  t.same(
+    s.slowest.map((c) => c.durationMs),
+    [...durations].sort((a, b) => b - a).slice(0, 10),
+  );
+  t.same(
+    s.byUser.map((u) => u.user),
+    ['u0', 'u1', 'u2'],
+  );
 });
 
 t.test('bad option values and unreadable input fail before anything is printed', async (t) => {

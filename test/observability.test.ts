@@ -41,8 +41,38 @@ t.test('a list, a get of a subresource and a 5xx from the apiserver: one exact l
   await call(cert, `${proxy.url}/apis/apps/v1/namespaces/kube-system/deployments/coredns/scale`, { method: 'GET' });
   await call(cert, `${proxy.url}/test/status/503`, { method: 'GET' });
   const [list, scale, failed] = await linesSince(from, 3);
-  t.same(stable(list), { ...alice, method: 'GET', protocol: 'HTTP/1.1', path: '/api/v1/namespaces/default/pods', verb: 'list', apiGroup: '', apiVersion: 'v1', resource: 'pods', subresource: '', namespace: 'default', name: '', status: 200, bytesIn: 0, userAgent: 'kubectl/v1.32.4 (test)' });
-  t.same(stable(scale), { ...alice, method: 'GET', protocol: 'HTTP/1.1', path: '/apis/apps/v1/namespaces/kube-system/deployments/coredns/scale', verb: 'get', apiGroup: 'apps', apiVersion: 'v1', resource: 'deployments', subresource: 'scale', namespace: 'kube-system', name: 'coredns', status: 404, bytesIn: 0, userAgent: '' });
+  t.same(stable(list), {
+    ...alice,
+    method: 'GET',
+    protocol: 'HTTP/1.1',
+    path: '/api/v1/namespaces/default/pods',
+    verb: 'list',
+    apiGroup: '',
+    apiVersion: 'v1',
+    resource: 'pods',
+    subresource: '',
+    namespace: 'default',
+    name: '',
+    status: 200,
+    bytesIn: 0,
+    userAgent: 'kubectl/v1.32.4 (test)',
+  });
+  t.same(stable(scale), {
+    ...alice,
+    method: 'GET',
+    protocol: 'HTTP/1.1',
+    path: '/apis/apps/v1/namespaces/kube-system/deployments/coredns/scale',
+    verb: 'get',
+    apiGroup: 'apps',
+    apiVersion: 'v1',
+    resource: 'deployments',
+    subresource: 'scale',
+    namespace: 'kube-system',
+    name: 'coredns',
+    status: 404,
+    bytesIn: 0,
+    userAgent: '',
+  });
   t.match(failed, { path: '/test/status/503', verb: 'get', status: 503 });
   t.equal(list?.upstream, apiserver.url, 'the upstream that served it');
   t.ok(Number(list?.bytesOut) > 100, `bytes sent to the client (${list?.bytesOut})`);
@@ -63,7 +93,26 @@ t.test('a watch: a start line when it opens, an end line when it closes', async 
   const from = proxy.logs.length;
   const watch = await openWatch(password, `${proxy.url}/api/v1/namespaces/default/pods?watch=1`, { authorization: basicAuth(ALICE) });
   const [start] = await linesSince(from, 1);
-  t.same(stable(start), { client: '127.0.0.1', auth: 'basic', user: 'alice', groups: ['devs', 'ops'], method: 'GET', protocol: 'HTTP/1.1', path: '/api/v1/namespaces/default/pods', verb: 'watch', apiGroup: '', apiVersion: 'v1', resource: 'pods', subresource: '', namespace: 'default', name: '', status: 200, bytesIn: 0, userAgent: '', phase: 'start' });
+  t.same(stable(start), {
+    client: '127.0.0.1',
+    auth: 'basic',
+    user: 'alice',
+    groups: ['devs', 'ops'],
+    method: 'GET',
+    protocol: 'HTTP/1.1',
+    path: '/api/v1/namespaces/default/pods',
+    verb: 'watch',
+    apiGroup: '',
+    apiVersion: 'v1',
+    resource: 'pods',
+    subresource: '',
+    namespace: 'default',
+    name: '',
+    status: 200,
+    bytesIn: 0,
+    userAgent: '',
+    phase: 'start',
+  });
   apiserver.sendWatchEvent('ADDED', { kind: 'Pod', apiVersion: 'v1', metadata: { name: 'x', namespace: 'default' } });
   await watch.next(1);
   apiserver.closeWatches();
@@ -84,10 +133,13 @@ t.test('kubectl exec: start and end lines for the tunnel', async (t) => {
     lines = (await linesSince(from, 0)).filter((l) => l.subresource === 'exec');
     if (lines.length < 2) await sleep(20);
   }
-  t.same(lines.map((l) => [l.verb, l.resource, l.subresource, l.name, l.status, l.phase]), [
-    ['get', 'pods', 'exec', 'pod-0', 101, 'start'],
-    ['get', 'pods', 'exec', 'pod-0', 101, 'end'],
-  ]);
+  t.same(
+    lines.map((l) => [l.verb, l.resource, l.subresource, l.name, l.status, l.phase]),
+    [
+      ['get', 'pods', 'exec', 'pod-0', 101, 'start'],
+      ['get', 'pods', 'exec', 'pod-0', 101, 'end'],
+    ],
+  );
   t.ok(Number(lines[1]?.bytesIn) > 0 && Number(lines[1]?.bytesOut) > 0, 'bytes both ways are counted');
 });
 
@@ -137,7 +189,10 @@ t.test('/metrics after a known mix of requests', async (t) => {
   const histogramCount = `kube_front_proxy_request_duration_seconds_count{verb="list",resource="pods",code="200",upstream="${upstream}"}`;
   t.equal(get(after, histogramCount) - get(before, histogramCount), 3, 'durations observed');
   t.ok(after.has('kube_front_proxy_process_cpu_user_seconds_total'), 'process metrics');
-  t.notOk([...after.keys()].some((k) => k.includes('alice') || k.includes('mallory') || k.includes('/api')), 'no user names or paths as labels');
+  t.notOk(
+    [...after.keys()].some((k) => k.includes('alice') || k.includes('mallory') || k.includes('/api')),
+    'no user names or paths as labels',
+  );
 });
 
 t.test('--access-log FILE follows logrotate (rename, then SIGUSR1)', async (t) => {
@@ -151,7 +206,10 @@ t.test('--access-log FILE follows logrotate (rename, then SIGUSR1)', async (t) =
     return existsSync(path) ? readFileSync(path, 'utf8') : '';
   };
   t.match(await waitForFile(file, '"user":"bob"'), /"msg":"request"/);
-  t.notOk(logged.proxy.logs.some((l) => l.msg === 'request'), 'traffic lines go to the file, not stdout');
+  t.notOk(
+    logged.proxy.logs.some((l) => l.msg === 'request'),
+    'traffic lines go to the file, not stdout',
+  );
   renameSync(file, `${file}.1`);
   logged.proxy.child.kill('SIGUSR1');
   await sleep(200);
@@ -184,7 +242,11 @@ t.test('--access-log-format audit: Kubernetes audit Events, readable by audit-lo
     await sleep(20);
   }
   const [event, refused] = events as unknown as [Record<string, unknown>, Record<string, unknown>];
-  t.same(Object.keys(event).sort(), ['annotations', 'apiVersion', 'auditID', 'kind', 'level', 'objectRef', 'requestReceivedTimestamp', 'requestURI', 'responseStatus', 'sourceIPs', 'stage', 'stageTimestamp', 'user', 'userAgent', 'verb'], 'a bare Event, nothing of pino around it');
+  t.same(
+    Object.keys(event).sort(),
+    ['annotations', 'apiVersion', 'auditID', 'kind', 'level', 'objectRef', 'requestReceivedTimestamp', 'requestURI', 'responseStatus', 'sourceIPs', 'stage', 'stageTimestamp', 'user', 'userAgent', 'verb'],
+    'a bare Event, nothing of pino around it',
+  );
   t.match(event, {
     kind: 'Event',
     apiVersion: 'audit.k8s.io/v1',

@@ -35,15 +35,24 @@ t.test('pki init, user add, pki issue-user, kubeconfig, then kubectl through the
   const apiserver = await startApiServer({ cert: read('apiserver.crt'), key: read('apiserver.key'), requestHeaderCA: read('front-proxy-ca.crt') });
   t.teardown(() => apiserver.close());
   const proxy = await startProxy([
-    '--tls-cert-file', join(pkiDir, 'proxy.crt'),
-    '--tls-private-key-file', join(pkiDir, 'proxy.key'),
-    '--client-ca-file', join(pkiDir, 'user-ca.crt'),
-    '--htpasswd-file', usersFile,
-    '--upstream', apiserver.url,
-    '--upstream-ca-file', join(pkiDir, 'ca.crt'),
-    '--proxy-client-cert-file', join(pkiDir, 'front-proxy-client.crt'),
-    '--proxy-client-key-file', join(pkiDir, 'front-proxy-client.key'),
-    '--admin-listen', '127.0.0.1:0',
+    '--tls-cert-file',
+    join(pkiDir, 'proxy.crt'),
+    '--tls-private-key-file',
+    join(pkiDir, 'proxy.key'),
+    '--client-ca-file',
+    join(pkiDir, 'user-ca.crt'),
+    '--htpasswd-file',
+    usersFile,
+    '--upstream',
+    apiserver.url,
+    '--upstream-ca-file',
+    join(pkiDir, 'ca.crt'),
+    '--proxy-client-cert-file',
+    join(pkiDir, 'front-proxy-client.crt'),
+    '--proxy-client-key-file',
+    join(pkiDir, 'front-proxy-client.key'),
+    '--admin-listen',
+    '127.0.0.1:0',
   ]);
   t.teardown(() => proxy.stop());
 
@@ -53,7 +62,10 @@ t.test('pki init, user add, pki issue-user, kubeconfig, then kubectl through the
   const bobConfig = join(dir, 'bob.kubeconfig');
   await cli(t, ['kubeconfig', '--user', 'bob', '--client-cert', join(pkiDir, 'users', 'bob.crt'), '--client-key', join(pkiDir, 'users', 'bob.key'), '--server', proxy.url, '--ca', join(pkiDir, 'proxy-ca.crt'), '-o', bobConfig]);
 
-  for (const [config, user, groups] of [[aliceConfig, 'alice', ['devs', 'ops']], [bobConfig, 'bob', ['viewers']]] as const) {
+  for (const [config, user, groups] of [
+    [aliceConfig, 'alice', ['devs', 'ops']],
+    [bobConfig, 'bob', ['viewers']],
+  ] as const) {
     const whoami = await kubectl(config, ['auth', 'whoami', '-o', 'json']);
     t.equal(whoami.code, 0, whoami.stderr);
     t.match(JSON.parse(whoami.stdout), { status: { userInfo: { username: user, groups: [...groups, 'system:authenticated'] } } }, `kubectl auth whoami as ${user}`);

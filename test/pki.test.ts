@@ -35,7 +35,12 @@ function hashes(dir: string): Record<string, string> {
   return Object.fromEntries(
     readdirSync(dir)
       .sort()
-      .map((f) => [f, createHash('sha256').update(readFileSync(join(dir, f))).digest('hex')]),
+      .map((f) => [
+        f,
+        createHash('sha256')
+          .update(readFileSync(join(dir, f)))
+          .digest('hex'),
+      ]),
   );
 }
 
@@ -88,19 +93,7 @@ t.test('pki init writes a complete, consistent PKI', async (t) => {
   t.match(apiserver.subject, /^CN=kube-apiserver$/m);
   t.same(apiserver.keyUsage, [SERVER_AUTH], 'apiserver: serverAuth');
   const apiSans = (apiserver.subjectAltName ?? '').split(', ').sort();
-  t.same(
-    apiSans,
-    [
-      'DNS:kube-apiserver',
-      'DNS:kubernetes',
-      'DNS:kubernetes.default',
-      'DNS:kubernetes.default.svc',
-      'DNS:kubernetes.default.svc.cluster.local',
-      'DNS:localhost',
-      'IP Address:127.0.0.1',
-    ],
-    'apiserver SANs',
-  );
+  t.same(apiSans, ['DNS:kube-apiserver', 'DNS:kubernetes', 'DNS:kubernetes.default', 'DNS:kubernetes.default.svc', 'DNS:kubernetes.default.svc.cluster.local', 'DNS:localhost', 'IP Address:127.0.0.1'], 'apiserver SANs');
   checkValidity(t, apiserver, 30, 'apiserver');
 
   const fpc = cert(dir, 'front-proxy-client');
@@ -113,11 +106,7 @@ t.test('pki init writes a complete, consistent PKI', async (t) => {
   const proxy = cert(dir, 'proxy');
   checkChain(t, proxy, proxyCa, 'proxy');
   t.same(proxy.keyUsage, [SERVER_AUTH], 'proxy: serverAuth');
-  t.same(
-    (proxy.subjectAltName ?? '').split(', ').sort(),
-    ['DNS:localhost', 'DNS:proxy.example.com', 'IP Address:10.0.0.9', 'IP Address:127.0.0.1'],
-    'proxy SANs: IPs as IP SANs, names as DNS',
-  );
+  t.same((proxy.subjectAltName ?? '').split(', ').sort(), ['DNS:localhost', 'DNS:proxy.example.com', 'IP Address:10.0.0.9', 'IP Address:127.0.0.1'], 'proxy SANs: IPs as IP SANs, names as DNS');
   t.ok(proxy.checkHost('proxy.example.com'), 'proxy cert matches its extra DNS SAN');
   t.ok(proxy.checkIP('10.0.0.9'), 'proxy cert matches its extra IP SAN');
   checkValidity(t, proxy, 30, 'proxy');
@@ -138,7 +127,7 @@ t.test('pki init writes a complete, consistent PKI', async (t) => {
   t.equal(crl.crlNumber, 1n, 'CRL number 1');
   t.same(crl.entries, [], 'nothing revoked yet');
   t.ok(Math.abs((crl.nextUpdate?.getTime() ?? 0) - Date.now() - 30 * DAY_MS) < 5 * 60 * 1000, 'valid for --days');
-  t.equal((await readCrl(crlText, readFileSync(join(dir, 'proxy-ca.crt'), 'utf8'))).signedByCa, false, 'not taken for another CA\'s');
+  t.equal((await readCrl(crlText, readFileSync(join(dir, 'proxy-ca.crt'), 'utf8'))).signedByCa, false, "not taken for another CA's");
   t.equal(loadRevocationList(join(dir, 'user-ca.crl'), readFileSync(join(dir, 'user-ca.crt'))).size, 0, 'the proxy accepts it');
 
   const saKey = key(dir, 'sa');
@@ -210,10 +199,14 @@ t.test('rsa-2048 makes RSA keys throughout', async (t) => {
 t.test('issueUserCertificate', async (t) => {
   const dir = await tempDir(t);
 
-  await t.rejects(issueUserCertificate({ dir, name: 'alice', groups: [] }), {
-    name: 'PkiError',
-    message: /user-ca\.crt: not found/,
-  }, 'needs pki init first');
+  await t.rejects(
+    issueUserCertificate({ dir, name: 'alice', groups: [] }),
+    {
+      name: 'PkiError',
+      message: /user-ca\.crt: not found/,
+    },
+    'needs pki init first',
+  );
 
   await pkiInit({ dir, sans: ['localhost'] });
   const paths = await issueUserCertificate({ dir, name: 'alice', groups: ['devs', 'ops'], days: 7 });
@@ -244,21 +237,12 @@ t.test('issueUserCertificate', async (t) => {
   checkValidity(t, new X509Certificate(readFileSync(noGroups.cert)), 365, 'default days');
 
   for (const bad of ['', '../evil', 'a/b', 'bad\nname', 'tab\tname', '.', '..']) {
-    await t.rejects(
-      issueUserCertificate({ dir, name: bad, groups: [] }),
-      { name: 'PkiError' },
-      `rejects name ${JSON.stringify(bad)}`,
-    );
+    await t.rejects(issueUserCertificate({ dir, name: bad, groups: [] }), { name: 'PkiError' }, `rejects name ${JSON.stringify(bad)}`);
   }
   await t.rejects(issueUserCertificate({ dir, name: 'ok', groups: [''] }), { name: 'PkiError' }, 'empty group');
   await t.rejects(issueUserCertificate({ dir, name: 'ok', groups: [], days: 0 }), { name: 'PkiError' }, 'bad days');
   t.notOk(existsSync(join(dir, 'evil.crt')), 'nothing escaped the users dir');
-  t.same(readdirSync(join(dir, 'users')).sort(), [
-    'alice.crt',
-    'alice.key',
-    'system:serviceaccount:ns:x.crt',
-    'system:serviceaccount:ns:x.key',
-  ]);
+  t.same(readdirSync(join(dir, 'users')).sort(), ['alice.crt', 'alice.key', 'system:serviceaccount:ns:x.crt', 'system:serviceaccount:ns:x.key']);
 });
 
 t.test('real TLS: proxy cert + user cert authenticate both ways', async (t) => {
@@ -360,14 +344,22 @@ t.test('pki revoke / pki crl: the users CA revocation list', async (t) => {
   t.equal(first.serial, aliceSerial, 'serial as openssl and Node print it');
   t.equal(first.subject, 'O=devs, CN=alice');
   t.equal(first.alreadyRevokedAt, undefined);
-  t.equal(first.crlNumber, 2n, 'number bumped from pki init\'s 1');
+  t.equal(first.crlNumber, 2n, "number bumped from pki init's 1");
   t.same(first.entries, [{ serialNumber: aliceSerial, revocationDate: t0 }]);
   t.equal(first.nextUpdate?.toISOString(), '2030-01-11T00:00:00.000Z', 'next update now + days');
   t.equal(mode(crlPath), 0o644, 'CRL mode 0644');
-  t.same(readdirSync(dir).filter((f) => f.endsWith('.tmp')), [], 'no temp files left');
+  t.same(
+    readdirSync(dir).filter((f) => f.endsWith('.tmp')),
+    [],
+    'no temp files left',
+  );
   const onDisk = await readCrl(readFileSync(crlPath), caPem);
   t.equal(onDisk.signedByCa, true, 'signed by the users CA');
-  t.same(onDisk.entries.map((e) => e.serialNumber.toUpperCase()), [aliceSerial], 'the file lists the serial');
+  t.same(
+    onDisk.entries.map((e) => e.serialNumber.toUpperCase()),
+    [aliceSerial],
+    'the file lists the serial',
+  );
 
   // Again: the original date stays, the list is only re-signed; DER input works too.
   const derCert = join(dir, 'alice.der');
@@ -380,9 +372,16 @@ t.test('pki revoke / pki crl: the users CA revocation list', async (t) => {
   t.equal(again.nextUpdate?.toISOString(), '2031-01-05T00:00:00.000Z', 'default 365 days');
 
   const second = await revokeCertificate({ dir, cert: bob.cert, now: t1 });
-  t.same(second.entries.map((e) => e.serialNumber), [aliceSerial, bobSerial], 'both listed');
+  t.same(
+    second.entries.map((e) => e.serialNumber),
+    [aliceSerial, bobSerial],
+    'both listed',
+  );
   const shown = await showCrl(dir);
-  t.same(shown.entries.map((e) => e.serialNumber), [aliceSerial, bobSerial]);
+  t.same(
+    shown.entries.map((e) => e.serialNumber),
+    [aliceSerial, bobSerial],
+  );
   t.equal(shown.crlNumber, 4n);
 
   const renewed = await renewCrl({ dir, days: 2, now: new Date('2030-02-01T00:00:00Z') });
@@ -413,5 +412,8 @@ t.test('pki revoke / pki crl: the users CA revocation list', async (t) => {
   await t.rejects(showCrl(dir), { name: 'PkiError', message: /user-ca\.crl: not found/ });
   const fresh = await revokeCertificate({ dir, cert: bob.cert, now: t1 });
   t.equal(fresh.crlNumber, 1n, 'a new list starts at 1');
-  t.same(fresh.entries.map((e) => e.serialNumber), [bobSerial]);
+  t.same(
+    fresh.entries.map((e) => e.serialNumber),
+    [bobSerial],
+  );
 });

@@ -40,15 +40,24 @@ async function waitForLog(proxy: ProxyProcess, match: (l: LogLine) => boolean): 
 
 const good = await standIn();
 const strict = await standIn(['someone-else']);
-const REFUSED = "401 Unauthorized: the apiserver does not accept the proxy's front-proxy certificate (CN=front-proxy-client, issued by CN=front-proxy-ca) with the user in X-Remote-User; `kube-front-proxy check --kubeconfig /etc/kubernetes/admin.conf` says why";
+const REFUSED =
+  "401 Unauthorized: the apiserver does not accept the proxy's front-proxy certificate (CN=front-proxy-client, issued by CN=front-proxy-ca) with the user in X-Remote-User; `kube-front-proxy check --kubeconfig /etc/kubernetes/admin.conf` says why";
 
 t.test('check: one line per matching upstream, exit 0; the read is made as the preflight user', async (t) => {
   const res = await runCli(['check', ...proxyFlags(pki, { upstream: good.url, usersFile })]);
   t.equal(res.stdout, `${good.url}: ${MATCHES}\n`);
   t.equal(res.stderr, '');
   t.equal(res.code, 0);
-  t.match(good.preflightReads.at(-1), { method: 'GET', url: '/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication', authn: 'requestheader', user: { username: 'kube-front-proxy:preflight', groups: ['system:authenticated'] } });
-  t.notOk(good.requests.some((r) => r.url.includes('extension-apiserver-authentication')), 'kept apart from the requests tests count');
+  t.match(good.preflightReads.at(-1), {
+    method: 'GET',
+    url: '/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication',
+    authn: 'requestheader',
+    user: { username: 'kube-front-proxy:preflight', groups: ['system:authenticated'] },
+  });
+  t.notOk(
+    good.requests.some((r) => r.url.includes('extension-apiserver-authentication')),
+    'kept apart from the requests tests count',
+  );
 });
 
 t.test('check: an apiserver that refuses the front-proxy certificate and one not reachable, exit 1', async (t) => {

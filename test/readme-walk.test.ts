@@ -79,7 +79,11 @@ t.test('the "Five minutes" walk runs as written and ends at kubectl auth whoami'
   t.ok(blocks.length >= 4, `the section has its command blocks (${blocks.length})`);
   t.match(blocks[0]?.[0], /^npm ci && npm run build && alias kfp='node dist\/cli\.js'$/, 'it starts from a fresh clone');
 
-  const ports = new Map([['6443', String(await freePort())], ['8443', String(await freePort())], ['9443', String(await freePort())]]);
+  const ports = new Map([
+    ['6443', String(await freePort())],
+    ['8443', String(await freePort())],
+    ['9443', String(await freePort())],
+  ]);
   const script = blocks.map((lines, index) => {
     let text = lines.join('\n').replace(/127\.0\.0\.1:(6443|8443|9443)\b/g, (_m, port: string) => `127.0.0.1:${ports.get(port)}`);
     if (index === 0) text = text.replace(/^npm ci && npm run build && /, '');
@@ -113,7 +117,11 @@ t.test('the "Five minutes" walk runs as written and ends at kubectl auth whoami'
   t.match(all, /wrote certs\/alice\.kubeconfig \(mode 0600\)/, 'kubeconfig says what it wrote');
 
   // Everything it wrote is under certs/, which git ignores; every secret is 0600.
-  t.same(readdirSync(dir).filter((name) => !before.has(name)), ['certs'], 'nothing written outside certs/');
+  t.same(
+    readdirSync(dir).filter((name) => !before.has(name)),
+    ['certs'],
+    'nothing written outside certs/',
+  );
   for (const secret of ['certs/users.htpasswd', 'certs/alice.kubeconfig', 'certs/bob.kubeconfig', 'certs/users/bob.key', 'certs/proxy.key', 'certs/front-proxy-client.key']) {
     t.equal(statSync(join(dir, secret)).mode & 0o777, 0o600, `${secret} is 0600`);
     t.doesNotThrow(() => execFileSync('git', ['-C', PROJECT_ROOT, 'check-ignore', '--no-index', '-q', secret]), `${secret} is ignored by git`);

@@ -271,7 +271,11 @@ t.test('a broken file keeps the previous material and says so in one line; fixin
     await stillServing(what);
   };
 
-  await expectFailure('garbage serving key', () => writeAtomically(files.key, 'this is not a key\n'), new RegExp(`^${escape(RELOAD_FAILED)} --tls-private-key-file ${escape(files.key)}: ${escape('no PEM private key found (expected -----BEGIN ... PRIVATE KEY-----)')}`));
+  await expectFailure(
+    'garbage serving key',
+    () => writeAtomically(files.key, 'this is not a key\n'),
+    new RegExp(`^${escape(RELOAD_FAILED)} --tls-private-key-file ${escape(files.key)}: ${escape('no PEM private key found (expected -----BEGIN ... PRIVATE KEY-----)')}`),
+  );
   await expectFailure('a key of another certificate', () => writeAtomically(files.key, pki.pem['user-bob'].key), new RegExp(`--tls-private-key-file ${escape(files.key)}: key does not match the certificate in ${escape(files.cert)}`));
 
   // Fixed in place (truncate and rewrite, not a rename): the proxy notices that too.
@@ -374,13 +378,14 @@ t.test('SIGTERM lets an in-flight request with a slow body finish, reports not r
   t.match((await adminGet(proxy, '/readyz')).text, /shutting down/);
   const refused = await waitFor(
     'the user port refuses new connections',
-    () => new Promise<boolean>((resolve) => {
-      const socket = connect({ host: '127.0.0.1', port: proxy.port, servername: 'localhost', ca: pki.pem['proxy-ca'].cert }, () => {
-        socket.destroy();
-        resolve(false);
-      });
-      socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'ECONNREFUSED'));
-    }),
+    () =>
+      new Promise<boolean>((resolve) => {
+        const socket = connect({ host: '127.0.0.1', port: proxy.port, servername: 'localhost', ca: pki.pem['proxy-ca'].cert }, () => {
+          socket.destroy();
+          resolve(false);
+        });
+        socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'ECONNREFUSED'));
+      }),
     1000,
   );
   t.comment(`new connections refused ${refused} ms after SIGTERM`);
@@ -401,7 +406,14 @@ t.test('SIGTERM lets an in-flight request with a slow body finish, reports not r
   // test covers a response on a connection that stays keep-alive.
   t.ok(exitAfter < 3000, 'exits promptly once the request is done');
   // The child's 'exit' can come before the last bytes of its stdout have been read.
-  t.ok(await pollUntil(() => proxy.logs.some((l) => l.msg === 'stopped'), (seen) => seen, 2000), 'the proxy logged "stopped"');
+  t.ok(
+    await pollUntil(
+      () => proxy.logs.some((l) => l.msg === 'stopped'),
+      (seen) => seen,
+      2000,
+    ),
+    'the proxy logged "stopped"',
+  );
 });
 
 t.test('SIGTERM during a streaming response on a kept-alive connection: the response completes, then the proxy exits', async (t) => {

@@ -38,17 +38,27 @@ const userCa: CertificateAndKey = { cert: read('user-ca.crt'), key: read('user-c
 const apiserver = await startApiServer({ cert: read('apiserver.crt'), key: read('apiserver.key'), requestHeaderCA: read('front-proxy-ca.crt') });
 t.teardown(() => apiserver.close());
 const serveFlags = [
-  '--tls-cert-file', join(pkiDir, 'proxy.crt'),
-  '--tls-private-key-file', join(pkiDir, 'proxy.key'),
-  '--client-ca-file', join(pkiDir, 'user-ca.crt'),
-  '--upstream', apiserver.url,
-  '--upstream-ca-file', join(pkiDir, 'ca.crt'),
-  '--proxy-client-cert-file', join(pkiDir, 'front-proxy-client.crt'),
-  '--proxy-client-key-file', join(pkiDir, 'front-proxy-client.key'),
-  '--admin-listen', '127.0.0.1:0',
-  '--reload-interval', '200ms',
+  '--tls-cert-file',
+  join(pkiDir, 'proxy.crt'),
+  '--tls-private-key-file',
+  join(pkiDir, 'proxy.key'),
+  '--client-ca-file',
+  join(pkiDir, 'user-ca.crt'),
+  '--upstream',
+  apiserver.url,
+  '--upstream-ca-file',
+  join(pkiDir, 'ca.crt'),
+  '--proxy-client-cert-file',
+  join(pkiDir, 'front-proxy-client.crt'),
+  '--proxy-client-key-file',
+  join(pkiDir, 'front-proxy-client.key'),
+  '--admin-listen',
+  '127.0.0.1:0',
+  '--reload-interval',
+  '200ms',
   // One process: the test waits for the reload line, and each worker reloads on its own poll.
-  '--workers', '1',
+  '--workers',
+  '1',
 ];
 const proxy = await startProxy([...serveFlags, '--client-crl-file', crlFile]);
 t.teardown(() => proxy.stop());
@@ -119,7 +129,10 @@ t.teardown(() => Promise.all([keptAlice.close(), keptBob.close()]));
 // --- end to end ----------------------------------------------------------------------------
 
 t.test('with the empty CRL from pki init both users get in', async (t) => {
-  for (const [name, client] of [['alice', keptAlice], ['bob', keptBob]] as const) {
+  for (const [name, client] of [
+    ['alice', keptAlice],
+    ['bob', keptBob],
+  ] as const) {
     const kept = await identity(client);
     t.equal(kept.status, 200, `${name} on a keep-alive connection`);
     t.equal(kept.body.user?.username, name);
@@ -156,7 +169,7 @@ t.test('pki crl lists the revoked serial and the next update', async (t) => {
   const lines = listed.stdout.trimEnd().split('\n');
   t.match(lines[0], new RegExp(`^${crlFile}: CRL number 2, 1 revoked certificate, signed by CN=kube-front-proxy-user-ca on .*, next update \\d{4}-`));
   t.equal(lines[1], 'SERIAL\tREVOKED');
-  t.match(lines[2], new RegExp(`^${serialOf('alice')}\\t\\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z$`), 'alice\'s serial and when');
+  t.match(lines[2], new RegExp(`^${serialOf('alice')}\\t\\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z$`), "alice's serial and when");
   t.equal(lines.length, 3, 'nothing else listed');
   t.notOk(listed.stdout.includes(serialOf('bob')), 'bob is not listed');
 });
@@ -173,10 +186,7 @@ const expiredProblem = `CRL 1 (issuer CN=kube-front-proxy-user-ca) expired on ${
 
 t.test('a CRL the proxy cannot trust stops start-up: exit 2, one line naming the flag and the file', async (t) => {
   const listen = ['--listen', '127.0.0.1:0'];
-  const [wrongKey, expired] = await Promise.all([
-    runCli(['serve', ...serveFlags, ...listen, '--client-crl-file', wrongKeyCrl]),
-    runCli(['serve', ...serveFlags, ...listen, '--client-crl-file', expiredCrl]),
-  ]);
+  const [wrongKey, expired] = await Promise.all([runCli(['serve', ...serveFlags, ...listen, '--client-crl-file', wrongKeyCrl]), runCli(['serve', ...serveFlags, ...listen, '--client-crl-file', expiredCrl])]);
   t.equal(wrongKey.code, 2, 'wrong key: exit 2');
   t.equal(wrongKey.stderr, `kube-front-proxy: --client-crl-file ${wrongKeyCrl}: ${wrongKeyProblem}\n`);
   t.equal(expired.code, 2, 'expired: exit 2');
@@ -185,7 +195,10 @@ t.test('a CRL the proxy cannot trust stops start-up: exit 2, one line naming the
 
 t.test('the same files swapped in at runtime are refused with a log line; the list in force stays', async (t) => {
   const good = readFileSync(crlFile);
-  for (const [label, file, problem] of [['wrong key', wrongKeyCrl, wrongKeyProblem], ['expired', expiredCrl, expiredProblem]] as const) {
+  for (const [label, file, problem] of [
+    ['wrong key', wrongKeyCrl, wrongKeyProblem],
+    ['expired', expiredCrl, expiredProblem],
+  ] as const) {
     const from = proxy.logs.length;
     swapCrl(readFileSync(file));
     const line = await logLineAfter(from, /^reload failed/);
@@ -195,7 +208,10 @@ t.test('the same files swapped in at runtime are refused with a log line; the li
     t.match(await identity(keptAlice), { status: 401, body: REVOKED }, `${label}: on her old connection too`);
     t.match(await onNewConnection('bob'), { status: 200, body: { user: { username: 'bob' } } }, `${label}: bob still gets in`);
     t.equal((await identity(keptBob)).status, 200);
-    t.notOk(proxy.logs.slice(from).some((l) => /^reloaded/.test(l.msg)), `${label}: not applied`);
+    t.notOk(
+      proxy.logs.slice(from).some((l) => /^reloaded/.test(l.msg)),
+      `${label}: not applied`,
+    );
   }
 
   // The good list back: applied again, alice still refused.
@@ -250,9 +266,9 @@ t.test('a PEM bundle of CRLs from two CAs: each serial counts only for the CA th
   t.same(list.nextUpdate, soonest, 'the earliest nextUpdate of the two');
   t.equal(list.size, 2);
   t.equal(list.isRevoked(a1), true, 'A listed its serial');
-  t.equal(list.isRevoked(b1), false, 'the same serial from B is not A\'s to revoke');
+  t.equal(list.isRevoked(b1), false, "the same serial from B is not A's to revoke");
   t.equal(list.isRevoked(b2), true, 'B (an RSA CA) listed its serial');
-  t.equal(list.isRevoked(a2), false, 'the same serial from A is not B\'s to revoke');
+  t.equal(list.isRevoked(a2), false, "the same serial from A is not B's to revoke");
 
   // A certificate that claims A as issuer and carries the revoked serial but is signed by
   // another key is not "A's certificate": the issuer is settled by the signature.
@@ -261,7 +277,7 @@ t.test('a PEM bundle of CRLs from two CAs: each serial counts only for the CA th
 
   const der = loadRevocationList(write('team-a.der', pemToDer(crlA)), bundle);
   t.equal(der.crls, 1, 'DER: one CRL');
-  t.equal(der.isRevoked(a1), true, 'DER: A\'s serial revoked');
+  t.equal(der.isRevoked(a1), true, "DER: A's serial revoked");
   t.equal(der.isRevoked(b2), false, 'DER: B has no CRL here');
   t.equal(der.isRevoked(a2), false);
 

@@ -127,7 +127,11 @@ t.test('the table: names follow their rules and are unique, and --help shows eac
   addSettingOptions(command);
   for (const field of ['key', 'flag', 'field'] as const) {
     const names = SETTINGS.map((row) => row[field]);
-    t.same(names.filter((name, i) => names.indexOf(name) !== i), [], `no two rows share a ${field}`);
+    t.same(
+      names.filter((name, i) => names.indexOf(name) !== i),
+      [],
+      `no two rows share a ${field}`,
+    );
   }
   for (const row of SETTINGS) {
     t.match(row.flag, /^[a-z][a-z0-9]*(-[a-z0-9]+)*$/, `--${row.flag} is kebab-case`);

@@ -127,7 +127,12 @@ async function sigtermEndsTree(t: TapTest, proxy: ProxyProcess, tree: number[], 
   const ended = await treeEnded(proxy.child, tree, signalledAt);
   t.comment(`primary exited ${shown(ended.primaryMs)} after SIGTERM (code ${ended.code}, signal ${ended.signal}), the whole tree gone after ${shown(ended.treeMs)}`);
   if (expectCode !== null && ended.code !== expectCode) {
-    t.comment(`what it logged since: ${proxy.logs.slice(mark).map((l) => `${String(l.time).slice(11)} ${String(l.pid)} ${l.msg}`).join(' | ')}`);
+    t.comment(
+      `what it logged since: ${proxy.logs
+        .slice(mark)
+        .map((l) => `${String(l.time).slice(11)} ${String(l.pid)} ${l.msg}`)
+        .join(' | ')}`,
+    );
   }
   t.ok(ended.treeMs <= LIMIT_MS, `every process gone within grace + 1 s (${shown(ended.treeMs)}, limit ${LIMIT_MS} ms)`);
   if (expectCode !== null) t.equal(ended.code, expectCode, `exit code ${expectCode}`);
@@ -265,7 +270,7 @@ const states: State[] = [
     // The audit-format traffic log has a stdout writer of its own, which the drain flushes with
     // a synchronous write that retries for ever (src/observe/accesslog.ts): the process cannot
     // end itself, its primary or its watchdog kills it.
-    name: "stdout not read, the audit-format traffic log on it",
+    name: 'stdout not read, the audit-format traffic log on it',
     flags: ['--access-log-format', 'audit'],
     before: fillStdout,
     expectCode: null,

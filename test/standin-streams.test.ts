@@ -26,8 +26,7 @@ const api = await startApiServer(serverOptions);
 const spdyOnly = await startApiServer({ ...serverOptions, websocketExec: false });
 const bobCert = await issueCertificate(pki.pem['cluster-ca'], { commonName: 'bob', organizations: ['viewers'], usages: ['clientAuth'] });
 const ca = pki.pem['cluster-ca'].cert;
-const admin = (server: ApiServer) =>
-  writeKubeconfig(server.url, ca, { clientCertificate: pki.pem['cluster-admin'].cert, clientKey: pki.pem['cluster-admin'].key });
+const admin = (server: ApiServer) => writeKubeconfig(server.url, ca, { clientCertificate: pki.pem['cluster-admin'].cert, clientKey: pki.pem['cluster-admin'].key });
 const adminConfig = admin(api);
 const spdyOnlyConfig = admin(spdyOnly);
 const bobConfig = writeKubeconfig(api.url, ca, { clientCertificate: bobCert.cert, clientKey: bobCert.key });
@@ -39,8 +38,7 @@ t.teardown(async () => {
 });
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-const header = (r: SeenRequest, name: string) =>
-  r.rawHeaders.filter(([n]) => n.toLowerCase() === name).map(([, v]) => v);
+const header = (r: SeenRequest, name: string) => r.rawHeaders.filter(([n]) => n.toLowerCase() === name).map(([, v]) => v);
 function upgradesSince(server: ApiServer, from: number) {
   return server.requests.slice(from).filter((r) => header(r, 'upgrade').length > 0);
 }
@@ -89,7 +87,10 @@ t.test('kubectl exec over SPDY/3.1: forced, and as the fallback from a refused W
   t.same(fallback, { code: 0, stdout: 'fell back\n', stderr: '' });
   t.same(
     upgradesSince(spdyOnly, from).map((r) => [r.method, header(r, 'upgrade')[0]]),
-    [['GET', 'websocket'], ['POST', 'SPDY/3.1']],
+    [
+      ['GET', 'websocket'],
+      ['POST', 'SPDY/3.1'],
+    ],
     'WebSocket refused with 400, then SPDY',
   );
   t.equal((await kubectl(spdyOnlyConfig, ['exec', 'pod-0', '--', 'sh', '-c', 'exit 7'])).code, 7);
@@ -102,7 +103,10 @@ t.test('refusals come before the upgrade, on both attempts', async (t) => {
   t.match(denied.stderr, 'Error from server (Forbidden): pods "pod-0" is forbidden: User "bob" cannot create resource "pods/exec" in API group "" in the namespace "default"');
   t.same(
     upgradesSince(api, from).map((r) => [r.method, header(r, 'upgrade')[0], r.user?.username]),
-    [['GET', 'websocket', 'bob'], ['POST', 'SPDY/3.1', 'bob']],
+    [
+      ['GET', 'websocket', 'bob'],
+      ['POST', 'SPDY/3.1', 'bob'],
+    ],
     'kubectl retries a refused WebSocket with SPDY',
   );
   const pf = await kubectl(bobConfig, ['port-forward', 'pod/pod-0', '0:80'], { timeoutMs: 10_000 });
@@ -259,4 +263,3 @@ async function readToEnd(socket: TLSSocket, first: Buffer): Promise<Buffer> {
   await Promise.race([once(socket, 'end'), once(socket, 'close')]);
   return Buffer.concat(chunks);
 }
-

@@ -58,8 +58,7 @@ async function get(server: ApiServer, agent: Agent, path: string, headers: Heade
   return { status: res.statusCode, headers: res.headers, text, json: () => JSON.parse(text) as Record<string, unknown> };
 }
 
-const identity = async (server: ApiServer, agent: Agent, headers: Headers = []) =>
-  (await get(server, agent, '/test/identity', headers)).json() as { authn: string; user: UserInfo | null };
+const identity = async (server: ApiServer, agent: Agent, headers: Headers = []) => (await get(server, agent, '/test/identity', headers)).json() as { authn: string; user: UserInfo | null };
 
 function lastRequest(server: ApiServer) {
   const r = server.requests.at(-1);
@@ -96,10 +95,7 @@ t.test('PKI', async (t) => {
   t.notOk(rogue.verify(frontProxyCa.publicKey), 'rogue look-alike does not verify against the real CA');
 
   const apiserver = new X509Certificate(pki.pem.apiserver.cert);
-  t.equal(
-    apiserver.subjectAltName,
-    'DNS:kubernetes, DNS:kubernetes.default, DNS:kubernetes.default.svc, DNS:localhost, IP Address:127.0.0.1',
-  );
+  t.equal(apiserver.subjectAltName, 'DNS:kubernetes, DNS:kubernetes.default, DNS:kubernetes.default.svc, DNS:localhost, IP Address:127.0.0.1');
   t.ok(apiserver.checkHost('kubernetes') && apiserver.checkIP('127.0.0.1'));
   t.same(apiserver.keyUsage, ['1.3.6.1.5.5.7.3.1'], 'serverAuth EKU');
   t.same(new X509Certificate(pki.pem['user-alice'].cert).keyUsage, ['1.3.6.1.5.5.7.3.2'], 'clientAuth EKU');
@@ -112,10 +108,7 @@ t.test('PKI', async (t) => {
   t.test('RSA, and a kubeadm-style PKCS#1 CA key', async (t) => {
     const ca = await createCertificateAuthority({ commonName: 'rsa-ca', algorithm: 'rsa-2048' });
     const pkcs1 = createPrivateKey(ca.key).export({ type: 'pkcs1', format: 'pem' }) as string;
-    const leaf = await issueCertificate(
-      { cert: ca.cert, key: pkcs1 },
-      { commonName: 'r', usages: ['serverAuth'], algorithm: 'rsa-2048' },
-    );
+    const leaf = await issueCertificate({ cert: ca.cert, key: pkcs1 }, { commonName: 'r', usages: ['serverAuth'], algorithm: 'rsa-2048' });
     const cert = new X509Certificate(leaf.cert);
     t.ok(cert.verify(new X509Certificate(ca.cert).publicKey));
     t.equal(cert.publicKey.asymmetricKeyType, 'rsa');
@@ -171,28 +164,44 @@ t.test('PKI', async (t) => {
 // -------------------------------------------------------------------------------------------
 t.test('requestheader authentication', async (t) => {
   const id = await identity(api, asProxy, [
-    'X-Remote-User', 'alice',
-    'x-remote-user', 'mallory',
-    'X-Remote-Group', 'devs',
-    'X-Remote-Group', 'ops, admins',
-    'X-Remote-Group', '',
-    'X-Remote-Extra-Acme.com%2Fproject', 'x',
-    'X-Remote-Extra-Scopes', 'a',
-    'x-remote-extra-scopes', 'b',
+    'X-Remote-User',
+    'alice',
+    'x-remote-user',
+    'mallory',
+    'X-Remote-Group',
+    'devs',
+    'X-Remote-Group',
+    'ops, admins',
+    'X-Remote-Group',
+    '',
+    'X-Remote-Extra-Acme.com%2Fproject',
+    'x',
+    'X-Remote-Extra-Scopes',
+    'a',
+    'x-remote-extra-scopes',
+    'b',
   ]);
-  t.same(id, {
-    authn: 'requestheader',
-    user: {
-      username: 'alice',
-      groups: ['devs', 'ops, admins', 'system:authenticated'],
-      extra: { 'acme.com/project': ['x'], scopes: ['a', 'b'] },
+  t.same(
+    id,
+    {
+      authn: 'requestheader',
+      user: {
+        username: 'alice',
+        groups: ['devs', 'ops, admins', 'system:authenticated'],
+        extra: { 'acme.com/project': ['x'], scopes: ['a', 'b'] },
+      },
     },
-  }, 'first user wins, one group per line, extra keys lower-cased and unescaped');
+    'first user wins, one group per line, extra keys lower-cased and unescaped',
+  );
   const seen = lastRequest(api);
   t.equal(seen.peerCN, 'front-proxy-client');
   t.same(
     seen.rawHeaders.filter(([k]) => k.toLowerCase() === 'x-remote-group'),
-    [['X-Remote-Group', 'devs'], ['X-Remote-Group', 'ops, admins'], ['X-Remote-Group', '']],
+    [
+      ['X-Remote-Group', 'devs'],
+      ['X-Remote-Group', 'ops, admins'],
+      ['X-Remote-Group', ''],
+    ],
     'raw header lines recorded as sent',
   );
 
@@ -251,10 +260,7 @@ t.test('x509 and anonymous', async (t) => {
   t.equal(denied.status, 403);
   t.match(denied.json(), { kind: 'Status', reason: 'Forbidden', code: 403, message: 'forbidden: User "system:anonymous" cannot get path "/api"' });
   t.match(lastRequest(api), { authn: 'anonymous', user: null, peerCN: null });
-  t.equal(
-    (await get(api, anonymous, '/api/v1/namespaces/default/pods')).json().message,
-    'pods is forbidden: User "system:anonymous" cannot list resource "pods" in API group "" in the namespace "default"',
-  );
+  t.equal((await get(api, anonymous, '/api/v1/namespaces/default/pods')).json().message, 'pods is forbidden: User "system:anonymous" cannot list resource "pods" in API group "" in the namespace "default"');
   for (const path of ['/readyz', '/livez', '/healthz']) {
     const r = await get(api, anonymous, path);
     t.same([r.status, r.text], [200, 'ok'], `anonymous ${path}`);
@@ -367,7 +373,13 @@ t.test('watch', async (t) => {
   api.sendWatchEvent('ADDED', pod);
   api.sendWatchEvent('DELETED', pod);
   while (received.length < 2) await new Promise((r) => setTimeout(r, 5));
-  t.same(received.map((l) => JSON.parse(l)), [{ type: 'ADDED', object: pod }, { type: 'DELETED', object: pod }]);
+  t.same(
+    received.map((l) => JSON.parse(l)),
+    [
+      { type: 'ADDED', object: pod },
+      { type: 'DELETED', object: pod },
+    ],
+  );
   api.closeWatches();
   t.equal(await done, '', 'stream ends cleanly after closeWatches');
   t.equal(api.openWatches(), 0);

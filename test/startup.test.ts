@@ -63,7 +63,11 @@ const cases: BadCase[] = [
   { name: 'no serving certificate', args: withFlag(good, '--tls-cert-file', undefined), line: /^kube-front-proxy: --tls-cert-file: required/ },
   { name: 'missing serving certificate file', args: withFlag(good, '--tls-cert-file', join(pki.dir, 'nope.crt')), line: /^kube-front-proxy: --tls-cert-file \S+nope\.crt: no such file$/ },
   { name: 'a file that is not PEM', args: withFlag(good, '--upstream-ca-file', garbage), line: /^kube-front-proxy: --upstream-ca-file \S+garbage\.pem: no PEM certificate found/ },
-  { name: 'key that does not match its certificate', args: withFlag(good, '--tls-private-key-file', pki.path('user-alice', 'key')), line: /^kube-front-proxy: --tls-private-key-file \S+user-alice\.key: key does not match the certificate in \S+proxy-server\.crt$/ },
+  {
+    name: 'key that does not match its certificate',
+    args: withFlag(good, '--tls-private-key-file', pki.path('user-alice', 'key')),
+    line: /^kube-front-proxy: --tls-private-key-file \S+user-alice\.key: key does not match the certificate in \S+proxy-server\.crt$/,
+  },
   {
     name: 'expired front-proxy client certificate',
     args: withFlag(withFlag(good, '--proxy-client-cert-file', pki.path('user-expired', 'crt')), '--proxy-client-key-file', pki.path('user-expired', 'key')),
@@ -84,7 +88,11 @@ const cases: BadCase[] = [
   { name: 'bad duration from the environment', args: good, env: { KUBE_FRONT_PROXY_AUTH_CACHE_TTL: 'soon' }, line: /^kube-front-proxy: KUBE_FRONT_PROXY_AUTH_CACHE_TTL: "soon" is not a duration/ },
   { name: 'bad duration in the config file', args: ['--config', badDurationConfig, ...good], line: /^kube-front-proxy: \S+bad-duration\.yaml: healthInterval: "soon" is not a duration/ },
   { name: 'missing file named in the config file', args: ['--config', missingCertConfig, ...withFlag(good, '--tls-cert-file', undefined)], line: /^kube-front-proxy: \S+missing-cert\.yaml: tlsCertFile \S+nope\.crt: no such file$/ },
-  { name: 'a certificate where the key belongs', args: withFlag(good, '--tls-private-key-file', pki.path('proxy-server', 'crt')), line: /^kube-front-proxy: --tls-private-key-file \S+proxy-server\.crt: this is a certificate, not a private key/ },
+  {
+    name: 'a certificate where the key belongs',
+    args: withFlag(good, '--tls-private-key-file', pki.path('proxy-server', 'crt')),
+    line: /^kube-front-proxy: --tls-private-key-file \S+proxy-server\.crt: this is a certificate, not a private key/,
+  },
   { name: 'listen address in use', args: [...withFlag(good, '--listen', undefined), '--listen', `127.0.0.1:${busyPort}`], line: new RegExp(`^kube-front-proxy: --listen 127\\.0\\.0\\.1:${busyPort}: address already in use$`) },
 ];
 
@@ -110,7 +118,19 @@ t.test('--help lists the command and serve --help lists every flag', async (t) =
   t.match(top.stdout, /serve \[options\]\s+run the proxy/);
   const serve = await runCli(['serve', '--help']);
   t.equal(serve.code, 0);
-  for (const flag of ['--listen', '--tls-cert-file', '--tls-private-key-file', '--client-ca-file', '--htpasswd-file', '--upstream ', '--upstream-ca-file', '--upstream-server-name', '--proxy-client-cert-file', '--proxy-client-key-file', '--config']) {
+  for (const flag of [
+    '--listen',
+    '--tls-cert-file',
+    '--tls-private-key-file',
+    '--client-ca-file',
+    '--htpasswd-file',
+    '--upstream ',
+    '--upstream-ca-file',
+    '--upstream-server-name',
+    '--proxy-client-cert-file',
+    '--proxy-client-key-file',
+    '--config',
+  ]) {
     t.ok(serve.stdout.includes(flag), `serve --help mentions ${flag.trim()}`);
   }
 });

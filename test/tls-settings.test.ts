@@ -76,8 +76,16 @@ t.test('bad TLS settings and exposed private keys stop start-up with one line', 
   chmodSync(privateKey, 0o400);
 
   const cases = [
-    { name: 'world-readable serving key', args: withFlag(good, '--tls-private-key-file', exposedServingKey), line: /^kube-front-proxy: --tls-private-key-file \S+serving-0644\.key: private key is accessible by other users \(mode 0644\); chmod 600 it$/ },
-    { name: 'group-readable front-proxy key we own', args: withFlag(good, '--proxy-client-key-file', groupReadableClientKey), line: /^kube-front-proxy: --proxy-client-key-file \S+front-proxy-0640\.key: private key is accessible by other users \(mode 0640\)/ },
+    {
+      name: 'world-readable serving key',
+      args: withFlag(good, '--tls-private-key-file', exposedServingKey),
+      line: /^kube-front-proxy: --tls-private-key-file \S+serving-0644\.key: private key is accessible by other users \(mode 0644\); chmod 600 it$/,
+    },
+    {
+      name: 'group-readable front-proxy key we own',
+      args: withFlag(good, '--proxy-client-key-file', groupReadableClientKey),
+      line: /^kube-front-proxy: --proxy-client-key-file \S+front-proxy-0640\.key: private key is accessible by other users \(mode 0640\)/,
+    },
     { name: 'unknown cipher suite', args: [...good, '--tls-cipher-suites', 'TLS_RSA_WITH_RC4_128_SHA'], line: /^kube-front-proxy: --tls-cipher-suites: unknown or insecure cipher suite "TLS_RSA_WITH_RC4_128_SHA"/ },
     { name: 'unknown TLS version', args: [...good, '--tls-min-version', 'VersionTLS10'], line: /^kube-front-proxy: --tls-min-version: / },
     { name: 'trusted proxy that is not an address', args: [...good, '--trusted-proxies', '10.0.0.0/33'], line: /^kube-front-proxy: --trusted-proxies: "10\.0\.0\.0\/33" is not an IP address or CIDR/ },

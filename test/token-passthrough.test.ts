@@ -59,14 +59,18 @@ t.test('header rules (pure functions)', async (t) => {
   };
   const bearer: Identity = { method: 'bearer', user: '', groups: [], extra: {}, upstreamAuth: 'client-token', credential: { method: 'bearer', key: 'k' } };
   const passed = upstreamRequestHeaders(incoming, bearer, '10.0.0.1', policy, 'audit-1');
-  t.same(passed, {
-    authorization: `Bearer ${TOKEN}`,
-    'sec-websocket-protocol': `v5.channel.k8s.io, ${wsBearer(TOKEN)}`,
-    'impersonate-user': 'someone',
-    accept: 'application/json',
-    'audit-id': 'audit-1',
-    'x-forwarded-for': '10.0.0.1',
-  }, 'bearer: the token and its subprotocol go, no X-Remote-* header at all, no Proxy-Authorization');
+  t.same(
+    passed,
+    {
+      authorization: `Bearer ${TOKEN}`,
+      'sec-websocket-protocol': `v5.channel.k8s.io, ${wsBearer(TOKEN)}`,
+      'impersonate-user': 'someone',
+      accept: 'application/json',
+      'audit-id': 'audit-1',
+      'x-forwarded-for': '10.0.0.1',
+    },
+    'bearer: the token and its subprotocol go, no X-Remote-* header at all, no Proxy-Authorization',
+  );
 
   const alice: Identity = { method: 'basic', user: 'alice', groups: ['devs'], extra: {}, upstreamAuth: 'front-proxy' };
   const vouched = upstreamRequestHeaders(incoming, alice, undefined, policy);
@@ -93,7 +97,11 @@ t.test('flag off: unchanged', async (t) => {
   t.equal(alice.statusCode, 101);
   alice.socket.destroy();
   const seen = apiserver.requests.at(-1)!;
-  t.same(seen.rawHeaders.filter(([n]) => n.toLowerCase() === 'sec-websocket-protocol').map(([, v]) => v), ['v5.channel.k8s.io'], 'the bearer subprotocol is stripped');
+  t.same(
+    seen.rawHeaders.filter(([n]) => n.toLowerCase() === 'sec-websocket-protocol').map(([, v]) => v),
+    ['v5.channel.k8s.io'],
+    'the bearer subprotocol is stripped',
+  );
   t.equal(seen.user?.username, 'alice');
 });
 
@@ -105,8 +113,16 @@ t.test('flag on', async (t) => {
     t.equal(res.statusCode, 200);
     t.same(JSON.parse(res.body.toString()), { authn: 'token', user: { username: TOKENS[TOKEN].username, groups: [...TOKENS[TOKEN].groups, 'system:authenticated'], extra: {} } });
     const seen = apiserver.requests.at(-1)!;
-    t.same(seen.rawHeaders.filter(([n]) => /^x-remote-/i.test(n)), [], 'no X-Remote-* header: neither the client\'s nor the proxy\'s');
-    t.same(seen.rawHeaders.filter(([n]) => /^authorization$/i.test(n)).map(([, v]) => v), [`Bearer ${TOKEN}`], 'the token, once');
+    t.same(
+      seen.rawHeaders.filter(([n]) => /^x-remote-/i.test(n)),
+      [],
+      "no X-Remote-* header: neither the client's nor the proxy's",
+    );
+    t.same(
+      seen.rawHeaders.filter(([n]) => /^authorization$/i.test(n)).map(([, v]) => v),
+      [`Bearer ${TOKEN}`],
+      'the token, once',
+    );
     t.notOk(seen.rawHeaders.some(([n]) => /^proxy-authorization$/i.test(n)));
     t.equal(seen.peerCN, null, 'the connection presents no client certificate (never the front-proxy one)');
     t.match(header(res, 'audit-id'), /.+/);
@@ -118,11 +134,11 @@ t.test('flag on', async (t) => {
     t.equal(apiserver.requests.at(-1)!.peerCN, null);
   });
 
-  t.test('a bad token: the apiserver\'s 401, counted against the client address', async (t) => {
+  t.test("a bad token: the apiserver's 401, counted against the client address", async (t) => {
     for (let i = 0; i < 3; i++) {
       const res = await rawRequest(proxy.port, pki, head('/api/v1/namespaces/default/pods', [`Authorization: Bearer ${BAD_TOKEN}${i}`]));
       t.equal(res.statusCode, 401, 'the apiserver refused it');
-      t.equal(apiserver.requests.at(-1)!.authn, 'rejected', 'the apiserver\'s answer, not the proxy\'s');
+      t.equal(apiserver.requests.at(-1)!.authn, 'rejected', "the apiserver's answer, not the proxy's");
       t.notOk(header(res, 'www-authenticate'), 'the apiserver sends no Basic challenge');
     }
     const before = sent(apiserver);
@@ -143,7 +159,10 @@ t.test('flag on: credentials the proxy checks win over a token', async (t) => {
     t.equal(JSON.parse(res.body.toString()).user.username, 'bob');
     const seen = apiserver.requests.at(-1)!;
     t.equal(seen.authn, 'requestheader');
-    t.notOk(seen.rawHeaders.some(([n]) => /^authorization$/i.test(n)), 'the token is dropped');
+    t.notOk(
+      seen.rawHeaders.some(([n]) => /^authorization$/i.test(n)),
+      'the token is dropped',
+    );
     t.equal(seen.peerCN, 'front-proxy-client');
   });
 
@@ -153,7 +172,10 @@ t.test('flag on: credentials the proxy checks win over a token', async (t) => {
     t.equal(JSON.parse(res.body.toString()).user.username, 'alice');
     const seen = apiserver.requests.at(-1)!;
     t.equal(seen.authn, 'requestheader');
-    t.notOk(seen.rawHeaders.some(([n]) => /^authorization$/i.test(n)), 'neither line is forwarded');
+    t.notOk(
+      seen.rawHeaders.some(([n]) => /^authorization$/i.test(n)),
+      'neither line is forwarded',
+    );
   });
 
   t.test('a password and a WebSocket token: the password user, the subprotocol stripped', async (t) => {
@@ -162,7 +184,10 @@ t.test('flag on: credentials the proxy checks win over a token', async (t) => {
     res.socket.destroy();
     const seen = apiserver.requests.at(-1)!;
     t.equal(seen.user?.username, 'alice');
-    t.same(seen.rawHeaders.filter(([n]) => n.toLowerCase() === 'sec-websocket-protocol').map(([, v]) => v), ['v5.channel.k8s.io']);
+    t.same(
+      seen.rawHeaders.filter(([n]) => n.toLowerCase() === 'sec-websocket-protocol').map(([, v]) => v),
+      ['v5.channel.k8s.io'],
+    );
   });
 
   t.test('a WebSocket upgrade with only a bearer subprotocol: passed through, no client certificate', async (t) => {
@@ -173,10 +198,13 @@ t.test('flag on: credentials the proxy checks win over a token', async (t) => {
     t.equal(seen.authn, 'token');
     t.equal(seen.user?.username, TOKENS[TOKEN].username);
     t.equal(seen.peerCN, null);
-    t.same(seen.rawHeaders.filter(([n]) => /^x-remote-/i.test(n)), []);
+    t.same(
+      seen.rawHeaders.filter(([n]) => /^x-remote-/i.test(n)),
+      [],
+    );
   });
 
-  t.test('an upgrade with a bad token: the apiserver\'s 401, relayed', async (t) => {
+  t.test("an upgrade with a bad token: the apiserver's 401, relayed", async (t) => {
     const res = await sendUpgrade(proxy.port, pki, { path: '/test/upgrade-echo', protocol: 'SPDY/3.1', headers: [`Authorization: Bearer ${BAD_TOKEN}`] });
     t.equal(res.statusCode, 401);
     res.socket.destroy();

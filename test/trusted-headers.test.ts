@@ -98,7 +98,11 @@ const PATHS = { 'HTTP/1.1': http1, 'HTTP/2': http2, 'upgrade (SPDY)': upgrade, '
 
 function assertStripped(t: TapTest, seen: SeenRequest) {
   t.same(seen.user, { username: 'alice', groups: ['devs', 'ops', 'system:authenticated'], extra: {} }, 'the apiserver sees alice as the proxy says, nothing more');
-  t.same(seen.rawHeaders.filter(([name]) => /^(x-user|x-other-group|x-extra-|x-uid)/i.test(name)), [], 'no spoofed header reaches the apiserver');
+  t.same(
+    seen.rawHeaders.filter(([name]) => /^(x-user|x-other-group|x-extra-|x-uid)/i.test(name)),
+    [],
+    'no spoofed header reaches the apiserver',
+  );
 }
 
 t.test('the rewrite: learned names and prefixes removed in any case, the fixed rules kept', async (t) => {

@@ -27,7 +27,7 @@ async function echoThrough(port: number, payload: Buffer, protocol: 'SPDY/3.1' |
   return { res, echoed: await back };
 }
 
-t.test('SPDY: 101 relayed with the apiserver\'s headers, 1 MiB each way byte-identical', async (t) => {
+t.test("SPDY: 101 relayed with the apiserver's headers, 1 MiB each way byte-identical", async (t) => {
   const payload = randomBytes(1024 * 1024);
   const { res, echoed } = await echoThrough(proxy.port, payload);
   t.equal(res.header('upgrade'), 'SPDY/3.1');
@@ -39,20 +39,35 @@ t.test('SPDY: 101 relayed with the apiserver\'s headers, 1 MiB each way byte-ide
 t.test('WebSocket: 101 with Sec-WebSocket-Accept and the chosen subprotocol', async (t) => {
   const res = await sendUpgrade(proxy.port, pki, { path: '/test/upgrade-echo', protocol: 'websocket', headers: ['Sec-WebSocket-Protocol: v5.channel.k8s.io, v4.channel.k8s.io'], identity: { cert: 'user-alice' } });
   t.equal(res.statusCode, 101);
-  t.equal(res.header('sec-websocket-accept'), createHash('sha1').update(`${Buffer.from('0123456789abcdef').toString('base64')}258EAFA5-E914-47DA-95CA-C5AB0DC11B56`).digest('base64'));
+  t.equal(
+    res.header('sec-websocket-accept'),
+    createHash('sha1')
+      .update(`${Buffer.from('0123456789abcdef').toString('base64')}258EAFA5-E914-47DA-95CA-C5AB0DC11B56`)
+      .digest('base64'),
+  );
   const back = readToEnd(res.socket, res.rest);
   res.socket.end('ping');
   t.equal((await back).toString(), 'ping');
   t.match(apiserver.requests.at(-1), { user: { username: 'alice', groups: ['devs', 'ops', 'system:authenticated'] } });
 });
 
-t.test('identity headers on the upgrade request are the proxy\'s only', async (t) => {
+t.test("identity headers on the upgrade request are the proxy's only", async (t) => {
   const spoofed = ['X-Remote-User: root', 'x-remote-group: system:masters', 'X-REMOTE-GROUP: admins', 'X-Remote-Extra-Scopes: all', 'X-Remote-Uid: 0'];
   const { echoed } = await echoThrough(proxy.port, Buffer.from('x'), 'SPDY/3.1', [ALICE_AUTH, ...spoofed]);
   t.equal(echoed.toString(), 'x');
   const seen = apiserver.requests.at(-1);
-  t.same(seen?.rawHeaders.filter(([n]) => /^x-remote-/i.test(n)).map(([n, v]) => [n.toLowerCase(), v]), [['x-remote-user', 'alice'], ['x-remote-group', 'devs'], ['x-remote-group', 'ops']]);
-  t.notOk(seen?.rawHeaders.some(([n]) => n.toLowerCase() === 'authorization'), 'the password stays at the proxy');
+  t.same(
+    seen?.rawHeaders.filter(([n]) => /^x-remote-/i.test(n)).map(([n, v]) => [n.toLowerCase(), v]),
+    [
+      ['x-remote-user', 'alice'],
+      ['x-remote-group', 'devs'],
+      ['x-remote-group', 'ops'],
+    ],
+  );
+  t.notOk(
+    seen?.rawHeaders.some(([n]) => n.toLowerCase() === 'authorization'),
+    'the password stays at the proxy',
+  );
   t.equal(seen?.peerCN, 'front-proxy-client');
 });
 
@@ -69,7 +84,12 @@ t.test('unauthenticated upgrades: 401 Status, socket closed, nothing forwarded',
 });
 
 t.test('a refusal from the apiserver (403, 404) reaches the client as an ordinary response', async (t) => {
-  const forbidden = await sendUpgrade(proxy.port, pki, { path: '/api/v1/namespaces/default/pods/pod-0/exec?command=sh&stdin=true&stdout=true', protocol: 'websocket', headers: ['Sec-WebSocket-Protocol: v5.channel.k8s.io'], identity: { cert: 'user-bob' } });
+  const forbidden = await sendUpgrade(proxy.port, pki, {
+    path: '/api/v1/namespaces/default/pods/pod-0/exec?command=sh&stdin=true&stdout=true',
+    protocol: 'websocket',
+    headers: ['Sec-WebSocket-Protocol: v5.channel.k8s.io'],
+    identity: { cert: 'user-bob' },
+  });
   t.equal(forbidden.statusCode, 403);
   t.match(JSON.parse((await readToEnd(forbidden.socket, forbidden.rest)).toString()), { kind: 'Status', reason: 'Forbidden', code: 403, message: /User "bob" cannot create resource "pods\/exec"/ });
   const missing = await sendUpgrade(proxy.port, pki, { path: '/api/v1/namespaces/default/pods/nope/exec?command=sh&stdout=true', protocol: 'SPDY/3.1', headers: [ALICE_AUTH] });
@@ -127,7 +147,12 @@ t.test('no socket, timer or listener is left behind (in-process proxy)', async (
   const inProcess = await createProxyServer(config, loadMaterial(config), pino({ level: 'silent' }));
   await inProcess.app.listen({ host: '127.0.0.1', port: 0 });
   const port = (inProcess.app.server.address() as { port: number }).port;
-  const resources = () => process.getActiveResourcesInfo().filter((r) => r !== 'TTYWrap').sort().join(',');
+  const resources = () =>
+    process
+      .getActiveResourcesInfo()
+      .filter((r) => r !== 'TTYWrap')
+      .sort()
+      .join(',');
   // Warm up (worker threads, TLS session cache), then count.
   await echoThrough(port, Buffer.from('warm'));
   await new Promise((r) => setTimeout(r, 100));

@@ -123,13 +123,20 @@ t.test('a watch goes to the apiserver over HTTP/2, plain requests stay on HTTP/1
     t.equal(request.authn, 'requestheader', 'authenticated by the front-proxy certificate');
     t.same(request.user, { username: 'alice', groups: ['devs', 'ops', 'system:authenticated'], extra }, 'two groups, not one "devs,ops"');
     const identity = request.rawHeaders.filter(([n]) => /^(x-remote-|authorization$)/i.test(n)).map(([n, v]) => [n.toLowerCase(), v]);
-    t.same(identity, [
-      ['x-remote-user', 'alice'],
-      ['x-remote-group', 'devs'],
-      ['x-remote-group', 'ops'],
-      ...(byCertificate ? [['x-remote-extra-authentication.kubernetes.io%2fcredential-id', certificateExtra['authentication.kubernetes.io/credential-id']![0]]] : []),
-    ], 'each group a field of its own; nothing the client claimed, no credentials');
-    t.notOk(request.rawHeaders.some(([n]) => ['connection', 'host', 'keep-alive', 'transfer-encoding'].includes(n.toLowerCase())), 'no connection-specific header');
+    t.same(
+      identity,
+      [
+        ['x-remote-user', 'alice'],
+        ['x-remote-group', 'devs'],
+        ['x-remote-group', 'ops'],
+        ...(byCertificate ? [['x-remote-extra-authentication.kubernetes.io%2fcredential-id', certificateExtra['authentication.kubernetes.io/credential-id']![0]]] : []),
+      ],
+      'each group a field of its own; nothing the client claimed, no credentials',
+    );
+    t.notOk(
+      request.rawHeaders.some(([n]) => ['connection', 'host', 'keep-alive', 'transfer-encoding'].includes(n.toLowerCase())),
+      'no connection-specific header',
+    );
   }
   t.equal(seen[0]?.url, `/api/v1/namespaces/default/pods?${query}`, 'the query string exactly as the client sent it');
 
@@ -141,7 +148,7 @@ t.test('a watch goes to the apiserver over HTTP/2, plain requests stay on HTTP/1
   t.equal(apiserver.requests.at(-1)?.httpVersion, '1.1', 'a plain list stays on HTTP/1.1');
 
   apiserver.closeWatches();
-  t.equal(await byCert.ended, 'end', 'the apiserver ending the watch ends the client\'s cleanly');
+  t.equal(await byCert.ended, 'end', "the apiserver ending the watch ends the client's cleanly");
   t.equal(await byPassword.ended, 'end');
   const watchLines = () => proxy.logs.filter((l) => l.msg === 'request' && l.verb === 'watch');
   await waitFor('the end lines', () => watchLines().filter((l) => l.phase === 'end').length === 2);
@@ -204,7 +211,11 @@ t.test('a watch whose headers HTTP/2 cannot carry (a single-value field twice) g
   await waitFor('open upstream', () => apiserver.openWatches() === 1);
   const seen = watchRequests(apiserver).at(-1);
   t.equal(seen?.httpVersion, '1.1', 'sent the HTTP/1.1 way');
-  t.same(seen?.rawHeaders.filter(([n]) => n.toLowerCase() === 'if-none-match').map(([, v]) => v), ['"a"', '"b"'], 'both lines as the client sent them');
+  t.same(
+    seen?.rawHeaders.filter(([n]) => n.toLowerCase() === 'if-none-match').map(([, v]) => v),
+    ['"a"', '"b"'],
+    'both lines as the client sent them',
+  );
   t.same(seen?.user?.groups, ['devs', 'ops', 'system:authenticated']);
   res.body.destroy();
 });
@@ -345,7 +356,10 @@ t.test('--upstream-http2=false: watches take one HTTP/1.1 connection each, as be
   const { apiserver, proxy } = await startStack(t, { pki, users: [bcryptLine(ALICE)], flags: ['--upstream-http2', 'false'] });
   const watches = await Promise.all(Array.from({ length: 5 }, () => openWatch(alice, `${proxy.url}${WATCH}`)));
   await waitFor('open upstream', () => apiserver.openWatches() === 5);
-  t.same(watchRequests(apiserver).map((r) => r.httpVersion), Array(5).fill('1.1'));
+  t.same(
+    watchRequests(apiserver).map((r) => r.httpVersion),
+    Array(5).fill('1.1'),
+  );
   t.ok(connectionsTo(proxy.child.pid as number, apiserver.port) >= 5, 'a connection per watch');
   apiserver.sendWatchEvent('ADDED', pod('over-h1'));
   await Promise.all(watches.map((w) => w.next(1)));
@@ -399,7 +413,7 @@ async function openStream(pool: Http2Upstreams, url: URL): Promise<ClientHttp2St
   return stream;
 }
 
-t.test('pool: a new session when one reaches the apiserver\'s stream limit or our cap', async (t) => {
+t.test("pool: a new session when one reaches the apiserver's stream limit or our cap", async (t) => {
   const limited = await h2Server(t, 3);
   const pool = new Http2Upstreams(connector(), silent, { maxStreamsPerSession: 250 });
   t.teardown(() => pool.destroy());

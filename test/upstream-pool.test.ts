@@ -48,7 +48,11 @@ t.test('least-outstanding: the upstream with the fewest requests in flight, ties
     pool.acquire(target);
     picks.push(target);
   }
-  t.same(picks.map((p) => p.origin), [a.origin, b.origin, c.origin], 'all idle: each in turn');
+  t.same(
+    picks.map((p) => p.origin),
+    [a.origin, b.origin, c.origin],
+    'all idle: each in turn',
+  );
   pool.release(b);
   t.equal(pool.pick(), b, 'the one that finished its request');
   pool.acquire(b);
@@ -66,7 +70,10 @@ t.test('round-robin: each upstream in turn, whatever is in flight', async (t) =>
   pool.acquire(a);
   pool.acquire(a);
   const picks = Array.from({ length: 6 }, () => (pool.pick() as UpstreamTarget).origin);
-  t.same(picks, [a, b, c, a, b, c].map((p) => p.origin));
+  t.same(
+    picks,
+    [a, b, c, a, b, c].map((p) => p.origin),
+  );
 });
 
 t.test('pick skips the upstreams a retry has tried and those ejected; none left is undefined', async (t) => {
@@ -139,7 +146,7 @@ t.test('a check that throws counts as a failed check', async (t) => {
   t.equal(a.lastError, 'Error: boom');
 });
 
-t.test('an apiserver refusing the proxy\'s identity is out at the first check, logged once', async (t) => {
+t.test("an apiserver refusing the proxy's identity is out at the first check, logged once", async (t) => {
   const { pool, a, b, verdicts, round, messages } = poolOf(2, 'least-outstanding', { unhealthyThreshold: 3 });
   verdicts.set(a.origin, { reason: 'refuses', identityRefused: true });
   await round();

@@ -36,14 +36,14 @@ t.test('an apiserver that does not trust the front-proxy CA: 502 naming the flag
 
   // Right after start-up: whether or not the first health check is done, never a 401.
   const first = await call(client, `${proxy.url}/api/v1/namespaces/default/pods`);
-  t.equal(first.status, 502, 'a gateway error, not the user\'s 401');
+  t.equal(first.status, 502, "a gateway error, not the user's 401");
   t.match(first.body, { kind: 'Status', status: 'Failure', reason: 'BadGateway', code: 502, message: REFUSED });
   t.notOk(first.headers['retry-after'], 'no Retry-After: kubectl does not retry a misconfiguration for 10 s');
   t.notOk(first.headers['www-authenticate'], 'no password prompt');
 
   await waitFor('the health check marks it', () => upstreamWarnings(proxy).length > 0);
   const [warning] = upstreamWarnings(proxy);
-  t.match(warning, { level: 40, msg: 'upstream refuses the proxy\'s identity', reason: /^did not accept the front-proxy client certificate/ });
+  t.match(warning, { level: 40, msg: "upstream refuses the proxy's identity", reason: /^did not accept the front-proxy client certificate/ });
 
   const password = await call(proxyClient(pki), `${proxy.url}/api/v1/namespaces`, { method: 'GET', headers: { authorization: basicAuth(ALICE) } });
   t.equal(password.status, 502, 'a password user gets the same answer');
@@ -77,7 +77,10 @@ t.test('an apiserver that does not trust the front-proxy CA: 502 naming the flag
   for (let i = 0; i < 5; i++) t.equal((await call(client, `${proxy.url}/api`)).status, 502);
   t.equal(upstreamWarnings(proxy).length, 1, 'one warning for the apiserver, not one per request or check');
   t.same(stackTraces(proxy), [], 'no stack traces');
-  t.ok(apiserver.requests.every((r) => r.authn === 'rejected'), 'the apiserver did refuse every request');
+  t.ok(
+    apiserver.requests.every((r) => r.authn === 'rejected'),
+    'the apiserver did refuse every request',
+  );
 });
 
 t.test('allowed-names without our CN, fixed, then broken again: one warning per change', async (t) => {
@@ -99,7 +102,11 @@ t.test('allowed-names without our CN, fixed, then broken again: one warning per 
   t.match(res.body, { reason: 'BadGateway', message: REFUSED });
   for (let i = 0; i < 3; i++) t.equal((await call(client, `${proxy.url}/api`)).status, 502);
   await waitFor('the warning', () => upstreamWarnings(proxy, before).length > 0);
-  t.same(upstreamWarnings(proxy, before).map((l) => l.msg), ['upstream refuses the proxy\'s identity'], 'one warning for the change');
+  t.same(
+    upstreamWarnings(proxy, before).map((l) => l.msg),
+    ["upstream refuses the proxy's identity"],
+    'one warning for the change',
+  );
   t.same(stackTraces(proxy), []);
 });
 
@@ -125,11 +132,11 @@ t.test('401s that are not about the proxy reach the user unchanged', async (t) =
   const client = proxyClient(pki, { cert: 'user-alice' });
   t.teardown(() => client.close());
 
-  t.test('a service behind the apiserver\'s service proxy asks for its own login', async (t) => {
+  t.test("a service behind the apiserver's service proxy asks for its own login", async (t) => {
     const res = await call(client, `${proxy.url}/api/v1/namespaces/monitoring/services/grafana/proxy/login`);
     t.equal(res.status, 401);
-    t.equal(res.text, 'Unauthorized\n', 'the backend\'s body');
-    t.equal(res.headers['www-authenticate'], 'Basic realm="grafana"', 'the backend\'s challenge');
+    t.equal(res.text, 'Unauthorized\n', "the backend's body");
+    t.equal(res.headers['www-authenticate'], 'Basic realm="grafana"', "the backend's challenge");
     t.equal((await call(client, `${proxy.url}/test/identity`)).status, 200, 'the apiserver stays in');
     t.same(upstreamWarnings(proxy), [], 'nothing to warn about');
   });
@@ -139,7 +146,7 @@ t.test('401s that are not about the proxy reach the user unchanged', async (t) =
     t.teardown(() => anonymous.close());
     const res = await call(anonymous, `${proxy.url}/api/v1/namespaces/default/pods`, { method: 'GET', headers: { authorization: 'Bearer not-a-token' } });
     t.equal(res.status, 401);
-    t.match(res.body, { kind: 'Status', reason: 'Unauthorized', message: 'Unauthorized', code: 401 }, 'the apiserver\'s own Status');
+    t.match(res.body, { kind: 'Status', reason: 'Unauthorized', message: 'Unauthorized', code: 401 }, "the apiserver's own Status");
     t.equal((await call(anonymous, `${proxy.url}/test/identity`, { method: 'GET', headers: { authorization: 'Bearer good-token' } })).status, 200);
     t.same(upstreamWarnings(proxy), []);
   });

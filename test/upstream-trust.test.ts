@@ -82,7 +82,7 @@ t.test('a front-proxy certificate the apiserver does not allow: a 502 naming the
   const proxy = await startProxy(flags);
   t.teardown(() => proxy.stop());
   const res = await call(client, `${proxy.url}/api/v1/namespaces`);
-  t.equal(res.status, 502, 'the apiserver refused the identity headers from a non-allowed CN: the proxy\'s misconfiguration');
+  t.equal(res.status, 502, "the apiserver refused the identity headers from a non-allowed CN: the proxy's misconfiguration");
   t.match(res.body, { kind: 'Status', reason: 'BadGateway', message: /did not accept the front-proxy client certificate.*--requestheader-allowed-names/ });
   t.equal(apiserver.requests.at(-1)?.peerCN, 'not-the-proxy');
 });

@@ -51,10 +51,17 @@ t.test('add, set-password, remove and list round-trip through parseHtpasswd', as
   t.same(table.users.get('alice')?.groups, ['devs', 'ops'], 'groups kept when not given');
 
   await setPassword(path, 'bob', 'bob-pw2', { cost: 5, groups: ['admins'] });
-  t.same(listUsers(path).find((u) => u.name === 'bob'), { name: 'bob', groups: ['admins'], cost: 5, scheme: '$2b$' }, 'groups replaced, cost applied');
+  t.same(
+    listUsers(path).find((u) => u.name === 'bob'),
+    { name: 'bob', groups: ['admins'], cost: 5, scheme: '$2b$' },
+    'groups replaced, cost applied',
+  );
 
   await removeUser(path, 'alice');
-  t.same(listUsers(path).map((u) => u.name), ['bob']);
+  t.same(
+    listUsers(path).map((u) => u.name),
+    ['bob'],
+  );
   t.same(strayTemps(), [], 'no temp file left on the normal path');
   t.equal(statSync(path).mode & 0o777, 0o600);
 });
@@ -85,7 +92,7 @@ t.test('lines the command does not own are kept byte for byte', async (t) => {
   await addUser(path, 'newbie', 'pw-2', ['g'], FAST);
   const afterAdd = readFileSync(path);
   t.same(afterAdd.subarray(0, beforeAdd.length), beforeAdd, 'add only appends');
-  t.match(afterAdd.subarray(beforeAdd.length).toString('latin1'), /^\nnewbie:\$2b\$04\$[./A-Za-z0-9]{53}:g$/, 'in the file\'s last line ending (LF here), keeping the missing final newline');
+  t.match(afterAdd.subarray(beforeAdd.length).toString('latin1'), /^\nnewbie:\$2b\$04\$[./A-Za-z0-9]{53}:g$/, "in the file's last line ending (LF here), keeping the missing final newline");
 
   await removeUser(path, 'target');
   text = readFileSync(path, 'latin1');
@@ -93,7 +100,10 @@ t.test('lines the command does not own are kept byte for byte', async (t) => {
 
   await removeUser(path, 'newbie');
   t.equal(readFileSync(path, 'latin1'), head + tail + '\n', 'removing the last line leaves the previous line with its own ending');
-  t.same(listUsers(path).map((u) => u.name), ['zed', 'yan']);
+  t.same(
+    listUsers(path).map((u) => u.name),
+    ['zed', 'yan'],
+  );
   t.same(strayTemps(), []);
 });
 
@@ -242,10 +252,14 @@ function fakeTty() {
   const input = new PassThrough() as PassThrough & { isTTY: boolean; setRawMode: (on: boolean) => void };
   const rawCalls: boolean[] = [];
   input.isTTY = true;
-  input.setRawMode = (on: boolean) => { rawCalls.push(on); };
+  input.setRawMode = (on: boolean) => {
+    rawCalls.push(on);
+  };
   const output = new PassThrough();
   let shown = '';
-  output.on('data', (c: Buffer) => { shown += c.toString('utf8'); });
+  output.on('data', (c: Buffer) => {
+    shown += c.toString('utf8');
+  });
   return { input, output, rawCalls, shown: () => shown };
 }
 
@@ -268,7 +282,9 @@ t.test('readPassword from a pipe reads the first line', async (t) => {
   t.equal(await readPassword(Readable.from(['no-newline']), new PassThrough(), 'Password: ', false), 'no-newline');
   const out = new PassThrough();
   let written = '';
-  out.on('data', (c: Buffer) => { written += c.toString(); });
+  out.on('data', (c: Buffer) => {
+    written += c.toString();
+  });
   await readPassword(Readable.from(['x\n']), out, 'Password: ', false);
   t.equal(written, '', 'no prompt is written for a pipe');
   await t.rejects(readPassword(Readable.from([]), new PassThrough(), 'Password: ', false), /no password on standard input/);

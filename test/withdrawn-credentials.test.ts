@@ -61,12 +61,15 @@ function h2Client(cert: 'user-alice' | 'user-bob'): Agent {
 async function metric(name: string): Promise<string> {
   const res = await request(`${proxy.adminUrl}/metrics`, { dispatcher: plain });
   const text = await res.body.text();
-  return text.split('\n').filter((l) => l.startsWith(name)).join('\n');
+  return text
+    .split('\n')
+    .filter((l) => l.startsWith(name))
+    .join('\n');
 }
 
 // ---------------------------------------------------------------------------------------------
 
-t.test('pki revoke + SIGHUP: alice\'s watches end cleanly and her tunnel closes; bob keeps his watch', async (t) => {
+t.test("pki revoke + SIGHUP: alice's watches end cleanly and her tunnel closes; bob keeps his watch", async (t) => {
   const alice = proxyClient(pki, { cert: 'user-alice' });
   const aliceH2 = h2Client('user-alice');
   const bob = proxyClient(pki, { cert: 'user-bob' });
@@ -85,7 +88,7 @@ t.test('pki revoke + SIGHUP: alice\'s watches end cleanly and her tunnel closes;
   await waitFor('the watches and the tunnel to reach the apiserver', () => apiserver.openWatches() === 3 && apiserver.openUpgrades() === 1);
   await eventReaches(t, apiserver, watches);
   // No chunked framing: that response came over HTTP/2.
-  t.equal(watches['alice (HTTP/2)'].headers['transfer-encoding'], undefined, 'one of alice\'s watches is over HTTP/2');
+  t.equal(watches['alice (HTTP/2)'].headers['transfer-encoding'], undefined, "one of alice's watches is over HTTP/2");
   t.equal(watches['alice (HTTP/1.1)'].headers['transfer-encoding'], 'chunked');
 
   const revoke = await runCli(['pki', 'revoke', '--cert', pki.path('user-alice', 'crt'), '--dir', pki.dir]);
@@ -97,10 +100,10 @@ t.test('pki revoke + SIGHUP: alice\'s watches end cleanly and her tunnel closes;
   for (const [who, watch] of Object.entries(aliceWatches)) {
     t.equal(await within(`${who}'s watch to end`, watch.ended, CUT_WITHIN_MS), 'end', `${who}'s watch ended cleanly (end of body, not an error)`);
   }
-  await within('alice\'s tunnel to close', closed, CUT_WITHIN_MS);
-  t.pass('alice\'s tunnel was closed by the proxy');
+  await within("alice's tunnel to close", closed, CUT_WITHIN_MS);
+  t.pass("alice's tunnel was closed by the proxy");
   await waitFor('the apiserver side of the tunnel to close', () => apiserver.openUpgrades() === 0, CUT_WITHIN_MS);
-  t.equal(apiserver.openWatches(), 1, 'the apiserver side of alice\'s watches closed too');
+  t.equal(apiserver.openWatches(), 1, "the apiserver side of alice's watches closed too");
   t.ok(Date.now() - started < CUT_WITHIN_MS, `all cut ${Date.now() - started} ms after the SIGHUP`);
   tunnel.socket.destroy();
 
@@ -109,11 +112,11 @@ t.test('pki revoke + SIGHUP: alice\'s watches end cleanly and her tunnel closes;
   t.match(warned[0], { level: 40, streams: 2, tunnels: 1, users: ['alice'] }, 'naming how many and whose');
 
   await eventReaches(t, apiserver, { bob: bobWatch });
-  t.equal(bobWatch.lines.length, 2, 'bob\'s watch still open, with both events');
+  t.equal(bobWatch.lines.length, 2, "bob's watch still open, with both events");
 
   const next = await call(alice, `${proxy.url}/test/identity`);
-  t.match(next, { status: 401, body: { kind: 'Status', reason: 'Unauthorized', message: /revoked/ } }, 'alice\'s next request: 401');
-  t.equal((await call(bob, `${proxy.url}/test/identity`)).status, 200, 'bob\'s next request: 200');
+  t.match(next, { status: 401, body: { kind: 'Status', reason: 'Unauthorized', message: /revoked/ } }, "alice's next request: 401");
+  t.equal((await call(bob, `${proxy.url}/test/identity`)).status, 200, "bob's next request: 200");
 
   const counted = await metric('kube_front_proxy_withdrawn_credential_closes_total');
   t.match(counted, /kind="stream"} 2\b/, 'counted: 2 streams');
@@ -146,10 +149,10 @@ t.test('users file rewritten + SIGHUP: removed and changed users lose their watc
   for (const [who, watch] of Object.entries(cut)) {
     t.equal(await within(`${who}: the watch to end`, watch.ended, CUT_WITHIN_MS), 'end', `${who}: watch ended cleanly`);
   }
-  await within('carol\'s tunnel to close', carolTunnel.closed, CUT_WITHIN_MS);
-  t.pass('carol\'s tunnel was closed by the proxy');
+  await within("carol's tunnel to close", carolTunnel.closed, CUT_WITHIN_MS);
+  t.pass("carol's tunnel was closed by the proxy");
   carolTunnel.tunnel.socket.destroy();
-  await waitFor('the apiserver side of carol\'s tunnel to close', () => apiserver.openUpgrades() === 1, CUT_WITHIN_MS);
+  await waitFor("the apiserver side of carol's tunnel to close", () => apiserver.openUpgrades() === 1, CUT_WITHIN_MS);
 
   const warned = logged.filter((l) => l.msg === CLOSED);
   t.equal(warned.length, 1, 'one warn line for the reload');
@@ -159,7 +162,7 @@ t.test('users file rewritten + SIGHUP: removed and changed users lose their watc
   await eventReaches(t, apiserver, { dave: daveWatch });
   const echoed = new Promise<Buffer>((resolve) => daveTunnel.tunnel.socket.once('data', resolve));
   daveTunnel.tunnel.socket.write('still here');
-  t.equal((await echoed).toString(), 'still here', 'dave\'s tunnel still carries bytes');
+  t.equal((await echoed).toString(), 'still here', "dave's tunnel still carries bytes");
 
   const identity = (user: TestUser) => call(client, `${proxy.url}/test/identity`, { method: 'GET', headers: { authorization: basicAuth(user) } });
   t.equal((await identity(CAROL)).status, 401, 'carol: 401');
@@ -188,7 +191,10 @@ t.test('a reload that changes nothing cuts nothing', async (t) => {
 
   for (const round of [1, 2]) {
     const logged = await reloadBySighup(proxy);
-    t.notOk(logged.some((l) => l.msg === CLOSED), `SIGHUP ${round}: nothing closed`);
+    t.notOk(
+      logged.some((l) => l.msg === CLOSED),
+      `SIGHUP ${round}: nothing closed`,
+    );
     await eventReaches(t, apiserver, watches);
     for (const [who, { tunnel }] of Object.entries({ bob: bobTunnel, dave: daveTunnel })) {
       const echoed = new Promise<Buffer>((resolve) => tunnel.socket.once('data', resolve));
@@ -221,10 +227,10 @@ t.test('a login whose bcrypt was running when the users file changed is refused 
   // Re-read from disk: new objects, hank's with the same hash and groups.
   basic.setUsers(table({ name: 'gina', hash: 'pw1', groups: ['devs', 'admins'] }, { ...hank }));
   for (const release of waiting) release();
-  t.match(await ginaLogin, { ok: false, reason: 'bad-password' }, 'gina\'s groups changed during her check: refused');
+  t.match(await ginaLogin, { ok: false, reason: 'bad-password' }, "gina's groups changed during her check: refused");
   const hankResult = await hankLogin;
   if (!hankResult.ok) throw new Error(`hank was refused: ${hankResult.reason}`);
-  t.equal(hankResult.identity.user, 'hank', 'hank\'s entry is unchanged: let in');
+  t.equal(hankResult.identity.user, 'hank', "hank's entry is unchanged: let in");
 
   const authenticator = new Authenticator({ certificates: false, basic, revocations: undefined, failures: undefined });
   t.equal(authenticator.stillHolds(hankResult.identity), true, 'hank still holds');
@@ -255,7 +261,7 @@ t.test('the real kubectl: `get pods -w` as bob ends when his certificate is revo
   await nothingOpen(apiserver);
   const kubeconfig = writeKubeconfig(proxy.url, pki.pem['proxy-ca'].cert, { clientCertificate: pki.pem['user-bob'].cert, clientKey: pki.pem['user-bob'].key });
   const watching = kubectl(kubeconfig, ['get', 'pods', '-w'], { timeoutMs: 30_000 });
-  await waitFor('kubectl\'s watch to reach the apiserver', () => apiserver.openWatches() === 1, 10_000);
+  await waitFor("kubectl's watch to reach the apiserver", () => apiserver.openWatches() === 1, 10_000);
 
   const revoke = await runCli(['pki', 'revoke', '--cert', pki.path('user-bob', 'crt'), '--dir', pki.dir]);
   t.equal(revoke.code, 0, revoke.stderr);

@@ -73,7 +73,10 @@ t.test('failed-login limits: one set of counters for both workers', async (t) =>
   t.same([await once(kubectl, basicAuth(ALICE)), await once(kubectl, basicAuth(ALICE))], [200, 200], "alice's kubectl keeps working on both workers while her name is locked");
   const served = await servedFor(kubectl, 3);
   t.same(new Set(served.map((l) => l.pid)), workers, 'served by both workers');
-  t.ok(served.slice(1).some((l) => l.pid !== warm?.pid), 'including the one that had not verified her password');
+  t.ok(
+    served.slice(1).some((l) => l.pid !== warm?.pid),
+    'including the one that had not verified her password',
+  );
 
   // Per user name across addresses: carol's guesses come from a new address each time.
   const carol: number[] = [];

@@ -66,7 +66,14 @@ t.test('two workers: one start-up line, both serve, metrics and readiness cover 
   t.match(readyz.text, /ok: 2 of 2 workers ready/);
   const metrics = await admin(proxy, '/metrics');
   const served = [...metrics.text.matchAll(/^kube_front_proxy_requests_total\{[^}]*resource=""[^}]*code="200"[^}]*\} (\d+)/gm)].reduce((sum, m) => sum + Number(m[1]), 0);
-  t.equal(served, 8, `the primary sums both workers' request counters: ${metrics.text.split('\n').filter((l) => l.startsWith('kube_front_proxy_requests_total')).join(' | ')}`);
+  t.equal(
+    served,
+    8,
+    `the primary sums both workers' request counters: ${metrics.text
+      .split('\n')
+      .filter((l) => l.startsWith('kube_front_proxy_requests_total'))
+      .join(' | ')}`,
+  );
 });
 
 t.test('two workers: SIGHUP reloads every worker; a killed worker is replaced', async (t) => {
@@ -89,7 +96,10 @@ t.test('two workers: SIGHUP reloads every worker; a killed worker is replaced', 
     return pids.length === 2 && !pids.includes(victim as number) ? pids : undefined;
   });
   t.equal(replaced.length, 2, 'two workers again');
-  t.ok(proxy.logs.some((l) => l.msg.startsWith('worker exited unexpectedly')), 'the death is logged');
+  t.ok(
+    proxy.logs.some((l) => l.msg.startsWith('worker exited unexpectedly')),
+    'the death is logged',
+  );
   await waitFor('readiness of both', async () => ((await admin(proxy, '/readyz')).status === 200 ? true : undefined));
   const client = proxyClient(pki);
   t.equal((await call(client, `${proxy.url}/test/identity`, { method: 'GET', headers: { authorization: basicAuth(ALICE) } })).status, 200, 'serving after the replacement');

@@ -215,10 +215,7 @@ function signedBy(crl: ParsedCrl, ca: CaCandidate): boolean {
       case 'RSASSA-PKCS1-v1_5':
         return nodeHash !== undefined && verifySignature(nodeHash, crl.tbs, ca.publicKey, crl.signature);
       case 'RSA-PSS':
-        return (
-          nodeHash !== undefined &&
-          verifySignature(nodeHash, crl.tbs, { key: ca.publicKey, padding: cryptoConstants.RSA_PKCS1_PSS_PADDING, saltLength: algorithm.saltLength ?? cryptoConstants.RSA_PSS_SALTLEN_AUTO }, crl.signature)
-        );
+        return nodeHash !== undefined && verifySignature(nodeHash, crl.tbs, { key: ca.publicKey, padding: cryptoConstants.RSA_PKCS1_PSS_PADDING, saltLength: algorithm.saltLength ?? cryptoConstants.RSA_PSS_SALTLEN_AUTO }, crl.signature);
       case 'Ed25519':
       case 'Ed448':
       case 'EdDSA':
@@ -264,7 +261,7 @@ function readTlv(der: Buffer, offset: number): Tlv {
 
 function children(der: Buffer, parent: Tlv): Tlv[] {
   const out: Tlv[] = [];
-  for (let offset = parent.contentStart; offset < parent.end; ) {
+  for (let offset = parent.contentStart; offset < parent.end;) {
     const child = readTlv(der, offset);
     if (child.end > parent.end) throw new Error('truncated DER');
     out.push(child);
@@ -295,10 +292,16 @@ export class CrlExpiryWarning {
     if (at === undefined) return;
     // setTimeout holds at most ~24.8 days: re-arm until the moment comes.
     const wait = Math.min(at - Date.now(), 2 ** 31 - 1);
-    this.timer = setTimeout(() => {
-      if (Date.now() < at) return this.watch(list);
-      this.logger.warn({ file: this.file, nextUpdate: new Date(at).toISOString() }, '--client-crl-file: the CRL has passed its nextUpdate; it is still enforced, but a restart or reload will refuse it until a new one is published (pki crl --renew)');
-    }, Math.max(0, wait));
+    this.timer = setTimeout(
+      () => {
+        if (Date.now() < at) return this.watch(list);
+        this.logger.warn(
+          { file: this.file, nextUpdate: new Date(at).toISOString() },
+          '--client-crl-file: the CRL has passed its nextUpdate; it is still enforced, but a restart or reload will refuse it until a new one is published (pki crl --renew)',
+        );
+      },
+      Math.max(0, wait),
+    );
     this.timer.unref();
   }
 }

@@ -70,14 +70,17 @@ export function costWarning(table: UserTable): { msg: string; costs: Record<stri
 const BCRYPT_HASH = /^\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}$/;
 
 export class HtpasswdError extends Error {
-  constructor(readonly line: number, problem: string) {
+  constructor(
+    readonly line: number,
+    problem: string,
+  ) {
     super(`line ${line}: ${problem}`);
     this.name = 'HtpasswdError';
   }
 }
 
 function describeScheme(hash: string): string {
-  if (hash.startsWith('$apr1$')) return 'MD5 ($apr1$, htpasswd\'s default)';
+  if (hash.startsWith('$apr1$')) return "MD5 ($apr1$, htpasswd's default)";
   if (hash.startsWith('{SHA}')) return 'SHA-1 ({SHA})';
   if (hash.startsWith('$1$')) return 'MD5-crypt ($1$)';
   if (hash.startsWith('$5$') || hash.startsWith('$6$')) return 'SHA-crypt';

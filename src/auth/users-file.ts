@@ -166,7 +166,11 @@ function writeAtomic(path: string, file: Pick<UsersFile, 'realPath' | 'mode' | '
     fd = fs.openSync(tmp, 'wx', 0o600);
     fs.fchmodSync(fd, mode); // the umask does not apply to fchmod
     if (file.uid !== undefined && file.gid !== undefined && process.getuid?.() === 0) {
-      try { fs.fchownSync(fd, file.uid, file.gid); } catch { /* best effort */ }
+      try {
+        fs.fchownSync(fd, file.uid, file.gid);
+      } catch {
+        /* best effort */
+      }
     }
     let offset = 0;
     while (offset < content.length) offset += fs.writeSync(fd, content, offset, content.length - offset);
@@ -176,16 +180,30 @@ function writeAtomic(path: string, file: Pick<UsersFile, 'realPath' | 'mode' | '
     fs.renameSync(tmp, file.realPath);
   } catch (err) {
     if (fd !== undefined) {
-      try { fs.closeSync(fd); } catch { /* already failing */ }
+      try {
+        fs.closeSync(fd);
+      } catch {
+        /* already failing */
+      }
     }
-    try { fs.unlinkSync(tmp); } catch { /* never created, or already renamed */ }
+    try {
+      fs.unlinkSync(tmp);
+    } catch {
+      /* never created, or already renamed */
+    }
     throw new UsersFileError(`${path}: cannot write: ${(err as Error).message}; the file is unchanged`);
   }
   // Make the rename itself durable. Not every platform can fsync a directory.
   try {
     const dfd = fs.openSync(dir, 'r');
-    try { fs.fsyncSync(dfd); } finally { fs.closeSync(dfd); }
-  } catch { /* best effort */ }
+    try {
+      fs.fsyncSync(dfd);
+    } finally {
+      fs.closeSync(dfd);
+    }
+  } catch {
+    /* best effort */
+  }
 }
 
 function serialize(lines: RawLine[]): Buffer {

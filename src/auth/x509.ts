@@ -22,9 +22,7 @@ import { identityValueProblem, quoteValue, type AuthFailureReason, type Credenti
 import { notAfterOf, type Chain, type TrustedCas } from './trusted-cas.js';
 import { GoParseError, readGoSubject, type GoSubject } from './x509-name.js';
 
-export type CertificateAuthResult =
-  | { ok: true; identity: Identity }
-  | { ok: false; reason: Extract<AuthFailureReason, `cert-${string}`>; message: string; claimedUser: string | undefined };
+export type CertificateAuthResult = { ok: true; identity: Identity } | { ok: false; reason: Extract<AuthFailureReason, `cert-${string}`>; message: string; claimedUser: string | undefined };
 
 function asList(value: string | string[] | undefined): string[] {
   if (value === undefined) return [];
@@ -225,7 +223,7 @@ function subjectRefusal(subject: GoSubject): { reason: 'cert-invalid' | 'cert-un
   const inexact = (what: string) => ({ reason: 'cert-unforwardable' as const, message: `certificate subject cannot be forwarded exactly: ${what}` });
   // parseUIDFromCert (AllowParsingUserUIDFromCertAuth, on by default since 1.33) makes a UID
   // attribute the user's UID; kubeadm configures no --requestheader-uid-headers to carry one.
-  if (subject.uids.length > 0) return inexact('it carries a Kubernetes UID attribute (1.3.6.1.4.1.57683.2), which kube-apiserver reads as the user\'s UID and the front-proxy headers do not carry');
+  if (subject.uids.length > 0) return inexact("it carries a Kubernetes UID attribute (1.3.6.1.4.1.57683.2), which kube-apiserver reads as the user's UID and the front-proxy headers do not carry");
   const userProblem = identityValueProblem(subject.commonName);
   if (userProblem !== undefined) return inexact(`common name ${quoteValue(subject.commonName)} ${userProblem}`);
   for (const organization of subject.organizations) {

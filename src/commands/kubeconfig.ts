@@ -26,10 +26,10 @@ export function registerKubeconfig(program: Command): void {
     .description('write a kubeconfig for a user of the proxy (password from stdin, or a client certificate)')
     .requiredOption('--user <name>', 'the user name (the CN of a client certificate)')
     .option('--password-stdin', 'read the password from the first line of standard input')
-    .option('--client-cert <file>', 'the user\'s client certificate (PEM), embedded')
+    .option('--client-cert <file>', "the user's client certificate (PEM), embedded")
     .option('--client-key <file>', 'its private key (PEM), embedded')
     .requiredOption('--server <url>', 'the proxy, https://HOST:PORT')
-    .option('--ca <file>', 'CA that signed the proxy\'s serving certificate', 'certs/proxy-ca.crt')
+    .option('--ca <file>', "CA that signed the proxy's serving certificate", 'certs/proxy-ca.crt')
     .option('-o, --output <file>', 'write here (mode 0600) instead of standard output')
     .option('--name <name>', 'cluster and context name', 'kube-front-proxy')
     .action(async (flags: KubeconfigFlags) => {

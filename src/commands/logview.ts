@@ -260,11 +260,7 @@ function resourceMatcher(value: string): (e: LogEntry) => boolean {
   const dot = head.indexOf('.');
   const res = dot < 0 ? head : head.slice(0, dot);
   const group = dot < 0 ? undefined : head.slice(dot + 1);
-  return (e) =>
-    e.resource !== '' &&
-    e.resource.toLowerCase() === res &&
-    (group === undefined || e.apiGroup.toLowerCase() === group) &&
-    (sub === undefined || e.subresource.toLowerCase() === sub);
+  return (e) => e.resource !== '' && e.resource.toLowerCase() === res && (group === undefined || e.apiGroup.toLowerCase() === group) && (sub === undefined || e.subresource.toLowerCase() === sub);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -343,14 +339,7 @@ const GAP = '  ';
 
 /** The table's header line; `wide` (-o wide) adds PHASE and AUDIT-ID. */
 export function formatHeader(color: boolean, wide = false): string {
-  const cells = [
-    fit('TIME (UTC)', W.time),
-    fit('USER', W.user),
-    fit('VERB', W.verb),
-    fit('RESOURCE', W.resource),
-    fit('STATUS', W.status),
-    fit('DURATION', W.duration, 'right'),
-  ];
+  const cells = [fit('TIME (UTC)', W.time), fit('USER', W.user), fit('VERB', W.verb), fit('RESOURCE', W.resource), fit('STATUS', W.status), fit('DURATION', W.duration, 'right')];
   if (wide) cells.push(fit('PHASE', W.phase), 'AUDIT-ID');
   return paint(cells.join(GAP), BOLD, color);
 }
@@ -450,8 +439,7 @@ export class LogStats {
   }
 
   summary(): StatsSummary {
-    const byCount = <K>(map: Map<string, Count>, key: (name: string, c: Count) => K): K[] =>
-      [...map.entries()].sort(([a, x], [b, y]) => y.requests - x.requests || (a < b ? -1 : a > b ? 1 : 0)).map(([name, c]) => key(name, c));
+    const byCount = <K>(map: Map<string, Count>, key: (name: string, c: Count) => K): K[] => [...map.entries()].sort(([a, x], [b, y]) => y.requests - x.requests || (a < b ? -1 : a > b ? 1 : 0)).map(([name, c]) => key(name, c));
     const classes = new Map<number, Array<{ status: number; requests: number }>>();
     for (const [status, requests] of [...this.codes.entries()].sort(([a], [b]) => a - b)) {
       const cls = Math.floor(status / 100);
@@ -466,9 +454,7 @@ export class LogStats {
       to: Number.isNaN(this.last) ? '' : new Date(this.last).toISOString(),
       byUser: byCount(this.users, (user, c) => ({ user, ...c })),
       byVerb: byCount(this.verbs, (verb, c) => ({ verb, ...c })),
-      byStatus: [...classes.entries()]
-        .sort(([a], [b]) => a - b)
-        .map(([cls, codes]) => ({ class: `${cls}xx`, requests: codes.reduce((n, c) => n + c.requests, 0), codes })),
+      byStatus: [...classes.entries()].sort(([a], [b]) => a - b).map(([cls, codes]) => ({ class: `${cls}xx`, requests: codes.reduce((n, c) => n + c.requests, 0), codes })),
       slowest: this.slowest.map((s) => ({ ...s })),
     };
   }
@@ -494,8 +480,14 @@ export function formatStats(s: StatsSummary, color: boolean): string {
     out.push('', head(`${fit(title, width)}  ${fit('REQUESTS', 8, 'right')}  ${fit('ERRORS', 8, 'right')}`));
     for (const r of rows) out.push(`${fit(sanitize(r.name), width)}  ${fit(String(r.requests), 8, 'right')}  ${fit(String(r.errors), 8, 'right')}`);
   };
-  table('BY USER', s.byUser.map((u) => ({ name: u.user, requests: u.requests, errors: u.errors })));
-  table('BY VERB', s.byVerb.map((v) => ({ name: v.verb, requests: v.requests, errors: v.errors })));
+  table(
+    'BY USER',
+    s.byUser.map((u) => ({ name: u.user, requests: u.requests, errors: u.errors })),
+  );
+  table(
+    'BY VERB',
+    s.byVerb.map((v) => ({ name: v.verb, requests: v.requests, errors: v.errors })),
+  );
 
   out.push('', head(`${fit('BY STATUS', 9)}  ${fit('REQUESTS', 8, 'right')}`));
   for (const c of s.byStatus) {
@@ -507,11 +499,7 @@ export function formatStats(s: StatsSummary, color: boolean): string {
   }
 
   out.push('', head(`SLOWEST ${SLOWEST} (long-lived watch/exec/port-forward requests left out)`));
-  out.push(
-    head(
-      [fit('DURATION', W.duration, 'right'), fit('TIME (UTC)', W.time), fit('USER', W.user), fit('VERB', W.verb), fit('RESOURCE', W.resource), 'STATUS'].join(GAP),
-    ),
-  );
+  out.push(head([fit('DURATION', W.duration, 'right'), fit('TIME (UTC)', W.time), fit('USER', W.user), fit('VERB', W.verb), fit('RESOURCE', W.resource), 'STATUS'].join(GAP)));
   for (const c of s.slowest) {
     out.push(
       [
@@ -586,12 +574,7 @@ type Handler = (lines: string[]) => Promise<void>;
  * and standard input being a terminal throw an Error with a one-line message.
  * When the output's reader goes away (EPIPE, e.g. `| head`), it stops and resolves 0.
  */
-export async function runLogs(
-  options: LogsOptions,
-  out: NodeJS.WritableStream,
-  input: NodeJS.ReadableStream = process.stdin,
-  signal?: AbortSignal,
-): Promise<number> {
+export async function runLogs(options: LogsOptions, out: NodeJS.WritableStream, input: NodeJS.ReadableStream = process.stdin, signal?: AbortSignal): Promise<number> {
   const filter = compileFilter(options, Date.now());
   const color = options.color ?? ((out as { isTTY?: boolean }).isTTY === true && !process.env.NO_COLOR);
   const stats = options.stats ? new LogStats() : undefined;

@@ -25,10 +25,10 @@ export function registerPki(program: Command): void {
 
   pki
     .command('init')
-    .description('write a complete dev PKI with kubeadm\'s file names (keys 0600; never over existing files without --force)')
+    .description("write a complete dev PKI with kubeadm's file names (keys 0600; never over existing files without --force)")
     .option('--dir <dir>', 'where to write', 'certs')
-    .option('--san <name>', 'a DNS name or IP of the proxy\'s serving certificate (repeatable; default localhost and 127.0.0.1)', collect)
-    .option('--apiserver-san <name>', 'another name for the demo apiserver\'s certificate, e.g. its compose service (repeatable)', collect)
+    .option('--san <name>', "a DNS name or IP of the proxy's serving certificate (repeatable; default localhost and 127.0.0.1)", collect)
+    .option('--apiserver-san <name>', "another name for the demo apiserver's certificate, e.g. its compose service (repeatable)", collect)
     .option('--rsa', 'RSA 2048 keys instead of ECDSA P-256')
     .option('--days <n>', 'validity of the leaf certificates in days', '365')
     .option('--force', 'overwrite existing files')
@@ -62,7 +62,9 @@ export function registerPki(program: Command): void {
 
   pki
     .command('revoke')
-    .description(`add a user certificate to the users CA's revocation list (<dir>/${CRL_FILE}, created if missing) and re-sign it; a proxy started with --client-crl-file on it refuses the certificate within seconds, on open connections too`)
+    .description(
+      `add a user certificate to the users CA's revocation list (<dir>/${CRL_FILE}, created if missing) and re-sign it; a proxy started with --client-crl-file on it refuses the certificate within seconds, on open connections too`,
+    )
     .requiredOption('--cert <file>', 'the certificate to revoke (PEM or DER), issued by <dir>/user-ca.crt')
     .option('--dir <dir>', 'the PKI directory (user-ca.crt, user-ca.key, user-ca.crl)', 'certs')
     .option('--days <n>', crlDaysHelp, '365')

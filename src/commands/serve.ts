@@ -26,7 +26,10 @@ export function registerServe(program: Command): void {
   const serve = program
     .command('serve')
     .description('run the proxy')
-    .addHelpText('after', `\nEvery setting can also be set in the YAML file given by --config (camelCase keys, e.g.\ntlsCertFile, upstreams: [..]) or by an environment variable (e.g. ${envVarName(SETTINGS[1])}).\nPrecedence: flag > environment > config file > default.`);
+    .addHelpText(
+      'after',
+      `\nEvery setting can also be set in the YAML file given by --config (camelCase keys, e.g.\ntlsCertFile, upstreams: [..]) or by an environment variable (e.g. ${envVarName(SETTINGS[1])}).\nPrecedence: flag > environment > config file > default.`,
+    );
   addSettingOptions(serve);
   serve.action(async (options: Record<string, unknown>) => {
     await serveCommand(loadConfig(configSources(options, process.env)));

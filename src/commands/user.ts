@@ -12,7 +12,6 @@ import { MIN_EXPIRATION_SECONDS, formatDuration, listCerts, parseDuration, reque
 import { DEFAULT_COST, UsersFileError, addUser, listUsers, removeUser, setPassword } from '../auth/users-file.js';
 import { readPassword } from './input.js';
 
-
 interface FileFlags {
   htpasswdFile?: string;
 }
@@ -24,7 +23,12 @@ function usersFile(flags: FileFlags): string {
 }
 
 function groupsOf(value: string | undefined): string[] | undefined {
-  return value === undefined ? undefined : value.split(',').map((g) => g.trim()).filter(Boolean);
+  return value === undefined
+    ? undefined
+    : value
+        .split(',')
+        .map((g) => g.trim())
+        .filter(Boolean);
 }
 
 function cost(value: string): number {
@@ -59,7 +63,7 @@ export function registerUser(program: Command): void {
       process.stderr.write(`added ${name} to ${path}\n`);
     });
 
-  withFile(user.command('set-password').description('change a user\'s password (and groups, with --groups)').argument('<name>'))
+  withFile(user.command('set-password').description("change a user's password (and groups, with --groups)").argument('<name>'))
     .option('--groups <a,b>', 'replace the groups')
     .option('--cost <n>', 'bcrypt cost', String(DEFAULT_COST))
     .action(async (name: string, flags: FileFlags & { groups?: string; cost: string }) => {
@@ -83,20 +87,22 @@ export function registerUser(program: Command): void {
   const collect = (value: string, previous: string[] | undefined) => [...(previous ?? []), value];
   user
     .command('request-cert')
-    .description('a client certificate for <name> from the cluster\'s signer (kubernetes.io/kube-apiserver-client): key and CSR made here, CertificateSigningRequest submitted with kubectl, approved (--approve) or awaited, checked, then key, certificate and a kubeconfig through the proxy written')
-    .argument('<name>', 'the user name (the certificate\'s CN)')
+    .description(
+      "a client certificate for <name> from the cluster's signer (kubernetes.io/kube-apiserver-client): key and CSR made here, CertificateSigningRequest submitted with kubectl, approved (--approve) or awaited, checked, then key, certificate and a kubeconfig through the proxy written",
+    )
+    .argument('<name>', "the user name (the certificate's CN)")
     .option('--group <group>', 'a group (an O of the certificate); repeat for more', collect)
     .option('--expiration <duration>', 'certificate lifetime asked of the signer (expirationSeconds; at least 10m, capped by kube-controller-manager --cluster-signing-duration, default 8760h)', '720h')
     .option('--approve', 'approve the CSR too (needs "approve" on the signer); otherwise print the approve line for an admin and wait')
     .option('--wait <duration>', 'give up (exit 1, CSR deleted) if no certificate by then', '5m')
     .requiredOption('--kubeconfig <file>', 'kubeconfig of the admin who submits (and approves); kubectl must be on PATH')
     .option('-o, --output <file>', 'the kubeconfig to write (0600); the key (0600) and certificate go beside it as .key and .crt')
-    .option('--server <url>', 'the proxy, https://HOST:PORT (the kubeconfig\'s server)')
-    .option('--ca <file>', 'CA that signed the proxy\'s serving certificate', 'certs/proxy-ca.crt')
-    .option('--key-file <file>', 'the user\'s own private key (PEM): the CSR is signed with it, the key is left where it is and the certificate written beside it')
-    .option('--csr-file <file>', 'the user\'s own PKCS#10 request (PEM) with CN=<name> and O=each --group: submitted and fetched only, the certificate written beside it; no key, no kubeconfig')
+    .option('--server <url>', "the proxy, https://HOST:PORT (the kubeconfig's server)")
+    .option('--ca <file>', "CA that signed the proxy's serving certificate", 'certs/proxy-ca.crt')
+    .option('--key-file <file>', "the user's own private key (PEM): the CSR is signed with it, the key is left where it is and the certificate written beside it")
+    .option('--csr-file <file>', "the user's own PKCS#10 request (PEM) with CN=<name> and O=each --group: submitted and fetched only, the certificate written beside it; no key, no kubeconfig")
     .option('--cert-file <file>', 'where the certificate goes instead')
-    .option('--csr-name <name>', 'the CertificateSigningRequest\'s name (default <name>)')
+    .option('--csr-name <name>', "the CertificateSigningRequest's name (default <name>)")
     .option('--signer-ca <file>', 'CA the certificate must be signed by (default: the --kubeconfig cluster CA)')
     .action(async (name: string, flags: RequestCertFlags) => {
       const groups = flags.group ?? [];
@@ -124,7 +130,11 @@ export function registerUser(program: Command): void {
       const signerCa = flags.signerCa ? loadCaBundle({ flag: '--signer-ca', path: flags.signerCa }).toString('utf8') : undefined;
       try {
         const result = await requestCert({
-          name, groups, expirationSeconds: seconds, approve: flags.approve === true, waitMs: waitSeconds * 1000,
+          name,
+          groups,
+          expirationSeconds: seconds,
+          approve: flags.approve === true,
+          waitMs: waitSeconds * 1000,
           kubeconfig: flags.kubeconfig,
           ...(flags.output ? { output: flags.output } : {}),
           ...(server ? { server } : {}),
@@ -150,7 +160,7 @@ export function registerUser(program: Command): void {
 
   user
     .command('list-certs')
-    .description('the proxy users\' CertificateSigningRequests in the cluster (label app.kubernetes.io/managed-by=kube-front-proxy): user, groups, state, expiry')
+    .description("the proxy users' CertificateSigningRequests in the cluster (label app.kubernetes.io/managed-by=kube-front-proxy): user, groups, state, expiry")
     .requiredOption('--kubeconfig <file>', 'an admin kubeconfig (list on certificatesigningrequests); kubectl must be on PATH')
     .option('--all', 'every kubernetes.io/kube-apiserver-client CSR, not only those request-cert made')
     .action(async (flags: { kubeconfig: string; all?: boolean }) => {

@@ -35,7 +35,10 @@ export function configSources(options: Record<string, unknown>, env: NodeJS.Proc
 
 /** List flags repeat or take commas, as kube-apiserver's do (--tls-cipher-suites a,b). */
 function splitList(value: string): string[] {
-  return value.split(',').map((v) => v.trim()).filter(Boolean);
+  return value
+    .split(',')
+    .map((v) => v.trim())
+    .filter(Boolean);
 }
 
 /** `--flag` alone means true; `--flag=false` turns a default-on setting off; anything else is an error. */

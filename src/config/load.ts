@@ -104,7 +104,10 @@ function settingsFromFlags(flags: ConfigSources['flags']): RawSettings {
 function coerce(spec: Setting, value: string, source: string): unknown {
   switch (spec.kind) {
     case 'list':
-      return value.split(',').map((v) => v.trim()).filter(Boolean);
+      return value
+        .split(',')
+        .map((v) => v.trim())
+        .filter(Boolean);
     case 'integer': {
       if (!/^\d+$/.test(value)) throw new ConfigError(`${source}: "${value}" is not a whole number`);
       return Number(value);

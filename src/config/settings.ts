@@ -8,18 +8,7 @@
 
 import { z } from 'zod';
 import { DEFAULT_TLS12_CIPHER_SUITES } from './tls-ciphers.js';
-import {
-  milliseconds,
-  noneIfEmpty,
-  optionalListen,
-  parseAddressRanges,
-  parseListen,
-  parseUpstreams,
-  positiveMilliseconds,
-  tls12CipherString,
-  tlsVersion,
-  type ListenAddress,
-} from './values.js';
+import { milliseconds, noneIfEmpty, optionalListen, parseAddressRanges, parseListen, parseUpstreams, positiveMilliseconds, tls12CipherString, tlsVersion, type ListenAddress } from './values.js';
 
 /** kubeadm's paths on a control-plane node: with no flags the proxy runs beside kubeadm's apiserver. */
 export const KUBEADM_PKI = '/etc/kubernetes/pki';
@@ -70,13 +59,9 @@ type SettingRow<K extends string, Kind extends SettingKind, S extends z.ZodType,
   defaultText?: string;
 };
 
-function setting<
-  const K extends string,
-  const Kind extends SettingKind,
-  S extends z.ZodType<KindValue[Kind]>,
-  C = Kind extends 'duration' ? number : z.output<S>,
-  const F extends string = FieldName<K, Kind>,
->(row: SettingRow<K, Kind, S, C, F>): Setting<K, Kind, S, C, F> {
+function setting<const K extends string, const Kind extends SettingKind, S extends z.ZodType<KindValue[Kind]>, C = Kind extends 'duration' ? number : z.output<S>, const F extends string = FieldName<K, Kind>>(
+  row: SettingRow<K, Kind, S, C, F>,
+): Setting<K, Kind, S, C, F> {
   const field = row.field ?? (row.kind === 'duration' ? `${row.key}Ms` : row.key);
   const sameValue = (value: z.output<S>) => value;
   const toConfig = row.toConfig ?? (row.kind === 'duration' ? milliseconds : sameValue);
@@ -99,50 +84,210 @@ const duration = z.union([z.string(), z.number()]);
 
 export const SETTINGS = [
   setting({ key: 'listen', flag: 'listen', kind: 'string', schema: z.string(), default: '0.0.0.0:8443', toConfig: parseListen, help: 'host:port of the user-facing HTTPS listener' }),
-  setting({ key: 'tlsCertFile', flag: 'tls-cert-file', kind: 'string', schema: file, required: "the proxy's serving certificate (see `kube-front-proxy serve --help`)", help: "the proxy's serving certificate (PEM; may include intermediates)" }),
+  setting({
+    key: 'tlsCertFile',
+    flag: 'tls-cert-file',
+    kind: 'string',
+    schema: file,
+    required: "the proxy's serving certificate (see `kube-front-proxy serve --help`)",
+    help: "the proxy's serving certificate (PEM; may include intermediates)",
+  }),
   setting({ key: 'tlsPrivateKeyFile', flag: 'tls-private-key-file', kind: 'string', schema: file, required: "the serving certificate's key", help: "the serving certificate's private key (PEM)" }),
   // Computed default: kubeadmClientCa() in load.ts.
-  setting({ key: 'clientCaFile', flag: 'client-ca-file', kind: 'string', schema: file, defaultText: `${KUBEADM_PKI}/ca.crt if readable`, toConfig: noneIfEmpty, help: 'CA bundle for user client certificates; enables client-certificate auth' }),
-  setting({ key: 'clientCrlFile', flag: 'client-crl-file', kind: 'string', schema: file, toConfig: noneIfEmpty, help: 'certificate revocation lists (PEM or DER; one CRL per issuing CA); a client certificate listed by its issuer is refused' }),
+  setting({
+    key: 'clientCaFile',
+    flag: 'client-ca-file',
+    kind: 'string',
+    schema: file,
+    defaultText: `${KUBEADM_PKI}/ca.crt if readable`,
+    toConfig: noneIfEmpty,
+    help: 'CA bundle for user client certificates; enables client-certificate auth',
+  }),
+  setting({
+    key: 'clientCrlFile',
+    flag: 'client-crl-file',
+    kind: 'string',
+    schema: file,
+    toConfig: noneIfEmpty,
+    help: 'certificate revocation lists (PEM or DER; one CRL per issuing CA); a client certificate listed by its issuer is refused',
+  }),
   setting({ key: 'htpasswdFile', flag: 'htpasswd-file', kind: 'string', schema: file, toConfig: noneIfEmpty, help: 'users for basic auth (htpasswd bcrypt lines, optional third field: groups); enables basic auth' }),
   setting({ key: 'upstreams', flag: 'upstream', kind: 'list', schema: z.array(z.string()).min(1), default: ['https://127.0.0.1:6443'], toConfig: parseUpstreams, help: 'kube-apiserver URL (repeatable; env and file take a list)' }),
   setting({ key: 'upstreamCaFile', flag: 'upstream-ca-file', kind: 'string', schema: file, default: `${KUBEADM_PKI}/ca.crt`, help: "CA that signed the apiserver's serving certificate" }),
   setting({ key: 'upstreamServerName', flag: 'upstream-server-name', kind: 'string', schema: z.string().min(1), default: 'kubernetes', help: "name checked against the apiserver's certificate (SNI and verification)" }),
   setting({ key: 'proxyClientCertFile', flag: 'proxy-client-cert-file', kind: 'string', schema: file, default: `${KUBEADM_PKI}/front-proxy-client.crt`, help: 'front-proxy client certificate presented to the apiserver' }),
   setting({ key: 'proxyClientKeyFile', flag: 'proxy-client-key-file', kind: 'string', schema: file, default: `${KUBEADM_PKI}/front-proxy-client.key`, help: 'front-proxy client key' }),
-  setting({ key: 'upstreamStrategy', flag: 'upstream-strategy', kind: 'string', schema: z.enum(['least-outstanding', 'round-robin']), default: 'least-outstanding', help: 'how requests are spread over upstreams: least-outstanding (round-robin among equals) or round-robin' }),
+  setting({
+    key: 'upstreamStrategy',
+    flag: 'upstream-strategy',
+    kind: 'string',
+    schema: z.enum(['least-outstanding', 'round-robin']),
+    default: 'least-outstanding',
+    help: 'how requests are spread over upstreams: least-outstanding (round-robin among equals) or round-robin',
+  }),
   setting({ key: 'healthInterval', flag: 'health-interval', kind: 'duration', schema: duration, default: '5s', toConfig: positiveMilliseconds, help: 'how often each upstream gets GET /readyz' }),
   setting({ key: 'healthTimeout', flag: 'health-timeout', kind: 'duration', schema: duration, default: '2s', toConfig: positiveMilliseconds, help: 'how long a health check may take' }),
   setting({ key: 'unhealthyThreshold', flag: 'unhealthy-threshold', kind: 'integer', schema: z.number().int().min(1), default: 2, help: 'consecutive failed checks that take an upstream out' }),
   setting({ key: 'healthyThreshold', flag: 'healthy-threshold', kind: 'integer', schema: z.number().int().min(1), default: 2, help: 'consecutive passed checks that bring it back' }),
-  setting({ key: 'upstreamHeaderTimeout', flag: 'upstream-header-timeout', kind: 'duration', schema: duration, default: 0, help: "longest wait for the apiserver's response headers (0 = none); never limits a response body, so watches and logs -f are not cut" }),
+  setting({
+    key: 'upstreamHeaderTimeout',
+    flag: 'upstream-header-timeout',
+    kind: 'duration',
+    schema: duration,
+    default: 0,
+    help: "longest wait for the apiserver's response headers (0 = none); never limits a response body, so watches and logs -f are not cut",
+  }),
   setting({ key: 'upstreamHttp2', flag: 'upstream-http2', kind: 'boolean', schema: z.boolean(), default: true, help: 'carry watches and log follows to the apiserver over HTTP/2 (multiplexed); false: one HTTP/1.1 connection each' }),
   setting({ key: 'allowImpersonation', flag: 'allow-impersonation', kind: 'boolean', schema: z.boolean(), default: true, help: 'pass Impersonate-* headers on for the apiserver to authorize against the user; false drops them' }),
-  setting({ key: 'tokenPassthrough', flag: 'token-passthrough', kind: 'boolean', schema: z.boolean(), default: false, help: "forward a request that has Authorization: Bearer (or a WebSocket bearer subprotocol) and no client certificate or password to the apiserver as it is, for the apiserver to authenticate (ServiceAccount tokens); sent over a connection without the front-proxy certificate and with no X-Remote-* headers" }),
+  setting({
+    key: 'tokenPassthrough',
+    flag: 'token-passthrough',
+    kind: 'boolean',
+    schema: z.boolean(),
+    default: false,
+    help: 'forward a request that has Authorization: Bearer (or a WebSocket bearer subprotocol) and no client certificate or password to the apiserver as it is, for the apiserver to authenticate (ServiceAccount tokens); sent over a connection without the front-proxy certificate and with no X-Remote-* headers',
+  }),
   setting({ key: 'authCacheTtl', flag: 'auth-cache-ttl', kind: 'duration', schema: duration, default: '60s', help: 'how long a verified password is trusted before bcrypt runs again' }),
   setting({ key: 'authCacheSize', flag: 'auth-cache-size', kind: 'integer', schema: z.number().int().min(0), default: 10_000, help: 'most verified credentials kept' }),
   // One process by default: beside the apiserver (a sidecar) a second one costs 1.2-1.9x the CPU
   // per request and lowers throughput (docs/performance.md); one carries several apiservers' load.
-  setting({ key: 'workers', flag: 'workers', kind: 'integer', schema: z.number().int().min(1).max(64), default: 1, help: 'proxy processes sharing the listener (1 = a single process); more only on a host whose cores the proxy has to itself' }),
+  setting({
+    key: 'workers',
+    flag: 'workers',
+    kind: 'integer',
+    schema: z.number().int().min(1).max(64),
+    default: 1,
+    help: 'proxy processes sharing the listener (1 = a single process); more only on a host whose cores the proxy has to itself',
+  }),
   // Computed default: bcryptWorkersPerProcess() in load.ts.
-  setting({ key: 'bcryptWorkers', flag: 'bcrypt-workers', kind: 'integer', schema: z.number().int().min(1).max(64), defaultText: 'half the CPUs shared over the workers, at least 1', help: 'threads per proxy process that run bcrypt (bounds the CPU a password flood can take)' }),
-  setting({ key: 'bcryptQueueLimit', flag: 'bcrypt-queue-limit', kind: 'integer', schema: z.number().int().min(1), default: 1024, help: 'password checks that may wait for a bcrypt worker; beyond that, new logins get 503 (cached logins and certificates are unaffected)' }),
-  setting({ key: 'authFailureLimit', flag: 'auth-failure-limit', kind: 'integer', schema: z.number().int().min(0), default: 10, help: 'failed logins allowed per client address, and per user name, within --auth-failure-window; then 429 until the window passes (0 = no limit)' }),
+  setting({
+    key: 'bcryptWorkers',
+    flag: 'bcrypt-workers',
+    kind: 'integer',
+    schema: z.number().int().min(1).max(64),
+    defaultText: 'half the CPUs shared over the workers, at least 1',
+    help: 'threads per proxy process that run bcrypt (bounds the CPU a password flood can take)',
+  }),
+  setting({
+    key: 'bcryptQueueLimit',
+    flag: 'bcrypt-queue-limit',
+    kind: 'integer',
+    schema: z.number().int().min(1),
+    default: 1024,
+    help: 'password checks that may wait for a bcrypt worker; beyond that, new logins get 503 (cached logins and certificates are unaffected)',
+  }),
+  setting({
+    key: 'authFailureLimit',
+    flag: 'auth-failure-limit',
+    kind: 'integer',
+    schema: z.number().int().min(0),
+    default: 10,
+    help: 'failed logins allowed per client address, and per user name, within --auth-failure-window; then 429 until the window passes (0 = no limit)',
+  }),
   setting({ key: 'authFailureWindow', flag: 'auth-failure-window', kind: 'duration', schema: duration, default: '1m', toConfig: positiveMilliseconds, help: 'the period failed logins are counted over' }),
-  setting({ key: 'authFailureDelay', flag: 'auth-failure-delay', kind: 'duration', schema: duration, default: '1s', help: 'how long a login refused by the limits waits for its 429: a guessing client gets one answer per connection per delay, not thousands a second' }),
-  setting({ key: 'trustedProxies', flag: 'trusted-proxies', kind: 'list', schema: z.array(z.string()), default: [], toConfig: parseAddressRanges, help: 'addresses or CIDRs of load balancers in front of the proxy: only from these peers is X-Forwarded-For believed' }),
-  setting({ key: 'requestHeaderTimeout', flag: 'request-header-timeout', kind: 'duration', schema: duration, default: '10s', toConfig: positiveMilliseconds, help: "longest a client may take for the TLS handshake and for each request's headers" }),
+  setting({
+    key: 'authFailureDelay',
+    flag: 'auth-failure-delay',
+    kind: 'duration',
+    schema: duration,
+    default: '1s',
+    help: 'how long a login refused by the limits waits for its 429: a guessing client gets one answer per connection per delay, not thousands a second',
+  }),
+  setting({
+    key: 'trustedProxies',
+    flag: 'trusted-proxies',
+    kind: 'list',
+    schema: z.array(z.string()),
+    default: [],
+    toConfig: parseAddressRanges,
+    help: 'addresses or CIDRs of load balancers in front of the proxy: only from these peers is X-Forwarded-For believed',
+  }),
+  setting({
+    key: 'requestHeaderTimeout',
+    flag: 'request-header-timeout',
+    kind: 'duration',
+    schema: duration,
+    default: '10s',
+    toConfig: positiveMilliseconds,
+    help: "longest a client may take for the TLS handshake and for each request's headers",
+  }),
   setting({ key: 'keepAliveTimeout', flag: 'keep-alive-timeout', kind: 'duration', schema: duration, default: '90s', toConfig: positiveMilliseconds, help: 'an idle keep-alive client connection is closed after this' }),
-  setting({ key: 'maxConnectionsPerClient', flag: 'max-connections-per-client', kind: 'integer', schema: z.number().int().min(0), default: 256, help: 'open connections one client address may hold; trusted proxies are exempt (0 = no limit)' }),
-  setting({ key: 'maxRequestHeaderBytes', flag: 'max-request-header-bytes', kind: 'integer', schema: z.number().int().min(1024).max(1024 * 1024), default: 32 * 1024, help: 'largest request header block accepted; larger gets 431' }),
-  setting({ key: 'http2MaxStreamsPerConnection', flag: 'http2-max-streams-per-connection', kind: 'integer', schema: z.number().int().min(1), default: 1000, help: "concurrent HTTP/2 streams one client connection may open (each watch holds one), as kube-apiserver's flag of the same name" }),
-  setting({ key: 'tlsMinVersion', flag: 'tls-min-version', kind: 'string', schema: z.enum(['VersionTLS12', 'VersionTLS13']), default: 'VersionTLS12', toConfig: tlsVersion, help: 'oldest TLS version offered to clients: VersionTLS12 or VersionTLS13' }),
-  setting({ key: 'tlsCipherSuites', flag: 'tls-cipher-suites', kind: 'list', schema: z.array(z.string()).min(1), default: [...DEFAULT_TLS12_CIPHER_SUITES], defaultText: 'ECDHE with AES-GCM or ChaCha20-Poly1305', field: 'tlsCiphers', toConfig: tls12CipherString, help: 'TLS 1.2 cipher suites, IANA names as kube-apiserver takes them (TLS 1.3 suites are always on)' }),
+  setting({
+    key: 'maxConnectionsPerClient',
+    flag: 'max-connections-per-client',
+    kind: 'integer',
+    schema: z.number().int().min(0),
+    default: 256,
+    help: 'open connections one client address may hold; trusted proxies are exempt (0 = no limit)',
+  }),
+  setting({
+    key: 'maxRequestHeaderBytes',
+    flag: 'max-request-header-bytes',
+    kind: 'integer',
+    schema: z
+      .number()
+      .int()
+      .min(1024)
+      .max(1024 * 1024),
+    default: 32 * 1024,
+    help: 'largest request header block accepted; larger gets 431',
+  }),
+  setting({
+    key: 'http2MaxStreamsPerConnection',
+    flag: 'http2-max-streams-per-connection',
+    kind: 'integer',
+    schema: z.number().int().min(1),
+    default: 1000,
+    help: "concurrent HTTP/2 streams one client connection may open (each watch holds one), as kube-apiserver's flag of the same name",
+  }),
+  setting({
+    key: 'tlsMinVersion',
+    flag: 'tls-min-version',
+    kind: 'string',
+    schema: z.enum(['VersionTLS12', 'VersionTLS13']),
+    default: 'VersionTLS12',
+    toConfig: tlsVersion,
+    help: 'oldest TLS version offered to clients: VersionTLS12 or VersionTLS13',
+  }),
+  setting({
+    key: 'tlsCipherSuites',
+    flag: 'tls-cipher-suites',
+    kind: 'list',
+    schema: z.array(z.string()).min(1),
+    default: [...DEFAULT_TLS12_CIPHER_SUITES],
+    defaultText: 'ECDHE with AES-GCM or ChaCha20-Poly1305',
+    field: 'tlsCiphers',
+    toConfig: tls12CipherString,
+    help: 'TLS 1.2 cipher suites, IANA names as kube-apiserver takes them (TLS 1.3 suites are always on)',
+  }),
   setting({ key: 'adminListen', flag: 'admin-listen', kind: 'string', schema: z.string(), default: '127.0.0.1:9443', toConfig: optionalListen, help: 'host:port of the plain-HTTP admin listener (/healthz, /readyz); "" turns it off' }),
-  setting({ key: 'reloadInterval', flag: 'reload-interval', kind: 'duration', schema: duration, default: '2s', toConfig: positiveMilliseconds, help: 'how often certificate, key and users files are checked for changes (SIGHUP reloads at once)' }),
+  setting({
+    key: 'reloadInterval',
+    flag: 'reload-interval',
+    kind: 'duration',
+    schema: duration,
+    default: '2s',
+    toConfig: positiveMilliseconds,
+    help: 'how often certificate, key and users files are checked for changes (SIGHUP reloads at once)',
+  }),
   setting({ key: 'shutdownGrace', flag: 'shutdown-grace', kind: 'duration', schema: duration, default: '30s', help: 'on SIGTERM/SIGINT, how long in-flight requests may take to finish' }),
-  setting({ key: 'accessLog', flag: 'access-log', kind: 'string', schema: file, defaultText: 'stdout', toConfig: noneIfEmpty, help: 'file the traffic log is appended to (reopened on SIGUSR1, for logrotate); default: stdout with the other logs' }),
-  setting({ key: 'accessLogFormat', flag: 'access-log-format', kind: 'string', schema: z.enum(['json', 'audit']), default: 'json', help: 'json (one line per request, with the other logs) or audit (Kubernetes audit.k8s.io/v1 Events, level Metadata)' }),
+  setting({
+    key: 'accessLog',
+    flag: 'access-log',
+    kind: 'string',
+    schema: file,
+    defaultText: 'stdout',
+    toConfig: noneIfEmpty,
+    help: 'file the traffic log is appended to (reopened on SIGUSR1, for logrotate); default: stdout with the other logs',
+  }),
+  setting({
+    key: 'accessLogFormat',
+    flag: 'access-log-format',
+    kind: 'string',
+    schema: z.enum(['json', 'audit']),
+    default: 'json',
+    help: 'json (one line per request, with the other logs) or audit (Kubernetes audit.k8s.io/v1 Events, level Metadata)',
+  }),
   setting({ key: 'logLevel', flag: 'log-level', kind: 'string', schema: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']), default: 'info', help: 'fatal, error, warn, info, debug or trace' }),
 ] as const;
 

@@ -24,19 +24,14 @@ export class Kubectl {
 
   run(args: string[], stdin?: string): Promise<KubectlRun> {
     return new Promise((resolve, reject) => {
-      const child = execFile(
-        this.binary,
-        ['--kubeconfig', this.kubeconfig, ...args],
-        { maxBuffer: 64 * 1024 * 1024, timeout: 60_000, env: { ...process.env, KUBECONFIG: this.kubeconfig } },
-        (error, stdout, stderr) => {
-          if (error && (error as NodeJS.ErrnoException).code === 'ENOENT') {
-            reject(new CsrError(`${this.binary}: not found on PATH (user request-cert and list-certs run kubectl with --kubeconfig)`));
-            return;
-          }
-          const code = error ? (typeof error.code === 'number' ? error.code : 1) : 0;
-          resolve({ code, stdout, stderr });
-        },
-      );
+      const child = execFile(this.binary, ['--kubeconfig', this.kubeconfig, ...args], { maxBuffer: 64 * 1024 * 1024, timeout: 60_000, env: { ...process.env, KUBECONFIG: this.kubeconfig } }, (error, stdout, stderr) => {
+        if (error && (error as NodeJS.ErrnoException).code === 'ENOENT') {
+          reject(new CsrError(`${this.binary}: not found on PATH (user request-cert and list-certs run kubectl with --kubeconfig)`));
+          return;
+        }
+        const code = error ? (typeof error.code === 'number' ? error.code : 1) : 0;
+        resolve({ code, stdout, stderr });
+      });
       child.stdin?.end(stdin ?? '');
     });
   }
@@ -55,7 +50,10 @@ export class Kubectl {
 
 /** kubectl's error, on one line, without its "Error from server (Reason): " prefix. */
 export function kubectlMessage(stderr: string): string {
-  const lines = stderr.split('\n').map((l) => l.trim()).filter((l) => l !== '' && !/^W\d{4} /.test(l) && !/^I\d{4} /.test(l));
+  const lines = stderr
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && !/^W\d{4} /.test(l) && !/^I\d{4} /.test(l));
   const text = (lines.length ? lines : ['kubectl failed without a message']).join(' ');
   return text.replace(/^error: /, '').replace(/^Error from server \(\w+\): /, '');
 }

@@ -139,9 +139,7 @@ export async function requestCert(opts: RequestCertOptions): Promise<RequestCert
       const approved = await kubectl.run(['certificate', 'approve', csrName]);
       if (approved.code !== 0) {
         const why = kubectlMessage(approved.stderr);
-        const hint = /forbidden|not permitted/i.test(why)
-          ? `the admin needs "approve" on signers "${SIGNER}" and "update" on certificatesigningrequests/approval (certificates.k8s.io): `
-          : '';
+        const hint = /forbidden|not permitted/i.test(why) ? `the admin needs "approve" on signers "${SIGNER}" and "update" on certificatesigningrequests/approval (certificates.k8s.io): ` : '';
         await withdraw(`approving CSR ${csrName} refused: ${hint}${why}`);
       }
       opts.log(`approved CSR ${csrName}`);
@@ -166,7 +164,9 @@ export async function requestCert(opts: RequestCertOptions): Promise<RequestCert
       if (csr.status?.certificate) return Buffer.from(csr.status.certificate, 'base64').toString('utf8');
       if (Date.now() >= deadline) {
         const approved = condition(csr, 'Approved') !== undefined;
-        await withdraw(`CSR ${csrName} was ${approved ? 'approved but not signed' : 'not approved'} within --wait ${formatDuration(opts.waitMs / 1000)}${approved ? ` (is kube-controller-manager running its csrsigning controller with --cluster-signing-cert-file?)` : ''}`);
+        await withdraw(
+          `CSR ${csrName} was ${approved ? 'approved but not signed' : 'not approved'} within --wait ${formatDuration(opts.waitMs / 1000)}${approved ? ` (is kube-controller-manager running its csrsigning controller with --cluster-signing-cert-file?)` : ''}`,
+        );
       }
       await new Promise((r) => setTimeout(r, Math.min(opts.pollMs ?? 1000, Math.max(0, deadline - Date.now()))));
     }

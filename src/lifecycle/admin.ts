@@ -37,7 +37,10 @@ export function createAdminServer(state: AdminState, logger: FastifyBaseLogger):
   admin.get('/readyz', async (_request, reply) => {
     if (state.draining()) return reply.code(503).type('text/plain').send('shutting down');
     const { ready, text } = await state.readiness();
-    return reply.code(ready ? 200 : 503).type('text/plain').send(text);
+    return reply
+      .code(ready ? 200 : 503)
+      .type('text/plain')
+      .send(text);
   });
   return admin;
 }

@@ -120,7 +120,16 @@ export function auditEvent(record: AccessRecord | AuthFailureRecord, now = Date.
     sourceIPs: [record.client],
     userAgent: record.userAgent,
     ...(isRequest && record.resource
-      ? { objectRef: { resource: record.resource, namespace: record.namespace || undefined, name: record.name || undefined, apiGroup: record.apiGroup || undefined, apiVersion: record.apiVersion, subresource: record.subresource || undefined } }
+      ? {
+          objectRef: {
+            resource: record.resource,
+            namespace: record.namespace || undefined,
+            name: record.name || undefined,
+            apiGroup: record.apiGroup || undefined,
+            apiVersion: record.apiVersion,
+            subresource: record.subresource || undefined,
+          },
+        }
       : {}),
     responseStatus: { metadata: {}, code: record.status },
     requestReceivedTimestamp: new Date(now - durationMs).toISOString(),
@@ -138,11 +147,11 @@ export function requestLine(record: AccessRecord, pid: number, time = new Date()
   const q = JSON.stringify;
   return escapeLogLine(
     `{"level":30,"time":"${time.toISOString()}","pid":${pid},"reqId":${q(record.reqId)},"client":${q(record.client)},"auth":${q(record.auth)},` +
-    `"user":${q(record.user)},"groups":${q(record.groups)},"method":${q(record.method)},"protocol":${q(record.protocol)},"path":${q(record.path)},` +
-    `"verb":${q(record.verb)},"apiGroup":${q(record.apiGroup)},"apiVersion":${q(record.apiVersion)},"resource":${q(record.resource)},` +
-    `"subresource":${q(record.subresource)},"namespace":${q(record.namespace)},"name":${q(record.name)},"status":${record.status},` +
-    `"bytesIn":${record.bytesIn},"bytesOut":${record.bytesOut},"durationMs":${record.durationMs},"upstream":${q(record.upstream)},` +
-    `"userAgent":${q(record.userAgent)}${record.phase ? `,"phase":${q(record.phase)}` : ''},"msg":"request"}\n`,
+      `"user":${q(record.user)},"groups":${q(record.groups)},"method":${q(record.method)},"protocol":${q(record.protocol)},"path":${q(record.path)},` +
+      `"verb":${q(record.verb)},"apiGroup":${q(record.apiGroup)},"apiVersion":${q(record.apiVersion)},"resource":${q(record.resource)},` +
+      `"subresource":${q(record.subresource)},"namespace":${q(record.namespace)},"name":${q(record.name)},"status":${record.status},` +
+      `"bytesIn":${record.bytesIn},"bytesOut":${record.bytesOut},"durationMs":${record.durationMs},"upstream":${q(record.upstream)},` +
+      `"userAgent":${q(record.userAgent)}${record.phase ? `,"phase":${q(record.phase)}` : ''},"msg":"request"}\n`,
   );
 }
 

@@ -43,13 +43,37 @@ export class ProxyMetrics {
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
       registers: [this.registry],
     });
-    this.authentications = new Counter({ name: `${PREFIX}authentications_total`, help: 'Authentication results, by method (basic, x509, bearer, none) and outcome (success or the failure reason; for bearer with --token-passthrough: passthrough when forwarded, token-rejected when the apiserver answered 401).', labelNames: ['method', 'outcome'], registers: [this.registry] });
+    this.authentications = new Counter({
+      name: `${PREFIX}authentications_total`,
+      help: 'Authentication results, by method (basic, x509, bearer, none) and outcome (success or the failure reason; for bearer with --token-passthrough: passthrough when forwarded, token-rejected when the apiserver answered 401).',
+      labelNames: ['method', 'outcome'],
+      registers: [this.registry],
+    });
     this.refusedConnections = new Counter({ name: `${PREFIX}connections_refused_total`, help: 'Client connections reset at accept because their address already held --max-connections-per-client.', registers: [this.registry] });
-    this.withdrawn = new Counter({ name: `${PREFIX}withdrawn_credential_closes_total`, help: 'Watches and log follows (kind="stream") and tunnels (kind="tunnel") ended by a reload that revoked the certificate or removed or changed the user that opened them.', labelNames: ['kind'], registers: [this.registry] });
-    this.http2SessionsClosed = new Counter({ name: `${PREFIX}http2_sessions_closed_total`, help: 'Client HTTP/2 connections ended with GOAWAY ENHANCE_YOUR_CALM for abuse, by reason: rapid-reset, ping-flood, settings-flood, continuation-flood, frame-flood (another flood nghttp2 detected), idle-streams (streams whose request never came), parked-streams (answers the client gives no flow-control window for).', labelNames: ['reason'], registers: [this.registry] });
-    this.http2StreamsReset = new Counter({ name: `${PREFIX}http2_streams_reset_total`, help: 'Client HTTP/2 streams reset by the proxy after --keep-alive-timeout without progress, by reason: stalled-response (an answer the client gives no window for), stalled-request (a request body that does not come).', labelNames: ['reason'], registers: [this.registry] });
+    this.withdrawn = new Counter({
+      name: `${PREFIX}withdrawn_credential_closes_total`,
+      help: 'Watches and log follows (kind="stream") and tunnels (kind="tunnel") ended by a reload that revoked the certificate or removed or changed the user that opened them.',
+      labelNames: ['kind'],
+      registers: [this.registry],
+    });
+    this.http2SessionsClosed = new Counter({
+      name: `${PREFIX}http2_sessions_closed_total`,
+      help: 'Client HTTP/2 connections ended with GOAWAY ENHANCE_YOUR_CALM for abuse, by reason: rapid-reset, ping-flood, settings-flood, continuation-flood, frame-flood (another flood nghttp2 detected), idle-streams (streams whose request never came), parked-streams (answers the client gives no flow-control window for).',
+      labelNames: ['reason'],
+      registers: [this.registry],
+    });
+    this.http2StreamsReset = new Counter({
+      name: `${PREFIX}http2_streams_reset_total`,
+      help: 'Client HTTP/2 streams reset by the proxy after --keep-alive-timeout without progress, by reason: stalled-response (an answer the client gives no window for), stalled-request (a request body that does not come).',
+      labelNames: ['reason'],
+      registers: [this.registry],
+    });
     this.http2ParkedStreams = new Gauge({ name: `${PREFIX}http2_parked_streams`, help: 'Client HTTP/2 streams whose answer has waited a quarter second or more for the client to give it flow-control window.', registers: [this.registry] });
-    this.abuserConnectionsRefused = new Counter({ name: `${PREFIX}http2_abuser_connections_refused_total`, help: 'Client connections reset at accept because their address had an HTTP/2 connection ended for abuse in the last 10 s.', registers: [this.registry] });
+    this.abuserConnectionsRefused = new Counter({
+      name: `${PREFIX}http2_abuser_connections_refused_total`,
+      help: 'Client connections reset at accept because their address had an HTTP/2 connection ended for abuse in the last 10 s.',
+      registers: [this.registry],
+    });
     new Counter({
       name: `${PREFIX}log_lines_dropped_total`,
       help: 'Log lines (traffic log and the process log) dropped because their destination took none while 16 MiB waited (a stdout nobody reads).',
@@ -79,8 +103,22 @@ export class ProxyMetrics {
       },
     });
     if (http2) {
-      new Gauge({ name: `${PREFIX}upstream_http2_sessions`, help: 'HTTP/2 connections to the apiservers carrying watches and log follows.', registers: [this.registry], collect() { this.set(http2().sessions); } });
-      new Gauge({ name: `${PREFIX}upstream_http2_streams`, help: 'Watches and log follows open on those connections.', registers: [this.registry], collect() { this.set(http2().streams); } });
+      new Gauge({
+        name: `${PREFIX}upstream_http2_sessions`,
+        help: 'HTTP/2 connections to the apiservers carrying watches and log follows.',
+        registers: [this.registry],
+        collect() {
+          this.set(http2().sessions);
+        },
+      });
+      new Gauge({
+        name: `${PREFIX}upstream_http2_streams`,
+        help: 'Watches and log follows open on those connections.',
+        registers: [this.registry],
+        collect() {
+          this.set(http2().streams);
+        },
+      });
     }
     for (const reason of SESSION_CLOSE_REASONS) this.http2SessionsClosed.inc({ reason }, 0);
     for (const reason of STREAM_RESET_REASONS) this.http2StreamsReset.inc({ reason }, 0);

@@ -60,14 +60,9 @@ const generateParams: Record<KeyAlgorithm, webcrypto.RsaHashedKeyGenParams | web
   },
 };
 
-export async function createCertificateAuthority(
-  opts: CertificateAuthorityOptions,
-): Promise<CertificateAndKey> {
+export async function createCertificateAuthority(opts: CertificateAuthorityOptions): Promise<CertificateAndKey> {
   const algorithm = opts.algorithm ?? 'ecdsa-p256';
-  const keys = (await subtle.generateKey(generateParams[algorithm], true, [
-    'sign',
-    'verify',
-  ])) as CryptoKeyPair;
+  const keys = (await subtle.generateKey(generateParams[algorithm], true, ['sign', 'verify'])) as CryptoKeyPair;
   const name = new x509.Name([{ CN: [requireName(opts.commonName)] }]);
   const cert = await x509.X509CertificateGenerator.create({
     serialNumber: randomSerial(),
@@ -77,11 +72,7 @@ export async function createCertificateAuthority(
     publicKey: keys.publicKey,
     signingKey: keys.privateKey,
     signingAlgorithm: signingAlgorithm(keys.privateKey),
-    extensions: [
-      new x509.BasicConstraintsExtension(true, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
-    ],
+    extensions: [new x509.BasicConstraintsExtension(true, undefined, true), new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true), await x509.SubjectKeyIdentifierExtension.create(keys.publicKey)],
   });
   return { cert: pem(cert), key: await exportKey(keys.privateKey) };
 }
@@ -91,32 +82,18 @@ export async function createCertificateAuthority(
  * (PKCS#8, or kubeadm's PKCS#1 "RSA PRIVATE KEY" / SEC1 "EC PRIVATE KEY"), so an existing
  * cluster's front-proxy CA can issue the proxy's client certificate.
  */
-export async function issueCertificate(
-  ca: CertificateAndKey,
-  opts: CertificateOptions,
-): Promise<CertificateAndKey> {
+export async function issueCertificate(ca: CertificateAndKey, opts: CertificateOptions): Promise<CertificateAndKey> {
   const algorithm = opts.algorithm ?? 'ecdsa-p256';
   const caCert = new x509.X509Certificate(ca.cert);
-  const [caKey, keys] = await Promise.all([
-    importSigningKey(ca.key),
-    subtle.generateKey(generateParams[algorithm], true, ['sign', 'verify']) as Promise<CryptoKeyPair>,
-  ]);
+  const [caKey, keys] = await Promise.all([importSigningKey(ca.key), subtle.generateKey(generateParams[algorithm], true, ['sign', 'verify']) as Promise<CryptoKeyPair>]);
 
   // Go's pkix.Name order (O before CN); one RDN per organization so each is its own attribute.
-  const subject = new x509.Name([
-    ...(opts.organizations ?? []).map((o) => ({ O: [o] })),
-    { CN: [requireName(opts.commonName)] },
-  ]);
+  const subject = new x509.Name([...(opts.organizations ?? []).map((o) => ({ O: [o] })), { CN: [requireName(opts.commonName)] }]);
 
-  const sans: x509.JsonGeneralName[] = [
-    ...(opts.dnsNames ?? []).map((value) => ({ type: 'dns' as const, value })),
-    ...(opts.ipAddresses ?? []).map((value) => ({ type: 'ip' as const, value })),
-  ];
+  const sans: x509.JsonGeneralName[] = [...(opts.dnsNames ?? []).map((value) => ({ type: 'dns' as const, value })), ...(opts.ipAddresses ?? []).map((value) => ({ type: 'ip' as const, value }))];
 
   // RSA keys can also encipher a TLS key exchange; ECDSA keys only sign.
-  const keyUsage =
-    x509.KeyUsageFlags.digitalSignature |
-    (algorithm === 'rsa-2048' ? x509.KeyUsageFlags.keyEncipherment : 0);
+  const keyUsage = x509.KeyUsageFlags.digitalSignature | (algorithm === 'rsa-2048' ? x509.KeyUsageFlags.keyEncipherment : 0);
 
   const extensions: x509.Extension[] = [
     new x509.BasicConstraintsExtension(false, undefined, true),
@@ -232,16 +209,10 @@ function requireName(commonName: string): string {
   return commonName;
 }
 
-function validity(opts: {
-  notBefore?: Date;
-  notAfter?: Date;
-  validityDays?: number;
-}): { notBefore: Date; notAfter: Date } {
+function validity(opts: { notBefore?: Date; notAfter?: Date; validityDays?: number }): { notBefore: Date; notAfter: Date } {
   const now = Date.now();
   const notBefore = opts.notBefore ?? new Date(now - 60 * 60 * 1000);
-  const notAfter =
-    opts.notAfter ??
-    new Date((opts.notBefore?.getTime() ?? now) + (opts.validityDays ?? 365) * DAY_MS);
+  const notAfter = opts.notAfter ?? new Date((opts.notBefore?.getTime() ?? now) + (opts.validityDays ?? 365) * DAY_MS);
   if (notAfter.getTime() <= notBefore.getTime()) {
     throw new Error('certificate notAfter must be later than notBefore');
   }
@@ -270,25 +241,19 @@ async function importSigningKey(keyPem: string): Promise<CryptoKey> {
   const key = createPrivateKey(keyPem);
   const der = key.export({ type: 'pkcs8', format: 'der' });
   if (key.asymmetricKeyType === 'rsa') {
-    return subtle.importKey('pkcs8', der, { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' }, false, [
-      'sign',
-    ]);
+    return subtle.importKey('pkcs8', der, { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' }, false, ['sign']);
   }
   if (key.asymmetricKeyType === 'ec') {
     const curve = key.asymmetricKeyDetails?.namedCurve;
     const namedCurve = curve === 'prime256v1' ? 'P-256' : curve === 'secp384r1' ? 'P-384' : null;
     if (namedCurve) return subtle.importKey('pkcs8', der, { name: 'ECDSA', namedCurve }, false, ['sign']);
   }
-  throw new Error(
-    `unsupported CA key type ${key.asymmetricKeyType ?? 'unknown'}: use RSA or ECDSA P-256/P-384`,
-  );
+  throw new Error(`unsupported CA key type ${key.asymmetricKeyType ?? 'unknown'}: use RSA or ECDSA P-256/P-384`);
 }
 
 // Point at the CA's own subject key identifier so verifiers pick the right key when a CA has
 // been re-keyed under the same name (kubeadm renewals keep the name).
-async function authorityKeyIdentifier(
-  caCert: x509.X509Certificate,
-): Promise<x509.AuthorityKeyIdentifierExtension> {
+async function authorityKeyIdentifier(caCert: x509.X509Certificate): Promise<x509.AuthorityKeyIdentifierExtension> {
   const ski = caCert.getExtension(x509.SubjectKeyIdentifierExtension);
   if (ski) return new x509.AuthorityKeyIdentifierExtension(ski.keyId);
   return x509.AuthorityKeyIdentifierExtension.create(caCert.publicKey);

@@ -99,7 +99,10 @@ async function withCrlLock<T>(dir: string, waitMs = 10_000, change: () => Promis
     } catch (err) {
       if (!isErrno(err, 'EEXIST')) throw new PkiError(`${lock}: cannot create the lock file: ${oneLine(err)}`);
     }
-    const since = await stat(lock).then((s) => Date.now() - s.mtimeMs, () => 0);
+    const since = await stat(lock).then(
+      (s) => Date.now() - s.mtimeMs,
+      () => 0,
+    );
     if (since > STALE_LOCK_MS) {
       await rm(lock, { force: true });
       continue;

@@ -14,13 +14,7 @@ import { link, lstat, mkdir, open, readFile, rename, unlink } from 'node:fs/prom
 import { isIP } from 'node:net';
 import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
-import {
-  createCertificateAuthority,
-  issueCertificate,
-  signCrl,
-  type CertificateAndKey,
-  type KeyAlgorithm,
-} from './certificates.js';
+import { createCertificateAuthority, issueCertificate, signCrl, type CertificateAndKey, type KeyAlgorithm } from './certificates.js';
 
 const generateKeyPairAsync = promisify(generateKeyPair);
 
@@ -64,14 +58,7 @@ export interface UserCertificateOptions {
 export const DEFAULT_PROXY_SANS: readonly string[] = ['localhost', '127.0.0.1'];
 
 /** SANs every apiserver.crt gets (kubeadm's, minus the service-network IP). */
-export const APISERVER_DEFAULT_SANS: readonly string[] = [
-  'kubernetes',
-  'kubernetes.default',
-  'kubernetes.default.svc',
-  'kubernetes.default.svc.cluster.local',
-  'localhost',
-  '127.0.0.1',
-];
+export const APISERVER_DEFAULT_SANS: readonly string[] = ['kubernetes', 'kubernetes.default', 'kubernetes.default.svc', 'kubernetes.default.svc.cluster.local', 'localhost', '127.0.0.1'];
 
 /**
  * Base names of the pairs `pkiInit` writes (`.crt` + `.key`), the user CA's (empty) revocation
@@ -184,9 +171,7 @@ export async function pkiInit(options: PkiInitOptions): Promise<PkiInitResult> {
   return { written: files.map((f) => f.path) };
 }
 
-export async function issueUserCertificate(
-  options: UserCertificateOptions,
-): Promise<{ cert: string; key: string }> {
+export async function issueUserCertificate(options: UserCertificateOptions): Promise<{ cert: string; key: string }> {
   const { dir, name } = options;
   checkUserName(name);
   const groups = options.groups.map((g) => checkGroup(g));
@@ -213,9 +198,7 @@ export async function issueUserCertificate(
       algorithm: options.algorithm ?? 'ecdsa-p256',
     });
   } catch (err) {
-    throw new PkiError(
-      `${caCertPath} / ${caKeyPath}: cannot sign with this CA: ${oneLine(err)}`,
-    );
+    throw new PkiError(`${caCertPath} / ${caKeyPath}: cannot sign with this CA: ${oneLine(err)}`);
   }
 
   await ensureDir(usersDir);
@@ -259,10 +242,7 @@ export function checkDays(days: number | undefined): number {
   return days;
 }
 
-function splitSans(
-  sans: readonly string[],
-  what: string,
-): { dnsNames: string[]; ipAddresses: string[] } {
+function splitSans(sans: readonly string[], what: string): { dnsNames: string[]; ipAddresses: string[] } {
   const dnsNames: string[] = [];
   const ipAddresses: string[] = [];
   for (const raw of sans) {

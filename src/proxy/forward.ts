@@ -363,13 +363,18 @@ async function forwardOverHttp2(request: AnyRequest, reply: AnyReply, dest: stri
       done();
     };
     // A watch changes nothing when sent twice.
-    failover(pool, { replayable: true }, (attempt) => void send(attempt).catch(crashed), (error) => {
-      try {
-        answerFailure(error);
-      } catch (err) {
-        crashed(err as Error);
-      }
-    });
+    failover(
+      pool,
+      { replayable: true },
+      (attempt) => void send(attempt).catch(crashed),
+      (error) => {
+        try {
+          answerFailure(error);
+        } catch (err) {
+          crashed(err as Error);
+        }
+      },
+    );
   });
 }
 

@@ -45,14 +45,7 @@ const CLIENT_ADDRESS_CLAIMS = new Set(['x-forwarded-for', 'x-real-ip', 'forwarde
 
 /** Headers the apiserver reads as identity or the proxy consumes as credentials. */
 export function isIdentityOrCredentialHeader(lowerName: string): boolean {
-  return (
-    lowerName === 'x-remote-user' ||
-    lowerName === 'x-remote-uid' ||
-    lowerName === 'x-remote-group' ||
-    lowerName.startsWith('x-remote-extra-') ||
-    lowerName === 'authorization' ||
-    lowerName === 'proxy-authorization'
-  );
+  return lowerName === 'x-remote-user' || lowerName === 'x-remote-uid' || lowerName === 'x-remote-group' || lowerName.startsWith('x-remote-extra-') || lowerName === 'authorization' || lowerName === 'proxy-authorization';
 }
 
 /**
@@ -213,11 +206,50 @@ function connectionNamedHeaders(connection: string | string[] | undefined): Set<
 // (Impersonate-Group sent twice by `kubectl --as-group a --as-group b` would reach the apiserver
 // as one group "a, b"); rawHeaders keeps every line. Some headers Node keeps only the first of,
 // so there is nothing to restore for them: HTTP/1.1's (node:_http_incoming matchKnownFields)...
-const SINGLE_VALUED = new Set(['age', 'authorization', 'content-length', 'content-type', 'etag', 'expires', 'from', 'host', 'if-modified-since', 'if-unmodified-since', 'last-modified', 'location', 'max-forwards', 'proxy-authorization', 'referer', 'retry-after', 'server', 'user-agent']);
+const SINGLE_VALUED = new Set([
+  'age',
+  'authorization',
+  'content-length',
+  'content-type',
+  'etag',
+  'expires',
+  'from',
+  'host',
+  'if-modified-since',
+  'if-unmodified-since',
+  'last-modified',
+  'location',
+  'max-forwards',
+  'proxy-authorization',
+  'referer',
+  'retry-after',
+  'server',
+  'user-agent',
+]);
 // ...and HTTP/2's (node:internal/http2/util kSingleValueHeaders, which node:http2 also refuses to
 // send twice), plus Cookie, whose HTTP/2 fields must be joined with "; " for HTTP/1.1 (RFC 9113
 // 8.2.3), as Node does.
-const SINGLE_VALUED_HTTP2 = new Set([...SINGLE_VALUED, 'access-control-allow-credentials', 'access-control-max-age', 'access-control-request-method', 'content-encoding', 'content-language', 'content-location', 'content-md5', 'content-range', 'date', 'dnt', 'if-match', 'if-none-match', 'if-range', 'range', 'tk', 'upgrade-insecure-requests', 'x-content-type-options', 'cookie']);
+const SINGLE_VALUED_HTTP2 = new Set([
+  ...SINGLE_VALUED,
+  'access-control-allow-credentials',
+  'access-control-max-age',
+  'access-control-request-method',
+  'content-encoding',
+  'content-language',
+  'content-location',
+  'content-md5',
+  'content-range',
+  'date',
+  'dnt',
+  'if-match',
+  'if-none-match',
+  'if-range',
+  'range',
+  'tk',
+  'upgrade-insecure-requests',
+  'x-content-type-options',
+  'cookie',
+]);
 
 /** What withRepeatedHeaders reads of Node's request (IncomingMessage or Http2ServerRequest). */
 export interface ReceivedHeaders {

@@ -95,7 +95,7 @@ export class UpgradeProxy {
     registered.openedBy(identity);
     const { pool, headerPolicy, traffic, metrics } = this.options;
     // A passed-through token never travels on the front-proxy certificate (upstream/tls.ts).
-    const connector = identity.upstreamAuth === 'client-token' ? this.options.tokenConnector ?? (() => undefined) : this.options.connector;
+    const connector = identity.upstreamAuth === 'client-token' ? (this.options.tokenConnector ?? (() => undefined)) : this.options.connector;
     const kind = streamKindOf(context.info.subresource);
 
     const headers = upstreamWireHeaders(withRepeatedHeaders(req.headers, req), identity, forwardedFor, headerPolicy, reqId);

@@ -714,7 +714,7 @@ function labelSelectorValid(s: string): boolean {
       const first = look(true);
       if (first === T_ID || first === T_COMMA) {
         // parseIdentifiersList
-        for (let done = false; !done; ) {
+        for (let done = false; !done;) {
           const it = take(true);
           if (it === T_ID) {
             values.push(lit());

@@ -70,9 +70,9 @@ export function errorCode(err: unknown): string | undefined {
  * answer is 401 whatever X-Remote-User says.
  */
 export const PROXY_IDENTITY_REFUSED =
-  'did not accept the front-proxy client certificate (401 to a request with it and X-Remote-User): check the apiserver\'s ' +
+  "did not accept the front-proxy client certificate (401 to a request with it and X-Remote-User): check the apiserver's " +
   '--requestheader-client-ca-file (must hold the CA that signed --proxy-client-cert-file) and --requestheader-allowed-names ' +
-  '(must list that certificate\'s CN, or be empty); `kube-front-proxy check` says which';
+  "(must list that certificate's CN, or be empty); `kube-front-proxy check` says which";
 
 /** A forwarded request met an apiserver that refuses the proxy's identity: the proxy's misconfiguration, not the user's. */
 export class ProxyIdentityRefusedError extends Error {

@@ -138,7 +138,7 @@ export class Http2Upstreams {
       this.origins.set(key, origin);
     }
     // A session that closes as soon as it opens (GOAWAY at once) is not retried for ever.
-    for (let lost = 0; ; ) {
+    for (let lost = 0; ;) {
       if (this.closed) throw new Http2UpstreamError('the proxy is shutting down', 'UND_ERR_CLOSED');
       if (lost === 5) throw new Http2UpstreamError(`the apiserver ${key} kept closing new HTTP/2 sessions`, 'ECONNRESET');
       if (origin.http1Until > Date.now()) return HTTP1_ONLY;

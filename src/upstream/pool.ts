@@ -206,7 +206,7 @@ export class UpstreamPool {
       const changed = !this.refusing.has(target);
       this.refusing.add(target);
       target.healthy = false;
-      if (changed) this.healthLog('warn', { upstream: target.origin, reason: failure.reason, healthy: this.healthyCount }, 'upstream refuses the proxy\'s identity');
+      if (changed) this.healthLog('warn', { upstream: target.origin, reason: failure.reason, healthy: this.healthyCount }, "upstream refuses the proxy's identity");
       return;
     }
     this.refusing.delete(target);

@@ -176,9 +176,7 @@ export async function runSupervisor(config: Config, logger: FastifyBaseLogger, s
     const ready = answers.length === config.workers && answers.every((a) => a.ready);
     return { ready, text: `${answers.map((a) => a.text).join('')}${ready ? 'ok' : 'not ready'}: ${answers.filter((a) => a.ready).length} of ${config.workers} workers ready\n` };
   };
-  const admin = listeners.admin
-    ? createAdminServer({ readiness, metrics: async () => ({ contentType: aggregator.contentType, text: await aggregator.clusterMetrics() }), draining: () => draining }, logger)
-    : undefined;
+  const admin = listeners.admin ? createAdminServer({ readiness, metrics: async () => ({ contentType: aggregator.contentType, text: await aggregator.clusterMetrics() }), draining: () => draining }, logger) : undefined;
   const adminConnections = admin ? await adminSink(admin) : undefined;
   // Stopped while the admin server got ready: the exit under way takes the workers.
   if (shutdown.stopping) return new Promise<never>(() => {});

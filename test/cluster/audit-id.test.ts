@@ -40,7 +40,7 @@ function proxyLines(from: number, match: (l: LogLine) => boolean, count = 1): Pr
   return pollUntil(read, (lines) => lines.length >= count, 10_000, 20);
 }
 
-t.test('kubectl get through the proxy: the log line\'s ID is the audit event\'s auditID', async (t) => {
+t.test("kubectl get through the proxy: the log line's ID is the audit event's auditID", async (t) => {
   const from = front.proxy.logs.length;
   const res = await kubectl(alice, ['get', 'pods', '-n', 'audit-a']);
   t.equal(res.code, 0, res.stderr);
@@ -48,7 +48,7 @@ t.test('kubectl get through the proxy: the log line\'s ID is the audit event\'s 
   const id = String(line?.reqId);
   t.match(id, UUID, `the proxy's ID for it: ${id}`);
   const event = await auditEvent(id);
-  t.ok(event, 'the apiserver\'s audit event has the same ID');
+  t.ok(event, "the apiserver's audit event has the same ID");
   t.match(event, { verb: 'list', user: { username: 'alice' }, objectRef: { resource: 'pods', namespace: 'audit-a' }, responseStatus: { code: 200 } });
   t.comment(`proxy: ${JSON.stringify(line)}`);
   t.comment(`audit: ${JSON.stringify(event)}`);
@@ -58,7 +58,10 @@ t.test('kubectl get through the proxy: the log line\'s ID is the audit event\'s 
   const stdoutLog = front.proxy.logs.map((l) => JSON.stringify(l)).join('\n') + '\n';
   const json = await runCli(['logs', '--audit-id', id, '-o', 'json'], {}, stdoutLog);
   t.equal(json.code, 0, json.stderr);
-  const found = json.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as LogLine);
+  const found = json.stdout
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as LogLine);
   t.equal(found.length, 1, 'logs --audit-id: one line');
   t.match(found[0], { reqId: id, verb: 'list', namespace: 'audit-a', user: 'alice', status: 200 });
   const wide = await runCli(['logs', '--audit-id', id, '-o', 'wide'], {}, stdoutLog);
@@ -89,7 +92,9 @@ t.test('logs --audit-id over --access-log files, json and audit format: the one 
     // The file is written in batches (at least every 100 ms): wait for all three lines.
     await pollUntil(() => existsSync(file) && readFileSync(file, 'utf8').includes(after.id), Boolean, 10_000);
     const idKey = format === 'json' ? 'reqId' : 'auditID';
-    const all = readFileSync(file, 'utf8').split('\n').filter((l) => l.includes(`"${idKey}"`));
+    const all = readFileSync(file, 'utf8')
+      .split('\n')
+      .filter((l) => l.includes(`"${idKey}"`));
     t.ok(all.length >= 3, `${format}: the file has ${all.length} request lines`);
 
     const res = await runCli(['logs', file, '--audit-id', wanted.id, '-o', 'json']);
@@ -135,7 +140,7 @@ t.test('an RBAC denial (403) is found in both logs by one ID', async (t) => {
   t.equal((await proxyLines(from, (l) => l.reqId === id))[0]?.status, 403);
 });
 
-t.test('a client\'s own safe Audit-ID is the audit event\'s; an unsafe one is replaced', async (t) => {
+t.test("a client's own safe Audit-ID is the audit event's; an unsafe one is replaced", async (t) => {
   const client = front.client();
   t.teardown(() => client.close());
   const mine = `client-chosen-${Date.now()}`;
@@ -144,15 +149,18 @@ t.test('a client\'s own safe Audit-ID is the audit event\'s; an unsafe one is re
   t.equal(kept.statusCode, 200);
   t.equal(kept.headers['audit-id'], mine, 'echoed by the apiserver');
   t.match(await auditEvent(mine), { user: { username: 'alice' }, verb: 'list' });
-  t.ok((await proxyLines(0, (l) => l.reqId === mine)).length === 1, 'the proxy\'s line has it');
+  t.ok((await proxyLines(0, (l) => l.reqId === mine)).length === 1, "the proxy's line has it");
 
   const tooLong = 'x'.repeat(65);
   const replaced = await request(`${front.proxy.url}/api/v1/namespaces/audit-a/pods`, { dispatcher: client, headers: { authorization: basic(ALICE), 'audit-id': tooLong } });
   await replaced.body.dump();
   const id = String(replaced.headers['audit-id']);
-  t.match(id, UUID, 'over 64 characters: the proxy\'s own ID');
+  t.match(id, UUID, "over 64 characters: the proxy's own ID");
   t.match(await auditEvent(id), { user: { username: 'alice' } });
-  t.notOk(readAuditEvents(cp.apiservers[0]!.auditLog).some((e) => e.auditID === tooLong), 'the long one never reached the apiserver');
+  t.notOk(
+    readAuditEvents(cp.apiservers[0]!.auditLog).some((e) => e.auditID === tooLong),
+    'the long one never reached the apiserver',
+  );
 });
 
 t.test('a watch over the HTTP/2 upstream path carries the ID', async (t) => {
@@ -164,11 +172,11 @@ t.test('a watch over the HTTP/2 upstream path carries the ID', async (t) => {
   await res.body.dump();
   t.match(id, UUID);
   const [start] = await proxyLines(from, (l) => l.reqId === id && l.phase === 'start');
-  t.match(start, { verb: 'watch', status: 200 }, 'the proxy\'s start line');
-  t.match(await auditEvent(id), { verb: 'watch', user: { username: 'alice' } }, 'the apiserver\'s event for the watch');
+  t.match(start, { verb: 'watch', status: 200 }, "the proxy's start line");
+  t.match(await auditEvent(id), { verb: 'watch', user: { username: 'alice' } }, "the apiserver's event for the watch");
 });
 
-t.test('an exec upgrade refused by RBAC: one ID in the response, the proxy\'s log and the audit event', async (t) => {
+t.test("an exec upgrade refused by RBAC: one ID in the response, the proxy's log and the audit event", async (t) => {
   const from = front.proxy.logs.length;
   const answer = await new Promise<{ status: number; auditId: string | undefined }>((resolve, reject) => {
     const req = httpsRequest({

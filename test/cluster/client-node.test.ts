@@ -32,10 +32,11 @@ function sink() {
   return {
     stream,
     text: () => text,
-    waitFor: (wanted: string) => new Promise<void>((resolve) => {
-      const check = () => (text.includes(wanted) ? resolve() : waiters.push(check));
-      check();
-    }),
+    waitFor: (wanted: string) =>
+      new Promise<void>((resolve) => {
+        const check = () => (text.includes(wanted) ? resolve() : waiters.push(check));
+        check();
+      }),
   };
 }
 
@@ -46,17 +47,26 @@ for (const [kind, path] of Object.entries(configs)) {
     const api = kc.makeApiClient(CoreV1Api);
 
     const pods = await api.listNamespacedPod({ namespace: 'default' });
-    t.same(pods.items.map((p) => p.metadata?.name), ['pod-0'], 'list');
+    t.same(
+      pods.items.map((p) => p.metadata?.name),
+      ['pod-0'],
+      'list',
+    );
 
     // Watch: an event made by another client arrives.
     const name = `watched-${kind.replace(/\W/g, '')}`;
     const events: string[] = [];
     let seen: () => void = () => undefined;
     const added = new Promise<void>((resolve) => (seen = resolve));
-    const watch = await new Watch(kc).watch('/api/v1/namespaces/default/configmaps', {}, (phase, obj: { metadata: { name: string } }) => {
-      events.push(`${phase} ${obj.metadata.name}`);
-      if (obj.metadata.name === name) seen();
-    }, () => undefined);
+    const watch = await new Watch(kc).watch(
+      '/api/v1/namespaces/default/configmaps',
+      {},
+      (phase, obj: { metadata: { name: string } }) => {
+        events.push(`${phase} ${obj.metadata.name}`);
+        if (obj.metadata.name === name) seen();
+      },
+      () => undefined,
+    );
     await cp.adminOk(['create', 'configmap', name]);
     await added;
     watch.abort();

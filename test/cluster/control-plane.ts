@@ -89,12 +89,22 @@ async function start(bin: string, dir: string, options: ControlPlaneOptions, pro
   // etcd: one member on loopback; fsync off, since the data dies with the test.
   const etcdClient = await freePort();
   const etcdPeer = await freePort();
-  const etcd = startProcess('etcd', join(bin, 'etcd'), [
-    '--name=default', `--data-dir=${join(dir, 'etcd')}`,
-    `--listen-client-urls=http://127.0.0.1:${etcdClient}`, `--advertise-client-urls=http://127.0.0.1:${etcdClient}`,
-    `--listen-peer-urls=http://127.0.0.1:${etcdPeer}`, `--initial-advertise-peer-urls=http://127.0.0.1:${etcdPeer}`,
-    `--initial-cluster=default=http://127.0.0.1:${etcdPeer}`, '--unsafe-no-fsync', '--log-level=warn',
-  ], join(dir, 'etcd.log'));
+  const etcd = startProcess(
+    'etcd',
+    join(bin, 'etcd'),
+    [
+      '--name=default',
+      `--data-dir=${join(dir, 'etcd')}`,
+      `--listen-client-urls=http://127.0.0.1:${etcdClient}`,
+      `--advertise-client-urls=http://127.0.0.1:${etcdClient}`,
+      `--listen-peer-urls=http://127.0.0.1:${etcdPeer}`,
+      `--initial-advertise-peer-urls=http://127.0.0.1:${etcdPeer}`,
+      `--initial-cluster=default=http://127.0.0.1:${etcdPeer}`,
+      '--unsafe-no-fsync',
+      '--log-level=warn',
+    ],
+    join(dir, 'etcd.log'),
+  );
   processes.push(etcd);
   await waitUntilReady(etcd, 'health', async () => {
     const res = await request(`http://127.0.0.1:${etcdClient}/health`);
@@ -143,10 +153,17 @@ async function start(bin: string, dir: string, options: ControlPlaneOptions, pro
   await Promise.all(apiservers.map((a) => a.restart()));
 
   const adminKubeconfig = join(dir, 'admin.kubeconfig');
-  writeFileSync(adminKubeconfig, buildKubeconfig({
-    server: apiservers[0]!.url, certificateAuthority: ca, user: 'kubernetes-admin', namespace: 'default',
-    credentials: { clientCertificate: pki.read('admin.crt'), clientKey: pki.read('admin.key') },
-  }), { mode: 0o600 });
+  writeFileSync(
+    adminKubeconfig,
+    buildKubeconfig({
+      server: apiservers[0]!.url,
+      certificateAuthority: ca,
+      user: 'kubernetes-admin',
+      namespace: 'default',
+      credentials: { clientCertificate: pki.read('admin.crt'), clientKey: pki.read('admin.key') },
+    }),
+    { mode: 0o600 },
+  );
   const admin = (args: string[], opts?: KubectlOptions) => kubectl(adminKubeconfig, args, opts);
   const adminOk = async (args: string[], opts?: KubectlOptions) => {
     const result = await admin(args, opts);
@@ -155,30 +172,48 @@ async function start(bin: string, dir: string, options: ControlPlaneOptions, pro
   };
 
   if (options.controllerManager ?? true) {
-    const kcm = startProcess('kube-controller-manager', join(bin, 'kube-controller-manager'), [
-      `--kubeconfig=${adminKubeconfig}`,
-      '--controllers=csrsigning,csrapproving,csrcleaner,clusterrole-aggregation,root-ca-certificate-publisher-controller,serviceaccount,serviceaccount-token,namespace',
-      `--cluster-signing-cert-file=${pki.file('ca.crt')}`, `--cluster-signing-key-file=${pki.file('ca.key')}`,
-      `--service-account-private-key-file=${pki.file('sa.key')}`, `--root-ca-file=${pki.file('ca.crt')}`,
-      '--leader-elect=false', '--secure-port=0', '--v=1',
-    ], join(dir, 'controller-manager.log'));
+    const kcm = startProcess(
+      'kube-controller-manager',
+      join(bin, 'kube-controller-manager'),
+      [
+        `--kubeconfig=${adminKubeconfig}`,
+        '--controllers=csrsigning,csrapproving,csrcleaner,clusterrole-aggregation,root-ca-certificate-publisher-controller,serviceaccount,serviceaccount-token,namespace',
+        `--cluster-signing-cert-file=${pki.file('ca.crt')}`,
+        `--cluster-signing-key-file=${pki.file('ca.key')}`,
+        `--service-account-private-key-file=${pki.file('sa.key')}`,
+        `--root-ca-file=${pki.file('ca.crt')}`,
+        '--leader-elect=false',
+        '--secure-port=0',
+        '--v=1',
+      ],
+      join(dir, 'controller-manager.log'),
+    );
     processes.push(kcm);
     // Pods need the namespace's `default` ServiceAccount, which the controller creates.
     await waitUntilReady(kcm, 'the default ServiceAccount', async () => (await admin(['get', 'serviceaccount', 'default', '-o', 'name'])).code === 0);
   }
 
   if (options.kubelet ?? true) {
-    const kubelet = startProcess('fake-kubelet', join(bin, 'fake-kubelet'), [
-      '--listen=127.0.0.1:0', `--tls-cert-file=${pki.file('kubelet.crt')}`, `--tls-private-key-file=${pki.file('kubelet.key')}`,
-      `--client-ca-file=${pki.file('ca.crt')}`, `--root=${kubeletRoot}`,
-    ], join(dir, 'kubelet.log'));
+    const kubelet = startProcess(
+      'fake-kubelet',
+      join(bin, 'fake-kubelet'),
+      ['--listen=127.0.0.1:0', `--tls-cert-file=${pki.file('kubelet.crt')}`, `--tls-private-key-file=${pki.file('kubelet.key')}`, `--client-ca-file=${pki.file('ca.crt')}`, `--root=${kubeletRoot}`],
+      join(dir, 'kubelet.log'),
+    );
     processes.push(kubelet);
     const kubeletPort = Number((await waitForLine(kubelet, /listening on 127\.0\.0\.1:(\d+)/))[1]);
     await registerNodeAndPod(adminOk, kubeletPort, options.controllerManager ?? true);
   }
 
   return {
-    dir, pki, version, apiservers, adminKubeconfig, admin, adminOk, kubeletRoot,
+    dir,
+    pki,
+    version,
+    apiservers,
+    adminKubeconfig,
+    admin,
+    adminOk,
+    kubeletRoot,
     stop,
   };
 }
@@ -234,20 +269,44 @@ function apiserverFlags(pki: ClusterPki, at: ApiserverPlaces, overrides: string[
 /** Node node-0 whose kubelet is fake-kubelet, and Pod default/pod-0 (container `main`) on it, Running. */
 async function registerNodeAndPod(adminOk: (args: string[], o?: KubectlOptions) => Promise<string>, kubeletPort: number, serviceAccounts: boolean): Promise<void> {
   await adminOk(['apply', '-f', '-'], { stdin: JSON.stringify({ apiVersion: 'v1', kind: 'Node', metadata: { name: 'node-0' } }) });
-  await adminOk(['patch', 'node', 'node-0', '--subresource=status', '--type=merge', '-p', JSON.stringify({
-    status: {
-      addresses: [{ type: 'InternalIP', address: '127.0.0.1' }],
-      daemonEndpoints: { kubeletEndpoint: { Port: kubeletPort } },
-      conditions: [{ type: 'Ready', status: 'True', reason: 'KubeletReady', message: 'fake-kubelet', lastHeartbeatTime: new Date().toISOString(), lastTransitionTime: new Date().toISOString() }],
-    },
-  })]);
-  await adminOk(['apply', '-f', '-'], { stdin: JSON.stringify({
-    apiVersion: 'v1', kind: 'Pod', metadata: { name: 'pod-0', namespace: 'default' },
-    spec: { nodeName: 'node-0', automountServiceAccountToken: serviceAccounts ? undefined : false, containers: [{ name: 'main', image: 'fake', stdin: true }] },
-  }) });
-  await adminOk(['patch', 'pod', 'pod-0', '--subresource=status', '--type=merge', '-p', JSON.stringify({
-    status: { phase: 'Running', conditions: [{ type: 'Ready', status: 'True' }], containerStatuses: [{ name: 'main', image: 'fake', imageID: '', ready: true, restartCount: 0, state: { running: { startedAt: new Date().toISOString() } } }] },
-  })]);
+  await adminOk([
+    'patch',
+    'node',
+    'node-0',
+    '--subresource=status',
+    '--type=merge',
+    '-p',
+    JSON.stringify({
+      status: {
+        addresses: [{ type: 'InternalIP', address: '127.0.0.1' }],
+        daemonEndpoints: { kubeletEndpoint: { Port: kubeletPort } },
+        conditions: [{ type: 'Ready', status: 'True', reason: 'KubeletReady', message: 'fake-kubelet', lastHeartbeatTime: new Date().toISOString(), lastTransitionTime: new Date().toISOString() }],
+      },
+    }),
+  ]);
+  await adminOk(['apply', '-f', '-'], {
+    stdin: JSON.stringify({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'pod-0', namespace: 'default' },
+      spec: { nodeName: 'node-0', automountServiceAccountToken: serviceAccounts ? undefined : false, containers: [{ name: 'main', image: 'fake', stdin: true }] },
+    }),
+  });
+  await adminOk([
+    'patch',
+    'pod',
+    'pod-0',
+    '--subresource=status',
+    '--type=merge',
+    '-p',
+    JSON.stringify({
+      status: {
+        phase: 'Running',
+        conditions: [{ type: 'Ready', status: 'True' }],
+        containerStatuses: [{ name: 'main', image: 'fake', imageID: '', ready: true, restartCount: 0, state: { running: { startedAt: new Date().toISOString() } } }],
+      },
+    }),
+  ]);
 }
 
 /** Audit events (audit.k8s.io/v1, one JSON object per line) written so far. */
@@ -258,7 +317,10 @@ export function readAuditEvents(auditLog: string): AuditEvent[] {
   } catch {
     return [];
   }
-  return text.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as AuditEvent);
+  return text
+    .split('\n')
+    .filter((l) => l.trim())
+    .map((l) => JSON.parse(l) as AuditEvent);
 }
 
 /**

@@ -55,17 +55,18 @@ function cli(args: string[], timeoutMs = 120_000): Run {
   return {
     done,
     kill: (signal) => child.kill(signal),
-    stderrMatch: (re) => (re.test(stderr) ? Promise.resolve() : new Promise<void>((resolve, reject) => {
-      waiters.push({ re, resolve });
-      void done.then(() => reject(new Error(`exited before stderr matched ${re}: ${stderr}`)));
-    })),
+    stderrMatch: (re) =>
+      re.test(stderr)
+        ? Promise.resolve()
+        : new Promise<void>((resolve, reject) => {
+            waiters.push({ re, resolve });
+            void done.then(() => reject(new Error(`exited before stderr matched ${re}: ${stderr}`)));
+          }),
   };
 }
 
 const workDir = (name: string) => mkdtempSync(join(tmpdir(), `kfp-csr-${name}-`));
-const requestArgs = (name: string, dir: string, extra: string[]) => [
-  'user', 'request-cert', name, '--kubeconfig', cp.adminKubeconfig, '-o', join(dir, `${name}.kubeconfig`), '--server', front.proxy.url, '--ca', proxyCa, ...extra,
-];
+const requestArgs = (name: string, dir: string, extra: string[]) => ['user', 'request-cert', name, '--kubeconfig', cp.adminKubeconfig, '-o', join(dir, `${name}.kubeconfig`), '--server', front.proxy.url, '--ca', proxyCa, ...extra];
 
 async function whoami(kubeconfig: string) {
   const res = await kubectl(kubeconfig, ['auth', 'whoami', '-o', 'json']);
@@ -112,7 +113,7 @@ t.test('--approve: key 0600, certificate and kubeconfig; whoami through the prox
   t.notOk(JSON.stringify(csr).includes(Buffer.from(keyDer).toString('base64').slice(40, 80)), 'no key material in the CSR object');
 });
 
-t.test('an expiration beyond kube-controller-manager\'s cap is shortened to --cluster-signing-duration (8760h by default), and said', async (t) => {
+t.test("an expiration beyond kube-controller-manager's cap is shortened to --cluster-signing-duration (8760h by default), and said", async (t) => {
   const dir = workDir('omar');
   const run = await cli(requestArgs('omar', dir, ['--expiration', '10000h', '--approve'])).done;
   t.equal(run.code, 0, run.stderr);
@@ -123,7 +124,7 @@ t.test('an expiration beyond kube-controller-manager\'s cap is shortened to --cl
   t.ok(Math.abs(cert.notAfter.getTime() - expected) < 2 * 60_000, `notAfter ${cert.notAfter.toISOString()} is 8760h less 5m from now`);
 });
 
-t.test('without --approve: prints the approve line, waits, and another client\'s approval completes it', async (t) => {
+t.test("without --approve: prints the approve line, waits, and another client's approval completes it", async (t) => {
   const dir = workDir('frank');
   const run = cli(requestArgs('frank', dir, ['--group', 'devs', '--wait', '60s']));
   await run.stderrMatch(/kubectl certificate approve frank/);
@@ -175,7 +176,7 @@ t.test('Ctrl-C while waiting withdraws the CSR and writes nothing', async (t) =>
   t.notOk(await csrExists('ivan'));
 });
 
-t.test('--key-file: the user\'s key stays where it was; the certificate goes beside it', async (t) => {
+t.test("--key-file: the user's key stays where it was; the certificate goes beside it", async (t) => {
   const dir = workDir('judy');
   const keyFile = join(dir, 'judy.key');
   // A SEC1 "EC PRIVATE KEY", as openssl ecparam -genkey writes it.
@@ -238,11 +239,14 @@ t.test('an admin without approve on the signer: one line naming the permission, 
   t.notOk(await csrExists('lena'));
 });
 
-t.test('list-certs: the proxy\'s CSRs, their state and expiry', async (t) => {
+t.test("list-certs: the proxy's CSRs, their state and expiry", async (t) => {
   const run = await cli(['user', 'list-certs', '--kubeconfig', cp.adminKubeconfig]).done;
   t.equal(run.code, 0, run.stderr);
   t.comment(run.stdout);
-  const rows = run.stdout.trim().split('\n').map((l) => l.split('\t'));
+  const rows = run.stdout
+    .trim()
+    .split('\n')
+    .map((l) => l.split('\t'));
   t.same(rows[0], ['CSR', 'USER', 'GROUPS', 'STATE', 'EXPIRES']);
   const byName = new Map(rows.slice(1).map((r) => [r[0], r]));
   t.match(byName.get('erin'), ['erin', 'erin', 'team-a,team-b', 'Issued', /^\d{4}-\d\d-\d\dT/]);

@@ -104,7 +104,9 @@ t.test('kill -9 one apiserver under load and 20 informers; it rejoins when start
 
   await victim.restart();
   await until('/readyz with all three healthy', async () => (await readyz()).text.includes('ok: 3 of 3 upstreams healthy'));
-  const rejoined = await until('a request served by the restarted apiserver', async () => front.proxy.logs.some((l) => l.upstream === victim.url && typeof l.status === 'number' && l.status === 200 && Date.parse(String(l.time)) > Date.now() - 10_000));
+  const rejoined = await until('a request served by the restarted apiserver', async () =>
+    front.proxy.logs.some((l) => l.upstream === victim.url && typeof l.status === 'number' && l.status === 200 && Date.parse(String(l.time)) > Date.now() - 10_000),
+  );
   t.ok(rejoined, 'the restarted apiserver serves requests again');
   await cp.adminOk(['-n', 'failover', 'create', 'configmap', 'after-restart']);
   await until('every informer saw after-restart', async () => informers.every((i) => i.names.has('after-restart')));

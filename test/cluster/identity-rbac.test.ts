@@ -34,7 +34,7 @@ async function auditEvent(match: (e: AuditEvent) => boolean): Promise<AuditEvent
   return found;
 }
 
-t.test('auth whoami: the apiserver sees the users file\'s groups and the certificate\'s O values', async (t) => {
+t.test("auth whoami: the apiserver sees the users file's groups and the certificate's O values", async (t) => {
   t.same(await whoami(alice), { username: 'alice', groups: ['devs', 'ops', 'system:authenticated'] });
   t.same(await whoami(carol), { username: 'carol', groups: ['system:authenticated'] });
   const dora = await front.certificateKubeconfig('dora', ['team-a', 'team-b']);
@@ -47,7 +47,7 @@ t.test('auth whoami: the apiserver sees the users file\'s groups and the certifi
   t.match(throughProxy.extra, { 'authentication.kubernetes.io/credential-id': [/^X509SHA256=[0-9a-f]{64}$/] });
 });
 
-t.test('RBAC decides on the forwarded group; refusals are the apiserver\'s own', async (t) => {
+t.test("RBAC decides on the forwarded group; refusals are the apiserver's own", async (t) => {
   const allowed = await kubectl(alice, ['get', 'pods', '-n', 'team-a']);
   t.equal(allowed.code, 0, allowed.stderr);
   t.match(allowed.stderr, /No resources found in team-a namespace/);
@@ -93,7 +93,7 @@ t.test('client-sent identity headers never change who the apiserver sees; audit 
     body: JSON.stringify({ apiVersion: 'authentication.k8s.io/v1', kind: 'SelfSubjectReview' }),
   });
   t.equal(res.statusCode, 201);
-  t.same((await res.body.json() as { status: { userInfo: unknown } }).status.userInfo, { username: 'carol', groups: ['system:authenticated'] });
+  t.same(((await res.body.json()) as { status: { userInfo: unknown } }).status.userInfo, { username: 'carol', groups: ['system:authenticated'] });
 
   const event = await auditEvent((e) => e.requestURI.includes(marker));
   t.equal(event.user.username, 'carol');

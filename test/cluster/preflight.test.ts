@@ -49,7 +49,7 @@ async function preflightLogs(proxy: ProxyProcess, count: number): Promise<LogLin
   }
 }
 
-t.test('kubeadm\'s flags: refused to read without the RoleBinding (serve says so at info), then everything matches', async (t) => {
+t.test("kubeadm's flags: refused to read without the RoleBinding (serve says so at info), then everything matches", async (t) => {
   const cp = await controlPlane(t);
   const url = cp.apiservers[0]!.url;
   t.comment(`kube-apiserver ${cp.version.replace(/^Kubernetes /, '')}`);
@@ -60,7 +60,11 @@ t.test('kubeadm\'s flags: refused to read without the RoleBinding (serve says so
 
   const front = await startProxyInFront(t, cp);
   const [line] = await preflightLogs(front.proxy, 1);
-  t.match(line, { level: 30, upstream: url, msg: `preflight: 403 Forbidden: kube-front-proxy:preflight may not read kube-system/extension-apiserver-authentication; allow it: ${ROLEBINDING_COMMAND}` }, 'not a warning: nothing is known to be wrong');
+  t.match(
+    line,
+    { level: 30, upstream: url, msg: `preflight: 403 Forbidden: kube-front-proxy:preflight may not read kube-system/extension-apiserver-authentication; allow it: ${ROLEBINDING_COMMAND}` },
+    'not a warning: nothing is known to be wrong',
+  );
   await front.proxy.stop();
 
   await grantPreflight(cp);
@@ -69,7 +73,7 @@ t.test('kubeadm\'s flags: refused to read without the RoleBinding (serve says so
   t.equal(matching.code, 0);
 });
 
-t.test('--requestheader-allowed-names without our CN: refused; the admin\'s kubeconfig says why; serve warns', async (t) => {
+t.test("--requestheader-allowed-names without our CN: refused; the admin's kubeconfig says why; serve warns", async (t) => {
   const cp = await controlPlane(t, ['--requestheader-allowed-names=someone-else']);
   const url = cp.apiservers[0]!.url;
   await grantPreflight(cp);
@@ -89,7 +93,7 @@ t.test('--requestheader-allowed-names without our CN: refused; the admin\'s kube
   t.ok(front.proxy.logs.indexOf(warning!) > started, 'logged after the start-up line');
 });
 
-t.test('another --requestheader-client-ca-file: the proxy\'s certificate is not signed by a CA in it', async (t) => {
+t.test("another --requestheader-client-ca-file: the proxy's certificate is not signed by a CA in it", async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'kfp-other-ca-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const otherCa = join(dir, 'other-front-proxy-ca.crt');

@@ -48,7 +48,11 @@ export function proxySettingsFor(cp: ControlPlane, usersFile: string): RawSettin
 
 export async function startProxyInFront(t: { teardown(fn: () => unknown): void }, cp: ControlPlane, options: ProxyInFrontOptions = {}): Promise<ProxyInFront> {
   const users = options.users ?? [ALICE, CAROL];
-  const usersFile = writeUsersFile(cp.dir, users.map((u) => bcryptLine(u)), `users-${randomUUID()}.htpasswd`);
+  const usersFile = writeUsersFile(
+    cp.dir,
+    users.map((u) => bcryptLine(u)),
+    `users-${randomUUID()}.htpasswd`,
+  );
   const settings = { ...proxySettingsFor(cp, usersFile), ...options.settings };
   const proxy = await startProxy([...settingsToFlags(settings), ...(options.flags ?? [])]);
   t.teardown(() => proxy.stop());

@@ -89,7 +89,7 @@ for (const protocol of PROTOCOLS) {
   });
 }
 
-t.test('attach -i: the container\'s main process answers', async (t) => {
+t.test("attach -i: the container's main process answers", async (t) => {
   const attach = await kubectl(erin, ['attach', '-i', 'pod-0', '-c', 'main'], { stdin: 'to the main process\n' });
   t.equal(attach.code, 0, attach.stderr);
   t.match(attach.stdout, 'to the main process\n');
@@ -112,7 +112,7 @@ t.test('cp into the pod and back out', async (t) => {
   t.ok(readFileSync(join(local, 'back.bin')).equals(content), 'and came back byte for byte');
 });
 
-t.test('exec refused by RBAC is the apiserver\'s 403, over both protocols', async (t) => {
+t.test("exec refused by RBAC is the apiserver's 403, over both protocols", async (t) => {
   // kubectl reads the pod before it execs: viewers may do that, not exec.
   await cp.adminOk(['create', 'role', 'pod-getter', '--verb=get', '--resource=pods']);
   await cp.adminOk(['create', 'rolebinding', 'viewers-get-pods', '--role=pod-getter', '--group=viewers']);

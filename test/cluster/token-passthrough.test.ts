@@ -71,19 +71,19 @@ t.test('get, watch and exec with the token', async (t) => {
   t.match(denied.stderr, 'User "system:serviceaccount:default:ci-bot" cannot list resource "secrets"', 'RBAC decides on the ServiceAccount');
 });
 
-t.test('a bad token: the apiserver\'s 401', async (t) => {
+t.test("a bad token: the apiserver's 401", async (t) => {
   const res = await request(`${front.proxy.url}/api/v1/namespaces/default/pods`, { dispatcher: front.client(), headers: bearer(BAD_TOKEN) });
   t.equal(res.statusCode, 401);
   const body = (await res.body.json()) as { message: string };
   t.match(body, { kind: 'Status', reason: 'Unauthorized', code: 401 });
-  t.equal(body.message, 'Unauthorized', 'the apiserver\'s message, not the proxy\'s');
+  t.equal(body.message, 'Unauthorized', "the apiserver's message, not the proxy's");
   t.notOk(res.headers['www-authenticate'], 'no Basic challenge from the proxy');
   const kc = await kubectl(tokenConfig(front.proxy.url, BAD_TOKEN), ['get', 'pods']);
   t.equal(kc.code, 1);
   t.match(kc.stderr, /Unauthorized|provide credentials/);
 });
 
-t.test('flag off: the proxy\'s 401', async (t) => {
+t.test("flag off: the proxy's 401", async (t) => {
   const res = await request(`${off.proxy.url}/api/v1/namespaces/default/pods`, { dispatcher: off.client(), headers: bearer(token) });
   t.equal(res.statusCode, 401);
   const body = (await res.body.json()) as { message: string };
@@ -96,7 +96,11 @@ t.test('a password or a certificate with a token: they win, the token goes nowhe
   const both = await request(`${front.proxy.url}/apis/authentication.k8s.io/v1/selfsubjectreviews`, {
     method: 'POST',
     dispatcher: front.client(),
-    headers: [['authorization', `Bearer ${token}`], ['authorization', basic], ['content-type', 'application/json']].flat(),
+    headers: [
+      ['authorization', `Bearer ${token}`],
+      ['authorization', basic],
+      ['content-type', 'application/json'],
+    ].flat(),
     body: JSON.stringify({ apiVersion: 'authentication.k8s.io/v1', kind: 'SelfSubjectReview' }),
   });
   t.equal(both.statusCode, 201);

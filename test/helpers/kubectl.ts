@@ -59,11 +59,10 @@ export function kubectl(kubeconfig: string, args: string[], options: KubectlOpti
 /** `kubectl port-forward pod/pod-0 :80`, running until stop(); resolves once it listens. */
 export async function portForward(kubeconfig: string, env: Record<string, string>) {
   const dir = dirname(kubeconfig);
-  const child = spawn(
-    'kubectl',
-    ['--kubeconfig', kubeconfig, '--cache-dir', `${dir}/cache`, 'port-forward', '--address', '127.0.0.1', 'pod/pod-0', ':80'],
-    { env: { ...process.env, HOME: dir, KUBECONFIG: kubeconfig, ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
-  );
+  const child = spawn('kubectl', ['--kubeconfig', kubeconfig, '--cache-dir', `${dir}/cache`, 'port-forward', '--address', '127.0.0.1', 'pod/pod-0', ':80'], {
+    env: { ...process.env, HOME: dir, KUBECONFIG: kubeconfig, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr.on('data', (d: Buffer) => (out += d.toString()));

@@ -8,12 +8,7 @@ import { chmod, mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
-import {
-  createCertificateAuthority,
-  issueCertificate,
-  type CertificateAndKey,
-  type CertificateOptions,
-} from '../../src/pki/certificates.js';
+import { createCertificateAuthority, issueCertificate, type CertificateAndKey, type CertificateOptions } from '../../src/pki/certificates.js';
 
 export type CaName = 'cluster-ca' | 'front-proxy-ca' | 'rogue-ca' | 'proxy-ca' | 'user-ca';
 
@@ -89,10 +84,7 @@ function leaves(now: number): Record<LeafName, [CaName, CertificateOptions]> {
         notAfter: new Date(now - DAY_MS),
       },
     ],
-    'user-not-yet-valid': [
-      'user-ca',
-      { ...client('not-yet-valid-user'), notBefore: new Date(now + DAY_MS) },
-    ],
+    'user-not-yet-valid': ['user-ca', { ...client('not-yet-valid-user'), notBefore: new Date(now + DAY_MS) }],
     'user-server-only': ['user-ca', { commonName: 'server-only', usages: ['serverAuth'] }],
   };
 }
@@ -104,13 +96,8 @@ export async function createTestPki(dir?: string): Promise<TestPki> {
   // ECDSA P-256 throughout: a key pair costs well under a millisecond, so the whole PKI is a
   // few tens of milliseconds. CAs first (in parallel), then every leaf in parallel.
   const caNames = Object.keys(caCommonNames) as CaName[];
-  const cas = await Promise.all(
-    caNames.map((name) => createCertificateAuthority({ commonName: caCommonNames[name] })),
-  );
-  const caPem = Object.fromEntries(caNames.map((name, i) => [name, cas[i]!])) as Record<
-    CaName,
-    CertificateAndKey
-  >;
+  const cas = await Promise.all(caNames.map((name) => createCertificateAuthority({ commonName: caCommonNames[name] })));
+  const caPem = Object.fromEntries(caNames.map((name, i) => [name, cas[i]!])) as Record<CaName, CertificateAndKey>;
 
   const leafSpecs = Object.entries(leaves(Date.now())) as [LeafName, [CaName, CertificateOptions]][];
   const issued = await Promise.all(leafSpecs.map(([, [ca, opts]]) => issueCertificate(caPem[ca], opts)));

@@ -31,7 +31,7 @@ function oid(dotted: string): Buffer {
 function children(element: Buffer): Buffer[] {
   const body = element.subarray(element[1]! & 0x80 ? 2 + (element[1]! & 0x7f) : 2);
   const out: Buffer[] = [];
-  for (let i = 0; i < body.length; ) {
+  for (let i = 0; i < body.length;) {
     let length = body[i + 1]!;
     let head = 2;
     if (length & 0x80) {
@@ -108,15 +108,78 @@ export interface ExactCase {
 }
 
 export const EXACT: ExactCase[] = [
-  { name: 'several CNs: Go keeps the last (FillFromRDNSequence)', subject: [['CN', 'first'], ['CN', 'second'], ['O', 'devs']], user: 'second', groups: ['devs'] },
-  { name: 'a multi-valued RDN is read in order', subject: [[['O', 'g1'], ['CN', 'mv'], ['O', 'g2']]], user: 'mv', groups: ['g1', 'g2'] },
-  { name: 'non-ASCII UTF-8', subject: [['CN', 'José'], ['O', '开发'], ['O', '😀'], ['O', 'Ωmega']], user: 'José', groups: ['开发', '😀', 'Ωmega'] },
-  { name: 'T61String (read as Latin-1) and BMPString', subject: [['CN', 'Jos\u00e9', 't61'], ['O', 'Zoë', 'bmp']], user: 'José', groups: ['Zoë'] },
-  { name: 'reserved system: names are names like any other', subject: [['CN', 'system:admin'], ['O', 'system:masters'], ['O', AUTHENTICATED]], user: 'system:admin', groups: ['system:masters', AUTHENTICATED] },
-  { name: 'an LDAP UID attribute is not the Kubernetes UID: ignored', subject: [['CN', 'alice'], ['LDAP_UID', 'u-1']], user: 'alice', groups: [] },
+  {
+    name: 'several CNs: Go keeps the last (FillFromRDNSequence)',
+    subject: [
+      ['CN', 'first'],
+      ['CN', 'second'],
+      ['O', 'devs'],
+    ],
+    user: 'second',
+    groups: ['devs'],
+  },
+  {
+    name: 'a multi-valued RDN is read in order',
+    subject: [
+      [
+        ['O', 'g1'],
+        ['CN', 'mv'],
+        ['O', 'g2'],
+      ],
+    ],
+    user: 'mv',
+    groups: ['g1', 'g2'],
+  },
+  {
+    name: 'non-ASCII UTF-8',
+    subject: [
+      ['CN', 'José'],
+      ['O', '开发'],
+      ['O', '😀'],
+      ['O', 'Ωmega'],
+    ],
+    user: 'José',
+    groups: ['开发', '😀', 'Ωmega'],
+  },
+  {
+    name: 'T61String (read as Latin-1) and BMPString',
+    subject: [
+      ['CN', 'Jos\u00e9', 't61'],
+      ['O', 'Zoë', 'bmp'],
+    ],
+    user: 'José',
+    groups: ['Zoë'],
+  },
+  {
+    name: 'reserved system: names are names like any other',
+    subject: [
+      ['CN', 'system:admin'],
+      ['O', 'system:masters'],
+      ['O', AUTHENTICATED],
+    ],
+    user: 'system:admin',
+    groups: ['system:masters', AUTHENTICATED],
+  },
+  {
+    name: 'an LDAP UID attribute is not the Kubernetes UID: ignored',
+    subject: [
+      ['CN', 'alice'],
+      ['LDAP_UID', 'u-1'],
+    ],
+    user: 'alice',
+    groups: [],
+  },
   { name: 'many O values (40)', subject: [['CN', 'many'], ...Array.from({ length: 40 }, (_, i): Attribute => ['O', `team-${i}`])], user: 'many', groups: Array.from({ length: 40 }, (_, i) => `team-${i}`) },
   // Go trims SP and HTAB only: these are other names than "alice" and "system:masters", both ways.
-  { name: 'a BOM and a no-break space are not trimmed', subject: [['CN', '\ufeffalice'], ['O', '\u00a0system:masters']], user: '\ufeffalice', groups: ['\u00a0system:masters'] },
+  {
+    name: 'a BOM and a no-break space are not trimmed',
+    subject: [
+      ['CN', '\ufeffalice'],
+      ['O', '\u00a0system:masters'],
+    ],
+    user: '\ufeffalice',
+    groups: ['\u00a0system:masters'],
+  },
 ];
 
 // ...or refused by the proxy, saying why.
@@ -134,19 +197,76 @@ export interface RefusedCase {
 export const REFUSED: RefusedCase[] = [
   {
     name: "a padded O: ' system:masters' is not system:masters",
-    subject: [['CN', 'mallory'], ['O', ' system:masters']],
+    subject: [
+      ['CN', 'mallory'],
+      ['O', ' system:masters'],
+    ],
     message: /^certificate subject cannot be forwarded exactly: organization ' system:masters' has leading or trailing whitespace$/,
     direct: { authn: 'x509', user: { username: 'mallory', groups: [' system:masters', AUTHENTICATED] } },
   },
   { name: 'a padded CN', subject: [['CN', 'alice ']], message: /common name 'alice ' has leading or trailing whitespace$/, direct: { authn: 'x509', user: { username: 'alice ' } } },
-  { name: 'a tab (HTTP/1.1 would strip it)', subject: [['CN', 'alice'], ['O', 'system:masters\t']], message: /organization 'system:masters\\u0009' contains a control character \(U\+0009\)$/, direct: { authn: 'x509', user: { groups: ['system:masters\t', AUTHENTICATED] } } },
+  {
+    name: 'a tab (HTTP/1.1 would strip it)',
+    subject: [
+      ['CN', 'alice'],
+      ['O', 'system:masters\t'],
+    ],
+    message: /organization 'system:masters\\u0009' contains a control character \(U\+0009\)$/,
+    direct: { authn: 'x509', user: { groups: ['system:masters\t', AUTHENTICATED] } },
+  },
   { name: 'a control character (Go refuses the header)', subject: [['CN', 'ali\u0001ce']], message: /common name 'ali\\u0001ce' contains a control character \(U\+0001\)$/, direct: { authn: 'x509', user: { username: 'ali\u0001ce' } } },
-  { name: 'NUL', subject: [['CN', 'alice'], ['O', 'a\u0000b']], message: /organization 'a\\u0000b' contains a control character \(U\+0000\)$/, direct: { authn: 'x509', user: { groups: ['a\u0000b', AUTHENTICATED] } } },
-  { name: 'an empty O (the apiserver skips an empty X-Remote-Group)', subject: [['CN', 'alice'], ['O', '']], message: /organization '' is empty$/, direct: { authn: 'x509', user: { groups: ['', AUTHENTICATED] } } },
-  { name: 'a Kubernetes UID attribute (no header carries it)', subject: [['CN', 'alice'], ['UID', 'u-1']], message: /carries a (Kubernetes )?UID attribute/, direct: { authn: 'x509', user: { username: 'alice', uid: 'u-1' } } },
+  {
+    name: 'NUL',
+    subject: [
+      ['CN', 'alice'],
+      ['O', 'a\u0000b'],
+    ],
+    message: /organization 'a\\u0000b' contains a control character \(U\+0000\)$/,
+    direct: { authn: 'x509', user: { groups: ['a\u0000b', AUTHENTICATED] } },
+  },
+  {
+    name: 'an empty O (the apiserver skips an empty X-Remote-Group)',
+    subject: [
+      ['CN', 'alice'],
+      ['O', ''],
+    ],
+    message: /organization '' is empty$/,
+    direct: { authn: 'x509', user: { groups: ['', AUTHENTICATED] } },
+  },
+  {
+    name: 'a Kubernetes UID attribute (no header carries it)',
+    subject: [
+      ['CN', 'alice'],
+      ['UID', 'u-1'],
+    ],
+    message: /carries a (Kubernetes )?UID attribute/,
+    direct: { authn: 'x509', user: { username: 'alice', uid: 'u-1' } },
+  },
   // The x509 authenticator derives no user, and the requestheader one failed to verify it: 401.
-  { name: 'an empty last CN: no user directly', subject: [['CN', 'alice'], ['CN', '']], message: /^client certificate has no common name \(CN\)/, direct: { kind: 'Status', code: 401 } },
-  { name: 'a PrintableString Go refuses', subject: [['CN', 'alice_x', 'printable']], message: /^client certificate cannot be parsed by kube-apiserver \(Go crypto\/x509: x509: invalid RDNSequence: invalid attribute value: invalid PrintableString\)$/, direct: 'handshake failed' },
-  { name: 'invalid UTF-8', subject: [['CN', 'alice'], ['O', Buffer.from([0x61, 0xff])]], message: /invalid UTF-8 string/, direct: 'handshake failed', opensslRefuses: true },
+  {
+    name: 'an empty last CN: no user directly',
+    subject: [
+      ['CN', 'alice'],
+      ['CN', ''],
+    ],
+    message: /^client certificate has no common name \(CN\)/,
+    direct: { kind: 'Status', code: 401 },
+  },
+  {
+    name: 'a PrintableString Go refuses',
+    subject: [['CN', 'alice_x', 'printable']],
+    message: /^client certificate cannot be parsed by kube-apiserver \(Go crypto\/x509: x509: invalid RDNSequence: invalid attribute value: invalid PrintableString\)$/,
+    direct: 'handshake failed',
+  },
+  {
+    name: 'invalid UTF-8',
+    subject: [
+      ['CN', 'alice'],
+      ['O', Buffer.from([0x61, 0xff])],
+    ],
+    message: /invalid UTF-8 string/,
+    direct: 'handshake failed',
+    opensslRefuses: true,
+  },
   { name: 'an IA5String Go refuses', subject: [['CN', Buffer.from('alic\u00e9', 'latin1'), 'ia5']], message: /invalid IA5String\)$/, direct: 'handshake failed' },
 ];
