@@ -174,14 +174,15 @@ function innermostModule(stack: ProfileNode[]): string | undefined {
   return undefined;
 }
 
+// First match wins: metrics before logging, since the traffic log's hook also counts the request.
 const OUR_LAYERS: [RegExp, StageName][] = [
-  [/\/(src|dist)\/observe\/(accesslog|traffic|requestinfo|logview|destination)|node_modules\/(pino|sonic-boom|thread-stream|pino-std-serializers|fast-redact|quick-format-unescaped|on-exit-leak-free)\//, 'logging'],
   [/\/(src|dist)\/observe\/metrics|node_modules\/(prom-client|tdigest|bintrees)\//, 'metrics'],
-  [/\/(src|dist)\/(auth\/|connection-limit|client-connections|http1-limits|http2-abuse|workers\/login-limits)/, 'admission (authentication, limits)'],
+  [/\/(src|dist)\/(observe\/|commands\/logview)|node_modules\/(pino|sonic-boom|thread-stream|pino-std-serializers|fast-redact|quick-format-unescaped|on-exit-leak-free)\//, 'logging'],
+  [/\/(src|dist)\/(auth\/|request\/|edge\/(connection-limit|client-connections|http1-limits|http2-)|workers\/login-limits)/, 'admission (authentication, limits)'],
   [/\/(src|dist)\/(proxy\/headers|upstream\/trusted-headers)/, 'header rebuild'],
 ];
 const FRAMEWORK =
-  /^(fastify|@fastify\/.*|light-my-request|avvio|find-my-way|fast-json-stringify|fast-querystring|toad-cache|process-warning|abstract-logging|fastq|secure-json-parse|(src|dist)\/(proxy|server|upstream|status|refused-body).*)$/;
+  /^(fastify|@fastify\/.*|light-my-request|avvio|find-my-way|fast-json-stringify|fast-querystring|toad-cache|process-warning|abstract-logging|fastq|secure-json-parse|(src|dist)\/(proxy|server|upstream|edge\/status|edge\/refused-body).*)$/;
 
 function stageOf(stack: ProfileNode[]): StageName {
   const leaf = stack[0]?.callFrame.functionName ?? '';
