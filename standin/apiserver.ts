@@ -103,6 +103,11 @@ export interface ServiceBackendAnswer {
   status: number;
   headers?: Record<string, string>;
   body: string;
+  /**
+   * A streaming backend (server-sent events, say): its headers go out at once, without a length,
+   * and its body only once this settles.
+   */
+  bodyAfter?: Promise<void>;
 }
 
 export interface RequestHeaderNames {
@@ -1171,6 +1176,12 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     }
     // The service proxy: the backend's answer, relayed as it is.
     const backend = info.kind === 'services' && /^proxy(\/|$)/.test(info.subresource) ? opts.serviceBackends?.[`${info.namespace}/${info.name}`] : undefined;
+    if (backend?.bodyAfter) {
+      res.writeHead(backend.status, backend.headers);
+      res.flushHeaders();
+      void backend.bodyAfter.then(() => res.end(backend.body));
+      return;
+    }
     if (backend) {
       res.writeHead(backend.status, { 'Content-Length': Buffer.byteLength(backend.body), ...backend.headers });
       res.end(backend.body);

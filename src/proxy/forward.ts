@@ -141,8 +141,8 @@ export async function registerForwarding(app: FastifyInstance, options: ForwardO
 }
 
 /**
- * Sends an upstream response body to the client. A response of unknown length gets its headers
- * at once; a long-running one (watch, log follow) is registered for the drain, ends cleanly
+ * Sends an upstream response body to the client. A response of unknown length that may stream
+ * from a backend gets its headers at once; a long-running one (watch, log follow) is registered for the drain, ends cleanly
  * whatever happens upstream, and `cancel`s the upstream stream when the client goes away.
  */
 function relayResponse(request: AnyRequest, reply: AnyReply, stream: Readable, headers: HeaderRecord, options: ForwardOptions, cancel: () => void): void {
@@ -168,9 +168,11 @@ function relayResponse(request: AnyRequest, reply: AnyReply, stream: Readable, h
     return;
   }
   if (http2Client) stream.on('data', (chunk: Buffer) => (context.bytesOut += chunk.length));
-  if (length === undefined) {
-    // A response of unknown length (a chunked list) gets its headers now, not with its first
-    // body byte.
+  if (length === undefined && mayStream(context.info)) {
+    // What a backend behind the apiserver answers (a service or pod proxy, say a server-sent
+    // events stream) may send its headers long before its first byte: the client gets them now.
+    // Anything else of unknown length (most answers of kube-apiserver: a get or a list, chunked)
+    // gets its headers with its first body bytes, one TLS record and one write instead of two.
     reply.raw.once('pipe', () => sendHeadersNow(reply.raw));
   }
   void reply.send(stream);
@@ -235,6 +237,11 @@ function relayLongRunning(context: RequestContext, reply: AnyReply, source: Read
     // 'finish' when its stream closes.) After fastify's own close handling, which ignores it.
     if (!finished) setImmediate(() => raw.listenerCount('error') > 0 && raw.emit('error', Object.assign(new Error('the client closed the connection mid-stream'), { code: 'ECONNRESET' })));
   });
+}
+
+/** A response that may stream from a backend: the proxy subresource, the old /proxy/ paths, or a non-resource path. */
+function mayStream(info: RequestInfo): boolean {
+  return !info.isResourceRequest || info.verb === 'proxy' || info.subresource === 'proxy';
 }
 
 /** Sends the response headers before any body byte. */
