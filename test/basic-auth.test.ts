@@ -3,6 +3,7 @@
 import t from 'tap';
 import { Agent } from 'undici';
 import { basicAuth, call, proxyClient } from './helpers/clients.js';
+import { waitFor } from './helpers/reload.js';
 import { ALICE, CAROL, HTPASSWD_USER, apacheHtpasswdLine, bcryptLine, startStack, type TestUser } from './helpers/setup.js';
 
 // Cost 12 is what `kube-front-proxy user add` writes: ~400 ms of CPU per compare here.
@@ -115,7 +116,8 @@ t.test('a flood of wrong passwords does not stall other users', async (t) => {
 });
 
 t.test('one log line per request, failed logins with their reason, never a password or Authorization value', async (t) => {
-  await new Promise((resolve) => setTimeout(resolve, 200)); // let the last lines arrive
+  // The lines are written once each answer has gone, and batched: wait for the last ones.
+  await waitFor('the POST and both failed logins in the log', () => ['/apis/authentication.k8s.io/v1/selfsubjectreviews', 'bad-password', 'unknown-user'].every((mark) => proxy.logs.some((l) => l.path === mark || l.reason === mark)));
   const requests = proxy.logs.filter((l) => l.msg === 'request');
   t.ok(
     requests.some((l) => l.method === 'POST' && l.path === '/apis/authentication.k8s.io/v1/selfsubjectreviews' && l.status === 201 && l.user === 'alice' && l.auth === 'basic'),

@@ -310,10 +310,13 @@ t.test('a 30 KiB header block (under the default 32 KiB) is accepted and forward
   const res = await exchange(stack.proxy.port, { ca }, bytes, 3000);
   const answer = res.responses[0];
   t.not((jsonOf(answer) as { reason?: string } | undefined)?.reason, 'RequestHeaderFieldsTooLarge', 'not refused by the proxy');
-  await sleep(100);
   // The stand-in is a Node server with Node's default 16 KiB header limit (kube-apiserver's is
   // 1 MiB), so it may refuse the request itself; the proxy's traffic log says it was sent there.
-  const line = stack.proxy.logs.slice(m.logs).find((l) => l.msg === 'request' && l.path === '/api');
+  const line = await pollUntil(
+    () => stack.proxy.logs.slice(m.logs).find((l) => l.msg === 'request' && l.path === '/api'),
+    (found) => found !== undefined,
+    5000,
+  );
   t.equal(line?.upstream, stack.apiserver.url, `the proxy forwarded it to the apiserver (its answer: ${answer?.statusLine ?? 'none'})`);
   t.equal(line?.user, 'alice');
 });

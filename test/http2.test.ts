@@ -7,6 +7,7 @@ import t from 'tap';
 import { basicAuth } from './helpers/clients.js';
 import { kubectl, requireKubectl, writeKubeconfig } from './helpers/kubectl.js';
 import { credentialIdExtra } from './helpers/pki.js';
+import { waitFor } from './helpers/reload.js';
 import { ALICE, startStack } from './helpers/setup.js';
 
 const { apiserver, pki, proxy } = await startStack(t);
@@ -84,7 +85,9 @@ t.test('over HTTP/2 too, identity headers come from the proxy only; pseudo-heade
   // "devs,ops", which the apiserver would read as a single group).
   t.equal(seen?.httpVersion, '1.1', 'HTTP/1.1 to the apiserver even though it offers h2');
   t.ok(names.includes('impersonate-user'), 'Impersonate-* passes as on HTTP/1.1');
-  const logged = proxy.logs.filter((l) => l.msg === 'request' && l.path === '/test/identity').at(-1);
+  // The traffic-log line is written once the response has gone, and batched: wait for it.
+  await waitFor('the traffic-log line', () => proxy.logs.some((l) => l.msg === 'request' && l.path === '/test/identity' && l.protocol === 'HTTP/2.0'));
+  const logged = proxy.logs.filter((l) => l.msg === 'request' && l.path === '/test/identity' && l.protocol === 'HTTP/2.0').at(-1);
   t.equal(logged?.protocol, 'HTTP/2.0', 'the traffic log says which protocol the client spoke');
   t.ok((logged?.bytesOut as number) > 0, 'and counts the bytes of this stream');
 });

@@ -9,6 +9,7 @@ import { bearerToken, websocketBearerToken } from '../src/auth/index.js';
 import type { Identity } from '../src/auth/identity.js';
 import { upstreamRequestHeaders, withoutBearerSubprotocols } from '../src/proxy/headers.js';
 import { basicAuth, rawRequest, type RawResponse } from './helpers/clients.js';
+import { waitFor } from './helpers/reload.js';
 import { ALICE, startStack } from './helpers/setup.js';
 import { sendUpgrade } from './helpers/tunnel.js';
 
@@ -223,7 +224,8 @@ t.test('flag on: credentials the proxy checks win over a token', async (t) => {
   t.test('traffic log says bearer, never the token; metrics count it', async (t) => {
     await rawRequest(proxy.port, pki, head('/api/v1/namespaces/default/pods', [`Authorization: Bearer ${TOKEN}`]));
     await rawRequest(proxy.port, pki, head('/api/v1/namespaces/default/pods', [`Authorization: Bearer ${BAD_TOKEN}`]));
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // Written once each answer has gone, and batched: wait for both.
+    await waitFor('both request lines', () => proxy.logs.filter((l) => l.msg === 'request' && l.auth === 'bearer').length >= 2 && proxy.logs.some((l) => l.msg === 'request' && l.auth === 'bearer' && l.status === 401));
     const lines = proxy.logs.filter((l) => l.msg === 'request' && l.auth === 'bearer');
     t.ok(lines.length >= 2, 'request lines with auth "bearer"');
     t.ok(lines.some((l) => l.status === 401));
