@@ -148,7 +148,7 @@ t.test('Dockerfile: two stages or more, runtime deps only, non-root, the CLI as 
     .split('\n')
     .map((l) => l.trim())
     .filter((l) => l && !l.startsWith('#'));
-  for (const entry of ['node_modules', 'dist', 'certs', '.git']) t.ok(ignored.includes(entry), `.dockerignore excludes ${entry}`);
+  for (const entry of ['node_modules', 'dist', 'certs', '.git', 'test', 'bench', 'standin']) t.ok(ignored.includes(entry), `.dockerignore excludes ${entry}`);
   for (const line of lines.filter((l) => /^COPY\s/i.test(l) && !/--from=/.test(l))) {
     const sources = line
       .split(/\s+/)

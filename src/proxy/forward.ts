@@ -82,6 +82,10 @@ export async function registerForwarding(app: FastifyInstance, options: ForwardO
         // A reply is a thenable that settles when the response has been sent.
         return reply;
       }
+      if (context && isPlainRead(request, context)) {
+        forwardRead(request, reply, context, options);
+        return reply;
+      }
       // (fastify reads no body for GET and HEAD, nor does reply-from send one.)
       if (hasBody(request) && request.method !== 'GET' && request.method !== 'HEAD') request.body = detachedBody(request.raw);
       return reply.from(dest, replyOptions);
@@ -236,6 +240,165 @@ function relayLongRunning(context: RequestContext, reply: AnyReply, source: Read
     // 'error', so report the hang-up as the error it is. (HTTP/2's compatibility response emits
     // 'finish' when its stream closes.) After fastify's own close handling, which ignores it.
     if (!finished) setImmediate(() => raw.listenerCount('error') > 0 && raw.emit('error', Object.assign(new Error('the client closed the connection mid-stream'), { code: 'ECONNRESET' })));
+  });
+}
+
+/**
+ * A GET of kube-apiserver's own (a get, a list, discovery): not a watch or log follow, nor what
+ * the proxy subresource relays from a backend that may stream.
+ */
+function isPlainRead(request: AnyRequest, context: RequestContext): boolean {
+  return request.method === 'GET' && !hasBody(request) && !mayStream(context.info) && !isLongRunning(context.info, request.url);
+}
+
+/** undici's legacy dispatch handler, as the pool's dispatcher (upstream/dispatcher.ts) calls it. */
+interface ReadHandler {
+  onConnect(abort: (err?: Error) => void): void;
+  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean;
+  onData(chunk: Buffer): boolean;
+  onComplete(): void;
+  onError(err: Error): void;
+}
+
+/**
+ * A plain read, dispatched to the pool and written into the client's response as it arrives, as
+ * the floor does (bench/floor.ts): no request object, body stream or pipe of reply-from's. An
+ * answer up to SMALL_BODY_BYTES (nearly all) is gathered and sent in one write with its headers;
+ * a longer one streams from there. Same header contract, failover, Status answers and traffic
+ * log as every other request.
+ */
+function forwardRead(request: AnyRequest, reply: AnyReply, context: RequestContext, options: ForwardOptions): void {
+  const outgoing: Record<string | symbol, unknown> = headersFor(request, request.headers as HeaderRecord, options.headerPolicy);
+  outgoing[kDispatchContext] = context;
+  const raw = reply.raw;
+  const http2Client = request.raw.httpVersionMajor === 2;
+  let abort: ((err?: Error) => void) | undefined;
+  let resumeUpstream: (() => void) | undefined;
+  let clientGone = false;
+  let done = false;
+  let statusCode = 0;
+  let headers: HeaderRecord = {};
+  /** A 401 to the proxy's own identity: held until the pool says whose it is. */
+  let held: Buffer[] | undefined;
+  let gathered: Buffer[] = [];
+  let gatheredBytes = 0;
+  let streaming = false;
+  raw.once('close', () => {
+    clientGone = true;
+    if (!done) abort?.();
+  });
+
+  // Headers and what was gathered go out together; the rest of a long answer streams after them.
+  const startStreaming = (): boolean => {
+    streaming = true;
+    const merged = { ...reply.getHeaders(), ...headers };
+    reply.hijack();
+    raw.writeHead(statusCode, merged as OutgoingHttpHeaders);
+    finishOnHangUp(raw);
+    const first = gathered.length === 1 ? (gathered[0] as Buffer) : Buffer.concat(gathered);
+    gathered = [];
+    return write(first);
+  };
+  const sink = (http2Client ? (raw as unknown as { stream: Writable }).stream : raw) as Writable;
+  const write = (chunk: Buffer): boolean => {
+    if (http2Client) context.bytesOut += chunk.length;
+    if (sink.write(chunk)) return true;
+    sink.once('drain', () => resumeUpstream?.());
+    return false;
+  };
+  const sendGathered = (body: Buffer[]) => {
+    const payload = body.length === 1 ? (body[0] as Buffer) : Buffer.concat(body);
+    if (http2Client) context.bytesOut += payload.length;
+    void reply.code(statusCode).headers(headers).send(payload);
+  };
+
+  const handler: ReadHandler = {
+    onConnect: (abortUpstream) => {
+      abort = abortUpstream;
+      if (clientGone) abortUpstream();
+    },
+    onHeaders: (code, rawHeaders, resume) => {
+      statusCode = code;
+      resumeUpstream = resume;
+      headers = downstreamResponseHeaders(parseRawHeaders(rawHeaders));
+      if (code === 401 && context.identity.upstreamAuth === 'client-token') options.onTokenRejected?.(context);
+      if (code === 401 && context.identity.upstreamAuth === 'front-proxy' && options.pool) held = [];
+      return true;
+    },
+    onData: (chunk) => {
+      if (clientGone) return true;
+      if (held) {
+        held.push(chunk);
+        return true;
+      }
+      if (streaming) return write(chunk);
+      gathered.push(chunk);
+      gatheredBytes += chunk.length;
+      return gatheredBytes > SMALL_BODY_BYTES ? startStreaming() : true;
+    },
+    onComplete: () => {
+      done = true;
+      if (clientGone) return;
+      if (streaming) {
+        raw.end();
+        return;
+      }
+      if (!held) {
+        sendGathered(gathered);
+        return;
+      }
+      // Sent with the front-proxy certificate and a user: either the apiserver refuses the
+      // proxy itself, or the 401 came from behind it.
+      const body = held;
+      const origin = context.upstream;
+      void options.pool!.confirmIdentityRefused(origin, sentAt(reply)).then(
+        (refused) => (refused ? answerIdentityRefused(request, reply, origin ?? 'upstream') : sendGathered(body)),
+        () => sendGathered(body),
+      );
+    },
+    onError: (err) => {
+      done = true;
+      if (clientGone) {
+        request.log.debug({ reqId: request.id, err }, 'client went away before the response');
+        return;
+      }
+      // Part of a long answer is out: nothing to answer with but a torn connection, as the apiserver's own would be.
+      if (streaming) raw.destroy();
+      else fail(request, reply, err);
+    },
+  };
+  try {
+    options.dispatcher.dispatch({ origin: options.upstream.origin, path: request.url, method: 'GET', headers: outgoing as unknown as IncomingHttpHeaders, body: null }, handler as unknown as Dispatcher.DispatchHandler);
+  } catch (err) {
+    // undici refuses some requests before sending anything (a header value it will not write).
+    if (!done) handler.onError(err as Error);
+  }
+}
+
+/** undici's raw response headers (name, value, name, value...) as a record, names lower-cased, repeats as arrays. */
+function parseRawHeaders(rawHeaders: Buffer[]): HeaderRecord {
+  const headers: Record<string, string | string[]> = {};
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!.toString('latin1').toLowerCase();
+    const value = rawHeaders[i + 1]!.toString('latin1');
+    const previous = headers[name];
+    if (previous === undefined) headers[name] = value;
+    else if (Array.isArray(previous)) previous.push(value);
+    else headers[name] = [previous, value];
+  }
+  return headers;
+}
+
+/**
+ * A hijacked HTTP/1.1 response whose client left mid-answer never finishes, and fastify runs its
+ * onResponse hooks (the traffic log) only on 'finish' or 'error': report the hang-up as the error
+ * it is, after fastify's own close handling. (HTTP/2's compatibility response emits 'finish'.)
+ */
+function finishOnHangUp(raw: AnyReply['raw']): void {
+  let finished = false;
+  raw.once('finish', () => (finished = true));
+  raw.once('close', () => {
+    if (!finished) setImmediate(() => raw.listenerCount('error') > 0 && raw.emit('error', Object.assign(new Error('the client closed the connection mid-answer'), { code: 'ECONNRESET' })));
   });
 }
 
