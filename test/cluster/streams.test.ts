@@ -34,6 +34,16 @@ const PROTOCOLS = [
  * The proxy's traffic-log lines for upgrades to `subresource` since `from`, once there are at
  * least `count` (log lines reach stdout in batches, up to 100 ms after the request).
  */
+/**
+ * The log's length once every tunnel opened so far has its end line: an earlier test's tunnel
+ * closes as its kubectl exits, and its end line can reach stdout after the next test has begun.
+ */
+async function settledLogLength(): Promise<number> {
+  const tunnels = () => front.proxy.logs.filter((l) => l.status === 101);
+  await pollUntil(tunnels, (lines) => lines.filter((l) => l.phase === 'start').length === lines.filter((l) => l.phase === 'end').length, 10_000, 20);
+  return front.proxy.logs.length;
+}
+
 function upgradeLines(from: number, subresource: string, count: number): Promise<LogLine[]> {
   const read = () => front.proxy.logs.slice(from).filter((l) => typeof l.path === 'string' && l.path.includes(`/pods/pod-0/${subresource}`) && l.status === 101);
   return pollUntil(read, (lines) => lines.length >= count, 10_000, 20);
@@ -58,7 +68,7 @@ t.test('logs and logs -f', async (t) => {
 
 for (const protocol of PROTOCOLS) {
   t.test(`exec -i over ${protocol.name}: stdin, stdout, stderr, exit codes`, async (t) => {
-    const from = front.proxy.logs.length;
+    const from = await settledLogLength();
     const cat = await kubectl(erin, ['exec', '-i', 'pod-0', '--', 'cat'], { stdin: `through ${protocol.name}\n`, env: protocol.env });
     t.equal(cat.code, 0, cat.stderr);
     t.equal(cat.stdout, `through ${protocol.name}\n`);
