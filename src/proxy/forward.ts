@@ -1,7 +1,10 @@
-// Plain (non-upgrade) requests: forwarded with @fastify/http-proxy over our own undici Agent,
-// bodies streamed both ways, identity headers rewritten, errors answered as Kubernetes Status.
-// Long-running GETs (watches, `logs -f`) go over multiplexed HTTP/2 sessions instead
-// (../upstream/h2.ts), when enabled and the apiserver speaks h2.
+// Plain (non-upgrade) requests, routed by @fastify/http-proxy, identity headers rewritten,
+// errors answered as Kubernetes Status. Three ways to the apiserver:
+// - plain reads (a get, a list: most requests) through the pool's undici dispatcher directly,
+//   written into the client's response as they arrive (forwardRead);
+// - long-running GETs (watches, `logs -f`) over multiplexed HTTP/2 sessions (../upstream/h2.ts),
+//   when enabled and the apiserver speaks h2;
+// - everything else (writes with their bodies, the proxy subresource) through reply-from.
 
 import { fastifyHttpProxy, type FastifyHttpProxyOptions } from '@fastify/http-proxy';
 import type { IncomingHttpHeaders } from 'node:http';
