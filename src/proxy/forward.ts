@@ -230,19 +230,14 @@ function relayLongRunning(context: RequestContext, reply: AnyReply, source: Read
   // An HTTP/2 stream whose session died or that the apiserver reset closes without 'end'.
   source.once('close', end);
   const registered = options.longLived.add('stream', end, context.identity);
-  let finished = false;
-  raw.once('finish', () => (finished = true));
+  // The end line and the open-streams gauge, also when the client leaves mid-stream.
+  finishOnHangUp(raw);
   // The client went away (or the response is done): let go of the apiserver's stream.
   raw.once('close', () => {
     registered.forget();
     ended = true;
     source.off('data', onData);
     cancel();
-    // An HTTP/1.1 client that left mid-stream: its response never finishes, and fastify runs the
-    // onResponse hooks (the traffic log's end line, the open-streams gauge) only on 'finish' or
-    // 'error', so report the hang-up as the error it is. (HTTP/2's compatibility response emits
-    // 'finish' when its stream closes.) After fastify's own close handling, which ignores it.
-    if (!finished) setImmediate(() => raw.listenerCount('error') > 0 && raw.emit('error', Object.assign(new Error('the client closed the connection mid-stream'), { code: 'ECONNRESET' })));
   });
 }
 
@@ -394,8 +389,9 @@ function parseRawHeaders(rawHeaders: Buffer[]): HeaderRecord {
 
 /**
  * A hijacked HTTP/1.1 response whose client left mid-answer never finishes, and fastify runs its
- * onResponse hooks (the traffic log) only on 'finish' or 'error': report the hang-up as the error
- * it is, after fastify's own close handling. (HTTP/2's compatibility response emits 'finish'.)
+ * onResponse hooks (the traffic log, the open-streams gauge) only on 'finish' or 'error': report
+ * the hang-up as the error it is, after fastify's own close handling, which ignores it. (HTTP/2's
+ * compatibility response emits 'finish' when its stream closes.)
  */
 function finishOnHangUp(raw: AnyReply['raw']): void {
   let finished = false;
