@@ -13,8 +13,8 @@ import { PassThrough, type Readable, type Writable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest, RawServerBase, RequestGenericInterface, RouteGenericInterface } from 'fastify';
 import type { RequestInfo } from '../request/requestinfo.js';
 import type { RequestContext } from '../request/context.js';
-import { kDispatchContext } from '../upstream/dispatcher.js';
-import type { Dispatcher } from 'undici';
+import { kDispatchContext, type LegacyDispatchHandler } from '../upstream/dispatcher.js';
+import { util as undiciUtil, type Dispatcher } from 'undici';
 import { StatusError, sendStatus } from '../edge/status.js';
 import { failover, type Attempt } from '../upstream/failover.js';
 import { NoHealthyUpstreamError, ProxyIdentityRefusedError, errorCode, isTlsFailure, isUnreachable, type UpstreamError } from '../upstream/failures.js';
@@ -249,15 +249,6 @@ function isPlainRead(request: AnyRequest, context: RequestContext): boolean {
   return request.method === 'GET' && !hasBody(request) && !mayStream(context.info) && !isLongRunning(context.info, request.url);
 }
 
-/** undici's legacy dispatch handler, as the pool's dispatcher (upstream/dispatcher.ts) calls it. */
-interface ReadHandler {
-  onConnect(abort: (err?: Error) => void): void;
-  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean;
-  onData(chunk: Buffer): boolean;
-  onComplete(): void;
-  onError(err: Error): void;
-}
-
 /**
  * A plain read, dispatched to the pool and written into the client's response as it arrives, as
  * the floor does (bench/floor.ts): no request object, body stream or pipe of reply-from's. An
@@ -310,7 +301,7 @@ function forwardRead(request: AnyRequest, reply: AnyReply, context: RequestConte
     void reply.code(statusCode).headers(headers).send(payload);
   };
 
-  const handler: ReadHandler = {
+  const handler: LegacyDispatchHandler = {
     onConnect: (abortUpstream) => {
       abort = abortUpstream;
       if (clientGone) abortUpstream();
@@ -318,7 +309,8 @@ function forwardRead(request: AnyRequest, reply: AnyReply, context: RequestConte
     onHeaders: (code, rawHeaders, resume) => {
       statusCode = code;
       resumeUpstream = resume;
-      headers = downstreamResponseHeaders(parseRawHeaders(rawHeaders));
+      // undici's own parsing, as reply-from's responses get it: names lower-cased, repeats as arrays.
+      headers = downstreamResponseHeaders(undiciUtil.parseHeaders(rawHeaders));
       if (code === 401 && context.identity.upstreamAuth === 'client-token') options.onTokenRejected?.(context);
       if (code === 401 && context.identity.upstreamAuth === 'front-proxy' && options.pool) held = [];
       return true;
@@ -369,22 +361,8 @@ function forwardRead(request: AnyRequest, reply: AnyReply, context: RequestConte
     options.dispatcher.dispatch({ origin: options.upstream.origin, path: request.url, method: 'GET', headers: outgoing as unknown as IncomingHttpHeaders, body: null }, handler as unknown as Dispatcher.DispatchHandler);
   } catch (err) {
     // undici refuses some requests before sending anything (a header value it will not write).
-    if (!done) handler.onError(err as Error);
+    if (!done) handler.onError?.(err as Error);
   }
-}
-
-/** undici's raw response headers (name, value, name, value...) as a record, names lower-cased, repeats as arrays. */
-function parseRawHeaders(rawHeaders: Buffer[]): HeaderRecord {
-  const headers: Record<string, string | string[]> = {};
-  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
-    const name = rawHeaders[i]!.toString('latin1').toLowerCase();
-    const value = rawHeaders[i + 1]!.toString('latin1');
-    const previous = headers[name];
-    if (previous === undefined) headers[name] = value;
-    else if (Array.isArray(previous)) previous.push(value);
-    else headers[name] = [previous, value];
-  }
-  return headers;
 }
 
 /**

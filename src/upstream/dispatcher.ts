@@ -30,8 +30,8 @@ function dispatchContextOf(options: Dispatcher.DispatchOptions): DispatchContext
   return (options.headers as Record<symbol, DispatchContext | undefined> | null | undefined)?.[kDispatchContext];
 }
 
-/** undici's legacy handler interface: what its own dispatchers call internally. */
-interface Handler {
+/** undici's legacy handler interface: what its own dispatchers call internally, and what this one is handed. */
+export interface LegacyDispatchHandler {
   onConnect?: (abort: (err?: Error) => void, context?: object) => void;
   onResponseStarted?: () => void;
   onHeaders?: (statusCode: number, headers: Buffer[], resume: () => void, statusText: string) => boolean;
@@ -67,7 +67,7 @@ export class PoolDispatcher extends Dispatcher {
   }
 
   override dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
-    const legacy = handler as unknown as Handler;
+    const legacy = handler as unknown as LegacyDispatchHandler;
     const context = dispatchContextOf(options);
     const agent = context?.identity.upstreamAuth === 'client-token' ? this.tokenAgent : this.agent;
     if (!agent()) {
@@ -89,10 +89,10 @@ export class PoolDispatcher extends Dispatcher {
     return true;
   }
 
-  private send(options: Dispatcher.DispatchOptions, handler: Handler, attempt: Attempt, agent: Agent): void {
+  private send(options: Dispatcher.DispatchOptions, handler: LegacyDispatchHandler, attempt: Attempt, agent: Agent): void {
     const { target } = attempt;
     let responded = false;
-    const wrapped: Handler = {
+    const wrapped: LegacyDispatchHandler = {
       onConnect: (abort, context) => handler.onConnect?.(abort, context),
       onResponseStarted: () => handler.onResponseStarted?.(),
       onHeaders: (statusCode, headers, resume, statusText) => {
