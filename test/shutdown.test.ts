@@ -317,9 +317,13 @@ for (const workers of [1, 2]) {
     // before the first fork. Alone, at once: the signal may come before Node has loaded the proxy
     // (then it simply kills the process) or while the proxy starts. Nothing to wait on but /proc.
     await once(child, 'spawn');
-    const starting = () => descendants(child.pid as number).filter(isProxyProcess).length === workers;
-    for (let i = 0; i < 2000 && workers > 1 && child.exitCode === null && !starting(); i++) await new Promise((resolve) => setTimeout(resolve, 5));
-    const tree = descendants(child.pid as number);
+    // The tree as read when the workers were seen: a second read of /proc may catch it mid-change.
+    let tree = descendants(child.pid as number);
+    const starting = () => tree.filter(isProxyProcess).length === workers;
+    for (let i = 0; i < 2000 && workers > 1 && child.exitCode === null && !starting(); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      tree = descendants(child.pid as number);
+    }
     if (workers > 1) t.equal(tree.filter(isProxyProcess).length, workers, `signalled while its ${workers} workers start`);
     const signalledAt = Date.now();
     child.kill('SIGTERM');
