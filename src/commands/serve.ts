@@ -16,7 +16,7 @@ import { fileSignatures, materialFiles, startReloader, type FileSignatures } fro
 import { createProxyServer, type ProxyServer, type SharedState } from '../server.js';
 import { logPreflight } from '../upstream/preflight.js';
 import { Shutdown } from '../lifecycle/shutdown.js';
-import { stdoutNeverBlocks } from '../observe/log-flush.js';
+import { leaveStdoutModeAtExit, stdoutNeverBlocks } from '../observe/log-flush.js';
 import { CREDENTIAL_KEY_ENV, runSupervisor, type Listeners } from '../workers/supervisor.js';
 import { SharedLoginLimiter } from '../workers/login-limits-client.js';
 import { onPrimaryMessage, tellPrimary } from '../workers/messages.js';
@@ -49,6 +49,7 @@ async function serveCommand(config: Config): Promise<void> {
   const destination = batchedDestination({ dest: 1 });
   // Client-controlled strings (user names, paths) reach these lines too: escaped like the traffic log's.
   const logger = pino({ level: config.logLevel, base: { pid: process.pid }, timestamp: stdTimeFunctions.isoTime, hooks: escapingHooks }, destination);
+  if (cluster.isWorker) leaveStdoutModeAtExit();
   // SIGTERM and SIGINT are ours before start-up goes any further: a signal now ends start-up.
   const shutdown = new Shutdown({ graceMs: config.shutdownGraceMs, worker: cluster.isWorker, logger, logs: destination });
   shutdown.listen();

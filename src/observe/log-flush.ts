@@ -11,6 +11,8 @@
 // So stdout is non-blocking, and the last lines are written asynchronously within a bound; what
 // cannot be written by then is dropped.
 
+import { closeSync, constants, fstatSync, openSync } from 'node:fs';
+
 /** A sonic-boom destination (pino.destination()), as far as flushing it at exit goes. */
 export interface BufferedLog {
   flush(cb?: (err?: Error) => unknown): void;
@@ -20,14 +22,51 @@ export interface BufferedLog {
 /**
  * Puts stdout in non-blocking mode if it is a pipe or a socket (Node does so the first time
  * process.stdout is used; a file or a terminal is left as it is). The workers of --workers N
- * share that open file with the primary, and its mode with it: forking one makes it blocking
- * (libuv does so to a child's stdio), and so does a worker's exit (Node restores the mode it
- * found at its start). So the primary calls this again after each.
+ * share that open file with the primary, and its mode with it, unless stdoutOfItsOwn() gave them
+ * one of their own: forking one makes it blocking (libuv does so to a child's stdio), and so may a
+ * worker's exit (see leaveStdoutModeAtExit()). So the primary calls this again after each.
  */
 export function stdoutNeverBlocks(): void {
   const stdout = process.stdout as NodeJS.WriteStream & { _handle?: { setBlocking?: (blocking: boolean) => number } };
   // Not public, but the way to it pino documents (with true); a no-op for files.
   if (stdout.isTTY !== true) stdout._handle?.setBlocking?.(false);
+}
+
+/**
+ * For a child process (a worker of --workers N): stdout opened anew when it is a pipe, so that the
+ * child gets an open file of its own on the same pipe, and nothing it does to that file's mode
+ * (libuv makes a child's stdio blocking; Node restores at exit the mode it found at its start)
+ * reaches this process's stdout, which a write would then block on when the pipe is full. Linux
+ * opens a pipe again through /proc; non-blocking, so that a pipe without a reader fails (ENXIO)
+ * instead of waiting for one. undefined where that cannot be done (a socket, a file, a terminal,
+ * no /proc): the child then shares this process's stdout, and stdoutNeverBlocks() after its fork
+ * and its exit is what keeps it non-blocking.
+ */
+export function stdoutOfItsOwn(): number | undefined {
+  try {
+    if (!fstatSync(1).isFIFO()) return undefined;
+    return openSync('/proc/self/fd/1', constants.O_WRONLY | constants.O_NONBLOCK);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * For a worker, whose stdout may be its primary's open file and so share its mode: Node restores
+ * at exit the mode fd 1 had at its start, which is blocking when the worker started before its
+ * primary had made the file non-blocking again after the fork; the primary's next write on a full
+ * pipe then never returns. Node leaves the mode alone when fd 1 is no longer open by then
+ * (ResetStdio in node.cc), so the worker's last act is to close it. Registered after the logger's
+ * destination, whose own exit hook must run first.
+ */
+export function leaveStdoutModeAtExit(): void {
+  process.on('exit', () => {
+    try {
+      closeSync(1);
+    } catch {
+      // not open
+    }
+  });
 }
 
 /** Writes what `logs` holds, waiting at most `budgetMs` for it (a stdout nobody reads). */

@@ -9,6 +9,7 @@
 
 import cluster, { type Worker } from 'node:cluster';
 import { randomBytes } from 'node:crypto';
+import { closeSync } from 'node:fs';
 import type { FastifyBaseLogger } from 'fastify';
 import { AggregatorRegistry } from 'prom-client';
 import { adminSink, createAdminServer, type Readiness } from '../lifecycle/admin.js';
@@ -18,7 +19,7 @@ import { ConfigError, type Config } from '../config/index.js';
 import { ConnectionLimit } from '../edge/connection-limit.js';
 import type { GatedListener } from '../edge/listeners.js';
 import type { Shutdown } from '../lifecycle/shutdown.js';
-import { stdoutNeverBlocks } from '../observe/log-flush.js';
+import { stdoutNeverBlocks, stdoutOfItsOwn } from '../observe/log-flush.js';
 import { ConnectionDispatcher } from './connections.js';
 import { LoginLimitsAuthority } from './login-limits-authority.js';
 import type { FromWorker, ToWorker } from './messages.js';
@@ -102,7 +103,14 @@ export async function runSupervisor(config: Config, logger: FastifyBaseLogger, s
   };
 
   const fork = (): Worker => {
-    const worker = cluster.fork({ [CREDENTIAL_KEY_ENV]: credentialKey });
+    const stdout = stdoutOfItsOwn();
+    cluster.setupPrimary({ stdio: ['inherit', stdout ?? 'inherit', 'inherit', 'ipc'] });
+    let worker: Worker;
+    try {
+      worker = cluster.fork({ [CREDENTIAL_KEY_ENV]: credentialKey });
+    } finally {
+      if (stdout !== undefined) closeSync(stdout);
+    }
     stdoutNeverBlocks();
     live.add(worker);
     worker.on('message', (message: FromWorker) => onMessage(worker, message));
