@@ -35,6 +35,15 @@ function served(servers: ApiServer[], from: number[] = servers.map(() => 0)): nu
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Waits until `condition` holds (checked every 20 ms), for at most `timeoutMs`; says whether it did. */
+async function until(condition: () => boolean, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() >= deadline) return false;
+    await sleep(20);
+  }
+  return true;
+}
 
 t.test('requests spread across all apiservers', async (t) => {
   const servers = await Promise.all([standIn(), standIn(), standIn()]);
@@ -88,30 +97,31 @@ t.test('one apiserver stopped under steady load: no client request fails; it rej
       }
     }
   });
-  await sleep(500);
+  t.ok(await until(() => served(servers).every((c) => c >= 10), 10_000), `the load reaches every apiserver: ${served(servers).join(', ')}`);
   const victim = servers[1] as ApiServer;
   const victimPort = victim.port;
   await victim.close();
   const stoppedAt = Date.now();
-  await sleep(1500);
+  const isEjection = (msg: unknown) => msg === 'upstream ejected' || msg === 'upstream failed its health checks';
+  t.ok(await until(() => proxy.logs.some((l) => isEjection(l.msg)), 10_000), 'the proxy takes it out');
   const afterStop = served(servers);
-  await sleep(500);
+  const totalAfterStop = total;
+  t.ok(await until(() => total >= totalAfterStop + 200, 10_000), `the load goes on (${total - totalAfterStop} more requests)`);
   t.equal(served(servers)[1], afterStop[1] ?? -1, 'the stopped apiserver gets nothing more');
   // Restart on the same address: health checks bring it back.
   const revived = await standIn(victimPort);
   t.teardown(() => revived.close());
   const revivedAt = Date.now();
-  while (served([revived])[0] === 0 && Date.now() - revivedAt < 5000) await sleep(50);
+  await until(() => (served([revived])[0] ?? 0) > 0, 5000);
   running = false;
   await Promise.all(loops);
   t.equal(failures, 0, `no client-visible errors in ${total} requests (${failuresSeen.slice(0, 3).join(' | ')})`);
   t.ok((served([revived])[0] ?? 0) > 0, `it rejoined ${Date.now() - revivedAt} ms after restarting`);
-  const ejected = proxy.logs.find((l) => l.msg === 'upstream ejected' || l.msg === 'upstream failed its health checks');
+  const ejected = proxy.logs.find((l) => isEjection(l.msg));
   t.ok(ejected, 'the proxy logged taking it out');
   t.ok(Date.parse(String(ejected?.time)) - stoppedAt < 1000, 'taken out within one health interval of stopping');
   // Log lines are written in batches (at most 100 ms late): the line may trail the rejoin.
-  const logsDeadline = Date.now() + 2000;
-  while (!proxy.logs.some((l) => l.msg === 'upstream healthy again') && Date.now() < logsDeadline) await sleep(20);
+  await until(() => proxy.logs.some((l) => l.msg === 'upstream healthy again'), 2000);
   t.ok(
     proxy.logs.some((l) => l.msg === 'upstream healthy again'),
     'and logged bringing it back',
@@ -156,12 +166,8 @@ t.test('a watch on a stopped apiserver ends cleanly, and a new watch lands on a 
   );
   const watch = await request(`${proxy.url}/api/v1/namespaces/default/pods?watch=true`, { dispatcher: client });
   t.equal(watch.statusCode, 200);
-  const host =
-    servers.find((s) => s.openWatches() > 0) ??
-    (await (async () => {
-      await sleep(100);
-      return servers.find((s) => s.openWatches() > 0);
-    })());
+  await until(() => servers.some((s) => s.openWatches() > 0), 5000);
+  const host = servers.find((s) => s.openWatches() > 0);
   t.ok(host, 'the watch is open on one apiserver');
   let errored = false;
   const ended = new Promise<void>((resolve) => {
@@ -177,7 +183,7 @@ t.test('a watch on a stopped apiserver ends cleanly, and a new watch lands on a 
   const other = servers.find((s) => s !== host) as ApiServer;
   const again = await request(`${proxy.url}/api/v1/namespaces/default/pods?watch=true`, { dispatcher: client });
   t.equal(again.statusCode, 200, 'a new watch succeeds');
-  await sleep(100);
+  await until(() => other.openWatches() === 1, 5000);
   t.equal(other.openWatches(), 1, 'on the healthy apiserver');
   again.body.destroy();
 });
