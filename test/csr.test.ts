@@ -78,19 +78,35 @@ const otherCa = await createCertificateAuthority({ commonName: 'another-ca' });
 const proxyCaDir = mkdtempSync(join(tmpdir(), 'kfp-csr-unit-'));
 writeFileSync(join(proxyCaDir, 'proxy-ca.crt'), clusterCa.cert);
 
-async function withIssued(t: TapTest, ca: typeof clusterCa, cert: Omit<CertificateOptions, 'validityDays'>) {
+/**
+ * Runs `user request-cert nina --group devs` against the stand-in kubectl, which hands back a
+ * certificate issued by `ca` as `cert` says; `ownKey`: the CLI is given that certificate's key
+ * (--key-file), so the certificate matches the request's key and only its issuer can be wrong.
+ * Returns the last line of stderr of a refusal.
+ */
+async function withIssued(t: TapTest, ca: typeof clusterCa, cert: Omit<CertificateOptions, 'validityDays'>, { ownKey = false, expect = 'refused' as 'refused' | 'written' } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'kfp-csr-fake-'));
   const fake = join(dir, 'kubectl.mjs');
   writeFileSync(fake, FAKE);
   chmodSync(fake, 0o755);
   writeFileSync(join(dir, 'ca.crt'), clusterCa.cert);
-  writeFileSync(join(dir, 'issued.crt'), (await issueCertificate(ca, { ...cert, validityDays: 30 })).cert);
+  const issued = await issueCertificate(ca, { ...cert, validityDays: 30 });
+  writeFileSync(join(dir, 'issued.crt'), issued.cert);
+  writeFileSync(join(dir, 'nina.key'), issued.key, { mode: 0o600 });
   const out = join(dir, 'out');
   await import('node:fs').then((fs) => fs.mkdirSync(out));
   const result = await runCli(
-    ['user', 'request-cert', 'nina', '--group', 'devs', '--approve', '--kubeconfig', join(dir, 'admin.kubeconfig'), '-o', join(out, 'nina.kubeconfig'), '--server', 'https://127.0.0.1:8443', '--ca', join(proxyCaDir, 'proxy-ca.crt')],
+    [
+      ...['user', 'request-cert', 'nina', '--group', 'devs', '--approve', '--kubeconfig', join(dir, 'admin.kubeconfig'), '-o', join(out, 'nina.kubeconfig')],
+      ...['--server', 'https://127.0.0.1:8443', '--ca', join(proxyCaDir, 'proxy-ca.crt'), ...(ownKey ? ['--key-file', join(dir, 'nina.key')] : [])],
+    ],
     { KUBE_FRONT_PROXY_KUBECTL: fake, FAKE_KUBECTL_DIR: dir },
   );
+  if (expect === 'written') {
+    t.equal(result.code, 0, result.stderr);
+    t.same(readdirSync(out), ['nina.kubeconfig'], 'the kubeconfig written');
+    return '';
+  }
   t.equal(result.code, 1, result.stderr);
   t.same(readdirSync(out), [], 'no files');
   return result.stderr.trim().split('\n').at(-1) ?? '';
@@ -109,6 +125,15 @@ t.test('a certificate for server auth is refused', async (t) => {
 t.test('a certificate for another key is refused', async (t) => {
   const line = await withIssued(t, clusterCa, { commonName: 'nina', organizations: ['devs'], usages: ['clientAuth'] });
   t.equal(line, 'kube-front-proxy: the certificate issued for CSR nina has another public key than the request; not written');
+});
+
+t.test("a certificate for the request's key, subject and usage, but from another CA, is refused", async (t) => {
+  const line = await withIssued(t, otherCa, { commonName: 'nina', organizations: ['devs'], usages: ['clientAuth'] }, { ownKey: true });
+  t.match(line, /^kube-front-proxy: the certificate issued for CSR nina is not signed by the cluster CA \(CN=fake-cluster-ca\); give the signer's CA with --signer-ca/);
+});
+
+t.test('the same from the cluster CA is written (what the refusal above depends on)', async (t) => {
+  await withIssued(t, clusterCa, { commonName: 'nina', organizations: ['devs'], usages: ['clientAuth'] }, { ownKey: true, expect: 'written' });
 });
 
 t.test('argument errors: exit 2 before anything is sent; no kubectl: exit 1', async (t) => {
