@@ -75,4 +75,13 @@ t.test('pki init, user add, pki issue-user, kubeconfig, then kubectl through the
   t.match(listed.stdout, /^alice\tdevs,ops\t\$2b\$4\n$/);
   const bad = await runCli(['kubeconfig', '--user', 'x', '--password-stdin', '--client-cert', 'a', '--server', proxy.url, '--ca', join(pkiDir, 'proxy-ca.crt')]);
   t.equal(bad.code, 2, 'password and certificate together is a usage error');
+  const kubeconfigOf = (password: string) => runCli(['kubeconfig', '--user', 'x', '--password-stdin', '--server', proxy.url, '--ca', join(pkiDir, 'proxy-ca.crt')], {}, password);
+  for (const stdin of ['', '\n']) {
+    const none = await kubeconfigOf(stdin);
+    t.equal(none.code, 2, `no password on standard input (${JSON.stringify(stdin)}) is a usage error`);
+    t.equal(none.stderr.trim(), 'kube-front-proxy: --password-stdin: standard input had no password');
+  }
+  const utf8 = await kubeconfigOf('pässwörd\r\nthe rest\n');
+  t.equal(utf8.code, 0, utf8.stderr);
+  t.match(utf8.stdout, /password: "?pässwörd"?\n/, 'the first line, without its CR LF, as it was given');
 });

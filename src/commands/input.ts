@@ -3,22 +3,11 @@
 
 import { StringDecoder } from 'node:string_decoder';
 
-/** The first line of a stream (without its line ending), e.g. `echo "$PASSWORD" | ...`. */
-export async function readFirstLine(input: NodeJS.ReadableStream): Promise<string> {
-  let text = '';
-  for await (const chunk of input) {
-    text += chunk.toString();
-    const newline = text.indexOf('\n');
-    if (newline !== -1) return text.slice(0, newline).replace(/\r$/, '');
-  }
-  return text.replace(/\r$/, '');
-}
-
 type PasswordInput = NodeJS.ReadableStream & { isTTY?: boolean; setRawMode?: (on: boolean) => void };
 
 /** From a terminal: a prompt without echo (asked twice with `confirm`). From a pipe: its first line, the rest left for the next reader. */
 export async function readPassword(input: PasswordInput, output: NodeJS.WritableStream, prompt: string, confirm: boolean): Promise<string> {
-  if (!input.isTTY) return readLine(input);
+  if (!input.isTTY) return readFirstLine(input);
   const first = await readHidden(input, output, prompt);
   if (!confirm) return first;
   const again = await readHidden(input, output, `${prompt.replace(/[:\s]*$/, '')} (again): `);
@@ -26,8 +15,11 @@ export async function readPassword(input: PasswordInput, output: NodeJS.Writable
   return first;
 }
 
-/** From a pipe: the first line, without its \r?\n terminator. */
-function readLine(input: NodeJS.ReadableStream): Promise<string> {
+/**
+ * The first line of a stream (a pipe: `echo "$PASSWORD" | ...`), without its \r?\n terminator;
+ * what follows is left for the next reader. Rejects when the stream ends without a byte.
+ */
+export function readFirstLine(input: NodeJS.ReadableStream): Promise<string> {
   return new Promise((resolve, reject) => {
     const decoder = new StringDecoder('utf8');
     let text = '';

@@ -65,7 +65,7 @@ async function credentialsFrom(flags: KubeconfigFlags): Promise<KubeconfigCreden
     throw new ConfigError('give either --password-stdin or --client-cert with --client-key');
   }
   if (flags.passwordStdin) {
-    const password = await readFirstLine(process.stdin);
+    const password = await readFirstLine(process.stdin).catch(() => '');
     if (password === '') throw new ConfigError('--password-stdin: standard input had no password');
     return { username: flags.user, password };
   }

@@ -443,6 +443,7 @@ const NOT_OVER_HTTP2 = ['host', 'http2-settings'];
  * speak h2, or for headers HTTP/2 cannot carry. Settles once the request is answered or handed on.
  */
 async function forwardOverHttp2(request: AnyRequest, reply: AnyReply, dest: string, h2: Http2Upstreams, pool: UpstreamPool, options: ForwardOptions, http1: () => void): Promise<void> {
+  const context = contextOf(request);
   const outgoing: OutgoingHttpHeaders = headersFor(request, request.headers as HeaderRecord, options.headerPolicy);
   for (const name of NOT_OVER_HTTP2) delete outgoing[name];
   const query = rawQuery(request.url);
@@ -462,7 +463,7 @@ async function forwardOverHttp2(request: AnyRequest, reply: AnyReply, dest: stri
     // the loop, which tries again or ends in answerFailure.
     const send = async (attempt: Attempt): Promise<void> => {
       const { target } = attempt;
-      if (request.context) request.context.upstream = target.origin;
+      context.upstream = target.origin;
       let responded = false;
       try {
         const stream = await h2.request(target.url, { ...outgoing, ':method': 'GET', ':path': path, ':authority': target.url.host, ':scheme': 'https' });
