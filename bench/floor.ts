@@ -4,7 +4,8 @@
 // verified certificate (CN, O) or from one fixed Authorization value (what a verified-credential
 // cache amounts to), the client's headers copied less hop-by-hop and identity headers,
 // X-Remote-User/-Group set, and undici to the apiserver with the front-proxy client certificate
-// (TLS out). Nothing else: no fastify, no logging, no metrics, no limits.
+// (TLS out), its answer relayed chunk by chunk as the proxy relays a plain read. Nothing else:
+// no fastify, no logging, no metrics, no limits.
 //
 // Started as its own process, like the proxy:  node --import tsx bench/floor.ts CONFIG.json
 // It prints one JSON line {"msg":"listening on","listen":"https://127.0.0.1:PORT"} when ready.
@@ -14,7 +15,7 @@ import { createServer } from 'node:https';
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import { createSecureContext, type TLSSocket } from 'node:tls';
 import { pathToFileURL } from 'node:url';
-import { Agent } from 'undici';
+import { Agent, util, type Dispatcher } from 'undici';
 
 export interface FloorConfig {
   tlsCertFile: string;
@@ -29,6 +30,9 @@ export interface FloorConfig {
   /** The one password user: its exact Authorization header value and who it is. */
   basic?: { authorization: string; user: string; groups: string[] };
 }
+
+/** As src/proxy/forward.ts's. */
+const HTTP1_STREAM_WINDOW_BYTES = 256 * 1024;
 
 interface Identity {
   user: string;
@@ -102,19 +106,38 @@ export function startFloor(config: FloorConfig): Promise<string> {
     if (!identity) return unauthorized(res);
     const method = req.method ?? 'GET';
     const hasBody = method !== 'GET' && method !== 'HEAD';
-    agent
-      .stream({ origin, path: req.url ?? '/', method: method as 'GET', headers: forwardedHeaders(req.headers, identity), body: hasBody ? req : null }, ({ statusCode, headers }) => {
-        res.writeHead(statusCode, responseHeaders(headers));
-        return res;
-      })
-      .catch((err: Error) => {
-        if (!res.headersSent) {
-          res.writeHead(502, { 'content-type': 'text/plain' });
-          res.end(`upstream: ${err.message}\n`);
-        } else {
-          res.destroy(err);
-        }
-      });
+    const fail = (err: Error): void => {
+      if (!res.headersSent) {
+        res.writeHead(502, { 'content-type': 'text/plain' });
+        res.end(`upstream: ${err.message}\n`);
+      } else {
+        res.destroy(err);
+      }
+    };
+    let resume: () => void = () => {};
+    // undici's handler as the proxy's plain reads use it: headers written as they come, the body
+    // chunk by chunk, the apiserver paused once HTTP1_STREAM_WINDOW_BYTES wait unsent (what
+    // src/proxy/forward.ts does, and why).
+    const handler = {
+      onConnect: () => {},
+      onHeaders: (statusCode: number, rawHeaders: Buffer[], resumeUpstream: () => void): boolean => {
+        resume = resumeUpstream;
+        res.writeHead(statusCode, responseHeaders(util.parseHeaders(rawHeaders)));
+        return true;
+      },
+      onData: (chunk: Buffer): boolean => {
+        if (res.write(chunk) || res.writableLength <= HTTP1_STREAM_WINDOW_BYTES) return true;
+        res.once('drain', () => resume());
+        return false;
+      },
+      onComplete: () => res.end(),
+      onError: fail,
+    };
+    try {
+      agent.dispatch({ origin, path: req.url ?? '/', method: method as 'GET', headers: forwardedHeaders(req.headers, identity), body: hasBody ? req : null }, handler as unknown as Dispatcher.DispatchHandler);
+    } catch (err) {
+      fail(err as Error);
+    }
   };
   const server = createServer({ key: read(config.tlsKeyFile), cert: read(config.tlsCertFile), ca: read(config.clientCaFile), requestCert: true, rejectUnauthorized: false, noDelay: true, keepAliveTimeout: 60_000 }, handle);
   return new Promise((resolve, reject) => {

@@ -6,7 +6,8 @@
 //
 // Request cases: (1) GET of one Pod (~2.5 KB), (2) a list of BENCH_REAL_PODS Pods (~1 MB as JSON).
 // Paths: direct (kubernetes-admin's client certificate straight to the apiserver), the proxy at
-// its defaults (--workers = CPUs) and at --workers 1, each with a certificate user (cluster CA,
+// its defaults (one process: two workers measured costlier here) and with --workers 1 given,
+// each with a certificate user (cluster CA,
 // O=bench-readers) and, for the GET, a password user whose credential is cached (bcrypt cost 10,
 // once in the warm-up). Also the certificate user straight to the apiserver (same identity
 // without the proxy: the admin's RBAC path is a little shorter). Both proxies run throughout; the
@@ -33,9 +34,17 @@
 // users file, nor one header per certificate O), so the Role is bound to the two bench users by
 // name as well as to their group.
 //
+// Then the latency the proxy adds at half its capacity (issue 23: p99 added under 2 ms): an open
+// loop, BENCH_REAL_OPEN_GETS (3000; 0 skips) GETs of the Pod per path and round, sent on a fixed
+// schedule at half the median req/s the proxy (defaults, certificate) reached above, over
+// BENCH_REAL_INFLIGHT connections whether or not earlier ones have been answered; each latency is
+// counted from when its request was due, so a hop that falls behind is charged for the queue.
+// Direct (the certificate user), nginx and the proxy (certificate, cached password) alternate,
+// BENCH_REAL_ROUNDS rounds; "added" is each round's percentile over the same round's direct one.
+//
 // BENCH_REAL_PROFILE=<dir>: after the rounds, one more proxy (--workers 1) under --cpu-prof
-// serves BENCH_REAL_GETS certificate GETs after as many warm-up ones; its profile, cut to the
-// measured window, is summarised (bench/profile-top.ts): top functions, per module, and a split
+// serves BENCH_REAL_GETS certificate GETs after as many warm-up ones, and another the lists; each
+// profile, cut to the measured window, is summarised (bench/profile-top.ts): top functions, per module, and a split
 // by stage in µs per request (shares of the busy time × the unprofiled CPU per request).
 //
 // Then a watch fan-out (BENCH_REAL_WATCHES 1000; 0 skips): that many watches on the default
@@ -75,6 +84,8 @@ export interface RealSettings {
   inflight: number;
   gets: number;
   lists: number;
+  /** GETs per path and round at half the proxy's capacity (open loop); 0 skips that part. */
+  openGets: number;
   pods: number;
   watches: number;
   watchEvents: number;
@@ -93,6 +104,7 @@ export function realSettings(): RealSettings {
     inflight: Math.round(envNumber('BENCH_REAL_INFLIGHT', 8)),
     gets: Math.round(envNumber('BENCH_REAL_GETS', 3000)),
     lists: Math.round(envNumber('BENCH_REAL_LISTS', 300)),
+    openGets: Math.round(envNumber('BENCH_REAL_OPEN_GETS', 3000, true)),
     pods: Math.round(envNumber('BENCH_REAL_PODS', 500)),
     watches: Math.round(envNumber('BENCH_REAL_WATCHES', 1000, true)),
     watchEvents: Math.round(envNumber('BENCH_REAL_WATCH_EVENTS', 3)),
@@ -175,11 +187,24 @@ export interface RealWatchRow {
   firstError: string | undefined;
 }
 
+/** One path at a fixed rate (open loop), round by round. */
+export interface RealLatencyRow {
+  path: string;
+  perSecond: number;
+  samples: Sample[];
+  /** Per round: p50 and p99 over the same round's direct ones (ms); undefined on the direct row. */
+  addedP50Ms: number[] | undefined;
+  addedP99Ms: number[] | undefined;
+}
+
+export type RealProfile = ProfileReport & { label: string; cpuUsPerRequest: number; profiledCpuUsPerRequest: number; systemShare: number };
+
 export interface RealResult {
   setup: string[];
   rows: RealRow[];
-  /** BENCH_REAL_PROFILE's summary of the profiled proxy. */
-  profile?: ProfileReport & { label: string; cpuUsPerRequest: number; profiledCpuUsPerRequest: number; systemShare: number };
+  latencyRows: RealLatencyRow[];
+  /** BENCH_REAL_PROFILE's summaries of the profiled proxies: GETs, then lists. */
+  profiles: RealProfile[];
   watchRows: RealWatchRow[];
   notes: string[];
   /** Why the part did not run (no Go toolchain to build the control plane). */
@@ -424,6 +449,43 @@ async function closedLoop(dispatcher: Dispatcher, options: Dispatcher.RequestOpt
   return { latencies, errors, firstError, bytes, seconds: (performance.now() - started) / 1000 };
 }
 
+/**
+ * `total` requests on a fixed schedule, `perSecond` of them a second, each sent when due whatever
+ * is still unanswered (the dispatcher queues what finds no free connection); each latency is
+ * counted from when the request was due, not from when it could be sent.
+ */
+async function openLoop(dispatcher: Dispatcher, options: Dispatcher.RequestOptions, total: number, perSecond: number): Promise<LoadResult> {
+  const latencies: number[] = [];
+  let errors = 0;
+  let firstError: string | undefined;
+  let bytes = 0;
+  const started = performance.now();
+  const sent: Promise<void>[] = [];
+  const send = async (due: number): Promise<void> => {
+    try {
+      const res = await dispatcher.request(options);
+      const body = await res.body.arrayBuffer();
+      bytes = body.byteLength;
+      if (res.statusCode !== 200) {
+        errors++;
+        firstError ??= `HTTP ${res.statusCode}: ${Buffer.from(body).toString('utf8').slice(0, 300)}`;
+      }
+    } catch (err) {
+      errors++;
+      firstError ??= String(err);
+    }
+    latencies.push(performance.now() - due);
+  };
+  for (let i = 0; i < total;) {
+    const now = performance.now();
+    // A timer wakes a millisecond or more late: every request due by now goes at once.
+    for (; i < total && started + (i * 1000) / perSecond <= now; i++) sent.push(send(started + (i * 1000) / perSecond));
+    if (i < total) await sleep(Math.max(0, started + (i * 1000) / perSecond - performance.now()));
+  }
+  await Promise.all(sent);
+  return { latencies, errors, firstError, bytes, seconds: (performance.now() - started) / 1000 };
+}
+
 /** CLOCK_MONOTONIC in µs: the clock of V8's profile timestamps (so a profile can be cut to a window). */
 function monotonicUs(): number {
   return Number(process.hrtime.bigint() / 1000n);
@@ -459,7 +521,8 @@ interface Case {
   count: number;
 }
 
-async function measure(target: Target, kase: Case, pids: Pids, inflight: number, warmup: number): Promise<Sample> {
+/** One case on one path: a closed loop of `inflight`, or with `perSecond` an open loop over `inflight` connections. */
+async function measure(target: Target, kase: Case, pids: Pids, inflight: number, warmup: number, perSecond?: number): Promise<Sample> {
   const dispatcher = pool(target.endpoint, target.identity, inflight);
   const options: Dispatcher.RequestOptions = { method: 'GET', path: kase.requestPath, headers: { accept: 'application/json', ...target.identity.headers } };
   try {
@@ -467,7 +530,7 @@ async function measure(target: Target, kase: Case, pids: Pids, inflight: number,
     if (warm.errors > 0) throw new Error(`${kase.kase} via ${target.path}: the warm-up failed: ${warm.firstError}`);
     const before = counters(pids, target.hop);
     const from = monotonicUs();
-    const run = await closedLoop(dispatcher, options, kase.count, inflight);
+    const run = perSecond === undefined ? await closedLoop(dispatcher, options, kase.count, inflight) : await openLoop(dispatcher, options, kase.count, perSecond);
     const to = monotonicUs();
     const after = counters(pids, target.hop);
     target.hop?.assertAlive();
@@ -721,7 +784,7 @@ export async function runRealCluster(options: RealOptions): Promise<RealResult> 
   } catch (err) {
     const message = (err as Error).message;
     // No Go toolchain (or the build failed): the stand-in results stand; say why this part is missing.
-    if (message.includes('build.sh')) return { setup: [machine], rows: [], watchRows: [], notes: [], skipped: message };
+    if (message.includes('build.sh')) return { setup: [machine], rows: [], latencyRows: [], profiles: [], watchRows: [], notes: [], skipped: message };
     throw err;
   }
   const pids: Pids = { apiserver: findPid('kube-apiserver', cp.dir), etcd: findPid('etcd', cp.dir) };
@@ -819,10 +882,18 @@ export async function runRealCluster(options: RealOptions): Promise<RealResult> 
     const getBytes = rows[0]!.samples[0]?.bytes ?? 0;
     const listBytes = rows.find((r) => r.kase === listCase.kase)?.samples[0]?.bytes ?? 0;
 
-    let profile: RealResult['profile'];
+    const latencyRows: RealLatencyRow[] = [];
+    if (s.openGets > 0) {
+      const capacity = median(rows.find((r) => r.kase === getCase.kase && r.path === viaDefaults.cert.path)!.samples.map((x) => x.perSecond));
+      latencyRows.push(...(await addedLatency([directUser, viaNginx.cert, viaDefaults.cert, viaDefaults.basic], { ...getCase, count: s.openGets }, Math.round(capacity / 2), pids, s, log)));
+    }
+
+    const profiles: RealProfile[] = [];
     if (s.profileDir) {
-      const reference = rows.find((r) => r.kase === getCase.kase && r.path === viaOne.cert.path)!;
-      profile = await profileProxyGets(cp, usersFile, s, options.workDir, cert, getCase, pids, median(reference.samples.map((x) => perRequestUs(x.hop, x))), log);
+      for (const kase of [getCase, listCase]) {
+        const reference = rows.find((r) => r.kase === kase.kase && r.path === viaOne.cert.path)!;
+        profiles.push(await profileProxy(cp, usersFile, s, options.workDir, cert, kase, pids, median(reference.samples.map((x) => perRequestUs(x.hop, x))), log));
+      }
     }
 
     const watchRows: RealWatchRow[] = [];
@@ -843,14 +914,38 @@ export async function runRealCluster(options: RealOptions): Promise<RealResult> 
         .join(', ')}. Extra proxy flags: ${s.proxyFlags.join(' ') || 'none'}.`,
       `Identities the apiserver saw (SelfSubjectReview, spoofed X-Remote-User/Group sent along): ${identities.join('; ')}.`,
     ];
-    const notes = realNotes(rows, watchRows);
-    return { setup, rows, watchRows, notes, ...(profile ? { profile } : {}) };
+    if (latencyRows.length > 0)
+      setup.push(
+        `Latency added at half the proxy's capacity: open loop, ${s.openGets} GETs of the Pod per path and round at ${latencyRows[0]!.perSecond} req/s (half the median req/s of the proxy at its defaults, certificate user, above), sent on schedule over ${s.inflight} keep-alive connections, each latency from when its request was due; paths alternating, ${s.rounds} rounds; "added" is each round's percentile minus the same round's direct one (the certificate user straight to the apiserver).`,
+      );
+    const notes = realNotes(rows, watchRows, latencyRows);
+    return { setup, rows, latencyRows, profiles, watchRows, notes };
   } finally {
     await admin.close().catch(() => undefined);
     await Promise.all([...proxies, ...others].map((p) => p.stop()));
     await cp.stop();
     process.off('exit', killOnExit);
   }
+}
+
+/** Each of `targets` (the first: direct) at `perSecond` for `kase.count` GETs, alternating, `s.rounds` rounds. */
+async function addedLatency(targets: Target[], kase: Case, perSecond: number, pids: Pids, s: RealSettings, log: (line: string) => void): Promise<RealLatencyRow[]> {
+  const rows: RealLatencyRow[] = targets.map((t, i) => ({ path: t.path, perSecond, samples: [], addedP50Ms: i === 0 ? undefined : [], addedP99Ms: i === 0 ? undefined : [] }));
+  for (let round = 1; round <= s.rounds; round++) {
+    for (const [i, t] of targets.entries()) {
+      const sample = await measure(t, kase, pids, s.inflight, Math.ceil(kase.count / 10), perSecond);
+      const row = rows[i]!;
+      row.samples.push(sample);
+      const direct = rows[0]!.samples[round - 1]!;
+      row.addedP50Ms?.push(sample.p50Ms - direct.p50Ms);
+      row.addedP99Ms?.push(sample.p99Ms - direct.p99Ms);
+      log(
+        `bench: real latency round ${round}/${s.rounds}, ${perSecond} req/s, ${t.path}: p50 ${sample.p50Ms.toFixed(2)} ms, p99 ${sample.p99Ms.toFixed(2)} ms` +
+          `${sample.hop === undefined ? '' : `, hop ${Math.round((sample.hop / sample.requests) * 1e6)} µs`}${sample.errors ? `; ${sample.errors} errors, first: ${sample.firstError}` : ''}`,
+      );
+    }
+  }
+  return rows;
 }
 
 /** Each hop's CPU per request over nginx's and over the floor's, round by round, for the same case and user. */
@@ -878,17 +973,7 @@ function median(values: number[]): number {
  * window is summarised. Stage µs are shares of the busy time × `cpuUsPerRequest`, the
  * unprofiled proxy's CPU per request (the profiler itself adds some).
  */
-async function profileProxyGets(
-  cp: ControlPlane,
-  usersFile: string,
-  s: RealSettings,
-  workDir: string,
-  identity: Identity,
-  kase: Case,
-  pids: Pids,
-  cpuUsPerRequest: number,
-  log: (line: string) => void,
-): Promise<NonNullable<RealResult['profile']>> {
+async function profileProxy(cp: ControlPlane, usersFile: string, s: RealSettings, workDir: string, identity: Identity, kase: Case, pids: Pids, cpuUsPerRequest: number, log: (line: string) => void): Promise<RealProfile> {
   const dir = join(resolve(s.profileDir!), `real-proxy-${new Date().toISOString().replace(/[:.]/g, '-')}`);
   mkdirSync(dir, { recursive: true });
   const label = `proxy --workers 1, cert, ${kase.kase} (profiled)`;
@@ -1045,13 +1130,43 @@ function watchCells(row: RealWatchRow): string[] {
   ];
 }
 
-const STAGE_HEADERS = ['stage (proxy --workers 1, cert GET)', 'share of busy time', 'µs/req (share × CPU)', 'µs/req (system time to socket stages)'];
+const LATENCY_HEADERS = ['GET 1 Pod, open loop', 'req/s asked', 'req/s done', 'p50 ms', 'p99 ms', 'p50 added ms', 'p99 added ms', 'hop CPU µs/req', 'errors'];
 
-function stageCells(p: NonNullable<RealResult['profile']>): string[][] {
+function latencyCells(row: RealLatencyRow): string[] {
+  const ms = (n: number): string => n.toFixed(2);
+  const ss = row.samples;
+  return [
+    row.path,
+    String(row.perSecond),
+    range(
+      ss.map((x) => x.perSecond),
+      thousands,
+    ),
+    range(
+      ss.map((x) => x.p50Ms),
+      ms,
+    ),
+    range(
+      ss.map((x) => x.p99Ms),
+      ms,
+    ),
+    row.addedP50Ms ? range(row.addedP50Ms, ms) : '—',
+    row.addedP99Ms ? range(row.addedP99Ms, ms) : '—',
+    range(
+      ss.map((x) => perRequestUs(x.hop, x)),
+      thousands,
+    ),
+    String(ss.reduce((n, x) => n + x.errors, 0)),
+  ];
+}
+
+const stageHeaders = (p: RealProfile): string[] => [`stage (${p.label})`, 'share of busy time', 'µs/req (share × CPU)', 'µs/req (system time to socket stages)'];
+
+function stageCells(p: RealProfile): string[][] {
   return p.stages.map((st) => [st.stage, `${(st.share * 100).toFixed(1)} %`, st.usPerRequest.toFixed(0), st.usPerRequestByKind.toFixed(0)]);
 }
 
-function profileSection(p: NonNullable<RealResult['profile']>): string[] {
+function profileSection(p: RealProfile): string[] {
   return [
     `Where the time goes (BENCH_REAL_PROFILE): ${p.label}; ${p.file}; ${p.windowSeconds.toFixed(1)} s of the measured window, ${(p.busyShare * 100).toFixed(0)} % of it busy on the main thread (${p.busyUsPerRequest.toFixed(0)} µs sampled per request); ${p.profiledCpuUsPerRequest.toFixed(0)} µs/request under the profiler, ${p.cpuUsPerRequest.toFixed(0)} µs without (median over rounds), which the stages below split by their share. The proxy's CPU was ${(p.systemShare * 100).toFixed(0)} % system time (warm-up and measurement). V8 samples wall time: a sample where the thread waits for a core (this machine is shared) counts for the frame it stopped in, so shares lean towards the socket writes that wake the apiserver or the client; the last column charges only the system time to the socket stages and the user time to the rest.`,
     `Per module (Node's internals charged to the module that called them): ${p.modules
@@ -1061,8 +1176,12 @@ function profileSection(p: NonNullable<RealResult['profile']>): string[] {
   ];
 }
 
-function realNotes(rows: RealRow[], watchRows: RealWatchRow[]): string[] {
+function realNotes(rows: RealRow[], watchRows: RealWatchRow[], latencyRows: RealLatencyRow[]): string[] {
   const notes: string[] = [];
+  for (const r of latencyRows) {
+    const failed = r.samples.find((x) => x.errors > 0);
+    if (failed) notes.push(`at ${r.perSecond} req/s, ${r.path}: ${r.samples.reduce((n, x) => n + x.errors, 0)} errors, first: ${failed.firstError}`);
+  }
   for (const r of rows) {
     const failed = r.samples.find((x) => x.errors > 0);
     if (failed) notes.push(`${r.kase}, ${r.path}: ${r.samples.reduce((n, x) => n + x.errors, 0)} errors, first: ${failed.firstError}`);
@@ -1092,7 +1211,8 @@ function markdownGrid(headers: string[], body: string[][]): string[] {
 export function realTextTable(result: RealResult): string {
   if (result.skipped) return [...result.setup, `real kube-apiserver: skipped: ${result.skipped}`].join('\n');
   const out = [...result.setup, '', ...textGrid(HEADERS, result.rows.map(cells))];
-  if (result.profile) out.push('', ...profileSection(result.profile), '', ...textGrid(STAGE_HEADERS, stageCells(result.profile)), '', ...result.profile.top.map((t) => `${(t.share * 100).toFixed(1).padStart(5)}%  ${t.name}`));
+  if (result.latencyRows.length > 0) out.push('', ...textGrid(LATENCY_HEADERS, result.latencyRows.map(latencyCells)));
+  for (const p of result.profiles) out.push('', ...profileSection(p), '', ...textGrid(stageHeaders(p), stageCells(p)), '', ...p.top.map((t) => `${(t.share * 100).toFixed(1).padStart(5)}%  ${t.name}`));
   if (result.watchRows.length > 0) out.push('', ...textGrid(WATCH_HEADERS, result.watchRows.map(watchCells)).map((l) => l));
   if (result.notes.length > 0) out.push('', ...result.notes);
   return out.join('\n');
@@ -1101,9 +1221,10 @@ export function realTextTable(result: RealResult): string {
 export function realMarkdown(result: RealResult): string {
   if (result.skipped) return [...result.setup.map((l) => `${l}  `), '', `Skipped: ${result.skipped}`, ''].join('\n');
   const out = [...result.setup.map((l) => `${l}  `), '', ...markdownGrid(HEADERS, result.rows.map(cells))];
-  if (result.profile) {
-    out.push('', ...profileSection(result.profile).map((l) => `${l}  `), '', ...markdownGrid(STAGE_HEADERS, stageCells(result.profile)));
-    out.push('', 'Top functions (self time, share of the busy time):', '', ...result.profile.top.map((t) => `- ${(t.share * 100).toFixed(1)}% \`${t.name}\``));
+  if (result.latencyRows.length > 0) out.push('', ...markdownGrid(LATENCY_HEADERS, result.latencyRows.map(latencyCells)));
+  for (const p of result.profiles) {
+    out.push('', ...profileSection(p).map((l) => `${l}  `), '', ...markdownGrid(stageHeaders(p), stageCells(p)));
+    out.push('', 'Top functions (self time, share of the busy time):', '', ...p.top.map((t) => `- ${(t.share * 100).toFixed(1)}% \`${t.name}\``));
   }
   if (result.watchRows.length > 0) out.push('', ...markdownGrid(WATCH_HEADERS, result.watchRows.map(watchCells)));
   if (result.notes.length > 0) out.push('', ...result.notes.map((n) => `- ${n}`));
@@ -1111,7 +1232,7 @@ export function realMarkdown(result: RealResult): string {
 }
 
 export function realHasErrors(result: RealResult): boolean {
-  return result.rows.some((r) => r.samples.some((x) => x.errors > 0)) || result.watchRows.some((w) => w.errors > 0 || w.missed > 0 || w.opened < w.requested);
+  return result.rows.some((r) => r.samples.some((x) => x.errors > 0)) || result.latencyRows.some((r) => r.samples.some((x) => x.errors > 0)) || result.watchRows.some((w) => w.errors > 0 || w.missed > 0 || w.opened < w.requested);
 }
 
 // Standalone: node --import tsx bench/real-cluster.ts
