@@ -53,18 +53,21 @@ export function isLongRunning(info: RequestInfo, url: string): boolean {
   return follow !== null && follow !== '0' && follow.toLowerCase() !== 'false';
 }
 
-/**
- * How much of a long answer may wait in an HTTP/1.1 client's response before the apiserver's is
- * paused. undici, resumed after a pause, reads everything its socket has buffered again (one
- * concatenation, then one copy into its parser's memory) and puts back what follows the pause:
- * pausing at every 16 KiB high-water mark copied a 1.2 MB list of Pods over and over, a fifth of
- * the proxy's time for that list (Readable's fromList in a profile). One answer at a time per
- * HTTP/1.1 connection; an HTTP/2 stream keeps its own high-water mark (a connection has many).
- */
-const HTTP1_STREAM_WINDOW_BYTES = 256 * 1024;
-
 /** Bodies up to this size (by Content-Length) are sent in one piece. */
 const SMALL_BODY_BYTES = 64 * 1024;
+
+/**
+ * How much of a long answer may wait in a client's response before the apiserver's is paused.
+ * undici, resumed after a pause, reads everything its socket has buffered again (one
+ * concatenation, then one copy into its parser's memory) and puts back what follows the pause:
+ * pausing at every 16 KiB high-water mark copied a 1.2 MB list of Pods over and over, a fifth of
+ * the proxy's time for that list (Readable's fromList in a profile). An HTTP/1.1 connection
+ * carries one answer at a time. An HTTP/2 connection carries many, and the parked-stream limits
+ * (edge/http2-parked-streams.ts) count answers, not bytes: a stream may hold what the gathered
+ * start of its answer already put there, and not much more than before.
+ */
+const HTTP1_STREAM_WINDOW_BYTES = 256 * 1024;
+const HTTP2_STREAM_WINDOW_BYTES = SMALL_BODY_BYTES;
 
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
 
@@ -299,7 +302,7 @@ function forwardRead(request: AnyRequest, reply: AnyReply, context: RequestConte
     return write(first);
   };
   const sink = (http2Client ? (raw as unknown as { stream: Writable }).stream : raw) as Writable;
-  const window = http2Client ? 0 : HTTP1_STREAM_WINDOW_BYTES;
+  const window = http2Client ? HTTP2_STREAM_WINDOW_BYTES : HTTP1_STREAM_WINDOW_BYTES;
   const write = (chunk: Buffer): boolean => {
     if (http2Client) context.bytesOut += chunk.length;
     if (sink.write(chunk) || sink.writableLength <= window) return true;
