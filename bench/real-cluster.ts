@@ -4,14 +4,14 @@
 // sidecar. No controller-manager, no kubelet: the ServiceAccount admission plugin is disabled so
 // Pods can be created without a `default` ServiceAccount; Pods have no node and stay Pending.
 //
-// Request cases: (1) GET of one Pod (~2.5 KB), (2) a list of BENCH_REAL_PODS Pods (~1 MB as JSON).
+// Request cases: (1) GET of one Pod (~2.5 KB), (2) a list of BENCH_REAL_PODS Pods (~1 MB as JSON),
+// (3) the same list over HTTP/2, as kubectl asks for it (direct and the proxy at its defaults).
 // Paths: direct (kubernetes-admin's client certificate straight to the apiserver), the proxy at
 // its defaults (one process: two workers measured costlier here) and with --workers 1 given,
-// each with a certificate user (cluster CA,
-// O=bench-readers) and, for the GET, a password user whose credential is cached (bcrypt cost 10,
-// once in the warm-up). Also the certificate user straight to the apiserver (same identity
-// without the proxy: the admin's RBAC path is a little shorter). Both proxies run throughout; the
-// idle one costs nothing measurable.
+// each with a certificate user (cluster CA, O=bench-readers) and, for the GET, a password user
+// whose credential is cached (bcrypt cost 10, once in the warm-up). Also the certificate user
+// straight to the apiserver (same identity without the proxy: the admin's RBAC path is a little
+// shorter). Both proxies run throughout; the idle one costs nothing measurable.
 //
 // Closed loop, BENCH_REAL_INFLIGHT (8) requests in flight over as many HTTP/1.1 keep-alive
 // connections, a fixed number of requests per measurement (BENCH_REAL_GETS 3000, BENCH_REAL_LISTS
@@ -316,6 +316,8 @@ interface Endpoint {
   url: string;
   ca: string;
   servername: string;
+  /** HTTP/2, as kubectl speaks it (one connection per client, requests multiplexed). */
+  http2?: boolean;
 }
 
 function pool(endpoint: Endpoint, identity: Identity, connections: number): Pool {
@@ -324,6 +326,7 @@ function pool(endpoint: Endpoint, identity: Identity, connections: number): Pool
     pipelining: 1,
     keepAliveTimeout: 30_000,
     connect: { ca: endpoint.ca, servername: endpoint.servername, ...(identity.cert ? { cert: identity.cert, key: identity.key } : {}) },
+    ...(endpoint.http2 ? { allowH2: true } : {}),
   });
 }
 
@@ -842,6 +845,7 @@ export async function runRealCluster(options: RealOptions): Promise<RealResult> 
     // nginx's basic auth runs bcrypt (cost 10) on every request: fewer of them.
     const getBcryptCase: Case = { ...getCase, count: s.nginxBasicGets };
     const listCase: Case = { kase: `list ${s.pods} Pods`, requestPath: LIST_PATH, count: s.lists };
+    const listOverHttp2: Case = { ...listCase, kase: `${listCase.kase} over HTTP/2` };
     // Direct and proxied interleaved, each case's direct first (the share is against it).
     const plan: [Case, Target][] = [
       [getCase, directAdmin],
@@ -859,8 +863,10 @@ export async function runRealCluster(options: RealOptions): Promise<RealResult> 
       [listCase, viaFloor.cert],
       [listCase, viaDefaults.cert],
       [listCase, viaOne.cert],
+      [listOverHttp2, { ...directAdmin, path: 'direct (admin cert), HTTP/2', endpoint: { ...direct, http2: true } }],
+      [listOverHttp2, { ...viaDefaults.cert, path: `${viaDefaults.cert.path}, HTTP/2`, endpoint: { ...viaDefaults.cert.endpoint, http2: true } }],
     ];
-    const rows: RealRow[] = plan.map(([c, t]) => ({ kase: c.kase, path: t.path, via: t.via, user: t.user, requests: c.count, samples: [], shares: t === directAdmin ? undefined : [], vsNginx: [], vsFloor: [] }));
+    const rows: RealRow[] = plan.map(([c, t]) => ({ kase: c.kase, path: t.path, via: t.via, user: t.user, requests: c.count, samples: [], shares: t.via === 'direct' && t.user === 'admin' ? undefined : [], vsNginx: [], vsFloor: [] }));
     for (let round = 1; round <= s.rounds; round++) {
       for (const [i, [c, t]] of plan.entries()) {
         // The first time a path serves a case its code is cold (V8 still compiling): a warm-up as long as the measurement.
