@@ -6,7 +6,9 @@ import t from 'tap';
 import type { TLSSocket } from 'node:tls';
 import type { Credential, Identity } from '../src/auth/identity.js';
 import { Authenticator } from '../src/auth/index.js';
-import { NOT_MINE, type AuthRequest, type MethodVerdict, type RequestAuthenticator } from '../src/auth/method.js';
+import { LimiterUnavailableError, type LoginLimiter } from '../src/auth/login-limiter.js';
+import { NOT_MINE, type AuthRefusal, type AuthRequest, type MethodVerdict, type RequestAuthenticator } from '../src/auth/method.js';
+import { TokenPassthroughMethod } from '../src/auth/token-passthrough.js';
 import { AuthenticatorUnion } from '../src/auth/union.js';
 import { refusalStatus } from '../src/request/refusals.js';
 
@@ -115,4 +117,16 @@ t.test('each refusal becomes the Status sent for it', async (t) => {
   const overloaded = refusalStatus({ ok: false, method: 'basic', reason: 'overloaded', message: 'too many logins are being checked; retry shortly', claimedUser: 'alice' });
   t.match(overloaded, { code: 503, reason: 'ServiceUnavailable' });
   t.same(overloaded.headers, { 'retry-after': '1' });
+});
+
+t.test('a passed-through token: the failed-login limits decide, and limits that give no verdict refuse it as overloaded', async (t) => {
+  const limiter = (blockedForMs: () => number | Promise<number>) => ({ blockedForMs }) as unknown as LoginLimiter;
+  const bearer = request('Bearer some-token');
+  t.match(await new TokenPassthroughMethod(limiter(() => 0)).authenticate(bearer), { ok: true, identity: { method: 'bearer', upstreamAuth: 'client-token' } }, 'not locked: handed on');
+  t.match(await new TokenPassthroughMethod(limiter(() => 5000)).authenticate(bearer), { ok: false, reason: 'rate-limited', retryAfterMs: 5000 }, 'locked: refused');
+  // --workers with the primary gone: as a password gets 503, not a 500.
+  const gone = await new TokenPassthroughMethod(limiter(() => Promise.reject(new LimiterUnavailableError('the primary process is gone')))).authenticate(bearer);
+  t.match(gone, { ok: false, method: 'bearer', reason: 'overloaded' });
+  t.equal(refusalStatus(gone as AuthRefusal).code, 503);
+  await t.rejects(new TokenPassthroughMethod(limiter(() => Promise.reject(new Error('a bug')))).authenticate(bearer), /a bug/, 'any other error is not hidden');
 });

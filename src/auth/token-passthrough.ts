@@ -9,7 +9,7 @@
 
 import { createHash } from 'node:crypto';
 import type { Credential, Identity } from './identity.js';
-import type { LoginLimiter } from './login-limiter.js';
+import { LimiterUnavailableError, type LoginLimiter } from './login-limiter.js';
 import { NOT_MINE, rateLimited, type AuthRequest, type MethodVerdict, type RequestAuthenticator } from './method.js';
 
 export class TokenPassthroughMethod implements RequestAuthenticator {
@@ -26,7 +26,14 @@ export class TokenPassthroughMethod implements RequestAuthenticator {
     const token = authorization === undefined || authorization === '' ? websocketBearerToken(request.websocketProtocols) : bearerToken(authorization);
     if (token === undefined) return NOT_MINE;
     const key = tokenKey(token);
-    const waitMs = this.failures ? await this.failures.blockedForMs(request.clientAddress, key, key) : 0;
+    let waitMs: number;
+    try {
+      waitMs = this.failures ? await this.failures.blockedForMs(request.clientAddress, key, key) : 0;
+    } catch (err) {
+      // The limits gave no verdict (--workers: the primary did not answer): no request, as for a password.
+      if (err instanceof LimiterUnavailableError) return { ok: false, method: 'bearer', reason: 'overloaded', message: 'too many logins are being checked; retry shortly', claimedUser: undefined };
+      throw err;
+    }
     if (waitMs > 0) return rateLimited('bearer', undefined, waitMs);
     // The proxy knows no user name: the apiserver will name the user from the token.
     const identity: Identity = { method: 'bearer', user: '', groups: [], extra: {}, upstreamAuth: 'client-token', credential: { method: 'bearer', key } };
