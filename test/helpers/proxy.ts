@@ -32,6 +32,8 @@ export function cliArgs(args: string[]): string[] {
   return ['--import', 'tsx', CLI, ...args];
 }
 
+const START_TIMEOUT_MS = 20_000;
+
 /** Starts `kube-front-proxy serve ARGS --listen 127.0.0.1:0` and waits for its start-up line. */
 export async function startProxy(args: string[], env: NodeJS.ProcessEnv = {}): Promise<ProxyProcess> {
   const child = spawn(process.execPath, cliArgs(['serve', '--listen', '127.0.0.1:0', ...args]), {
@@ -60,9 +62,18 @@ export async function startProxy(args: string[], env: NodeJS.ProcessEnv = {}): P
         }
       }
     });
-    child.once('exit', (code) => reject(new Error(`proxy exited with ${code} before listening: ${stderr.trim()}`)));
+    child.once('exit', (code, signal) => {
+      const why = timedOut ? `no start-up line within ${START_TIMEOUT_MS} ms (killed)` : `exited with ${code ?? signal} before listening`;
+      // What it had said by then: the place start-up stopped at.
+      const said = logs.map((l) => `${String(l.time ?? '').slice(11)} ${String(l.msg)}`).join(' | ');
+      reject(new Error(`proxy ${why}: stderr: ${stderr.trim() || '(none)'}; stdout: ${said || '(none)'}${buffered ? ` ${buffered}` : ''}`));
+    });
   });
-  const timeout = setTimeout(() => child.kill('SIGKILL'), 20_000);
+  let timedOut = false;
+  const timeout = setTimeout(() => {
+    timedOut = true;
+    child.kill('SIGKILL');
+  }, START_TIMEOUT_MS);
   let line: LogLine;
   try {
     line = await started;
