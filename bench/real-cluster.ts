@@ -420,36 +420,44 @@ interface LoadResult {
   seconds: number;
 }
 
+/** A load's tally: each request's latency from `since`, its whole body read; false when it failed. */
+function tally(dispatcher: Dispatcher, options: Dispatcher.RequestOptions): { result: LoadResult; send: (since: number) => Promise<boolean>; started: number } {
+  const result: LoadResult = { latencies: [], errors: 0, firstError: undefined, bytes: 0, seconds: 0 };
+  const started = performance.now();
+  const send = async (since: number): Promise<boolean> => {
+    let ok = true;
+    try {
+      const res = await dispatcher.request(options);
+      const body = await res.body.arrayBuffer();
+      result.bytes = body.byteLength;
+      if (res.statusCode !== 200) {
+        ok = false;
+        result.firstError ??= `HTTP ${res.statusCode}: ${Buffer.from(body).toString('utf8').slice(0, 300)}`;
+      }
+    } catch (err) {
+      ok = false;
+      result.firstError ??= String(err);
+    }
+    if (!ok) result.errors++;
+    result.latencies.push(performance.now() - since);
+    return ok;
+  };
+  return { result, send, started };
+}
+
 /** `total` requests, `inflight` at a time, each reading its whole body. */
 async function closedLoop(dispatcher: Dispatcher, options: Dispatcher.RequestOptions, total: number, inflight: number): Promise<LoadResult> {
-  const latencies: number[] = [];
-  let errors = 0;
-  let firstError: string | undefined;
-  let bytes = 0;
+  const { result, send, started } = tally(dispatcher, options);
   let issued = 0;
-  const started = performance.now();
   const loop = async (): Promise<void> => {
     while (issued < total) {
       issued++;
-      const sent = performance.now();
-      try {
-        const res = await dispatcher.request(options);
-        const body = await res.body.arrayBuffer();
-        bytes = body.byteLength;
-        if (res.statusCode !== 200) {
-          errors++;
-          firstError ??= `HTTP ${res.statusCode}: ${Buffer.from(body).toString('utf8').slice(0, 300)}`;
-        }
-      } catch (err) {
-        errors++;
-        firstError ??= String(err);
-        await sleep(10);
-      }
-      latencies.push(performance.now() - sent);
+      // A failure (a connection refused, say) is not retried in a tight loop.
+      if (!(await send(performance.now()))) await sleep(10);
     }
   };
   await Promise.all(Array.from({ length: inflight }, loop));
-  return { latencies, errors, firstError, bytes, seconds: (performance.now() - started) / 1000 };
+  return { ...result, seconds: (performance.now() - started) / 1000 };
 }
 
 /**
@@ -458,35 +466,17 @@ async function closedLoop(dispatcher: Dispatcher, options: Dispatcher.RequestOpt
  * counted from when the request was due, not from when it could be sent.
  */
 async function openLoop(dispatcher: Dispatcher, options: Dispatcher.RequestOptions, total: number, perSecond: number): Promise<LoadResult> {
-  const latencies: number[] = [];
-  let errors = 0;
-  let firstError: string | undefined;
-  let bytes = 0;
-  const started = performance.now();
-  const sent: Promise<void>[] = [];
-  const send = async (due: number): Promise<void> => {
-    try {
-      const res = await dispatcher.request(options);
-      const body = await res.body.arrayBuffer();
-      bytes = body.byteLength;
-      if (res.statusCode !== 200) {
-        errors++;
-        firstError ??= `HTTP ${res.statusCode}: ${Buffer.from(body).toString('utf8').slice(0, 300)}`;
-      }
-    } catch (err) {
-      errors++;
-      firstError ??= String(err);
-    }
-    latencies.push(performance.now() - due);
-  };
+  const { result, send, started } = tally(dispatcher, options);
+  const sent: Promise<boolean>[] = [];
+  const due = (i: number): number => started + (i * 1000) / perSecond;
   for (let i = 0; i < total;) {
     const now = performance.now();
     // A timer wakes a millisecond or more late: every request due by now goes at once.
-    for (; i < total && started + (i * 1000) / perSecond <= now; i++) sent.push(send(started + (i * 1000) / perSecond));
-    if (i < total) await sleep(Math.max(0, started + (i * 1000) / perSecond - performance.now()));
+    for (; i < total && due(i) <= now; i++) sent.push(send(due(i)));
+    if (i < total) await sleep(Math.max(0, due(i) - performance.now()));
   }
   await Promise.all(sent);
-  return { latencies, errors, firstError, bytes, seconds: (performance.now() - started) / 1000 };
+  return { ...result, seconds: (performance.now() - started) / 1000 };
 }
 
 /** CLOCK_MONOTONIC in µs: the clock of V8's profile timestamps (so a profile can be cut to a window). */
