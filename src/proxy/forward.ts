@@ -255,8 +255,9 @@ function relayLongRunning(context: RequestContext, reply: AnyReply, source: Read
 }
 
 /**
- * A GET of kube-apiserver's own (a get, a list, discovery): not a watch or log follow, nor what
- * the proxy subresource relays from a backend that may stream.
+ * A GET of a resource (a get, a list): not a watch or log follow, nor what the proxy
+ * subresource relays from a backend that may stream, nor a non-resource path (discovery,
+ * OpenAPI, /version...), which mayStream() leaves to the path that sends headers at once.
  */
 function isPlainRead(request: AnyRequest, context: RequestContext): boolean {
   return request.method === 'GET' && !hasBody(request) && !mayStream(context.info) && !isLongRunning(context.info, request.url);
