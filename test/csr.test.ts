@@ -3,8 +3,7 @@
 // would not (wrong subject, wrong usage, another key): each is refused with one line, exit 1, and
 // no file written. The real signer end to end is test/cluster/csr.test.ts.
 import '../src/pki/certificates.js';
-import { chmodSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
 import t from 'tap';
@@ -13,6 +12,7 @@ import { formatDuration, parseDuration, subjectMismatch } from '../src/csr/reque
 import { createCertificateAuthority, issueCertificate, type CertificateOptions } from '../src/pki/certificates.js';
 import { runCli } from './helpers/proxy.js';
 import type { TapTest } from './helpers/setup.js';
+import { tempDir } from './helpers/temp.js';
 
 t.test('durations: Go style and days; formatted back', async (t) => {
   t.equal(parseDuration('--expiration', '720h'), 720 * 3600);
@@ -75,7 +75,7 @@ if (args[0] === 'config') {
 
 const clusterCa = await createCertificateAuthority({ commonName: 'fake-cluster-ca' });
 const otherCa = await createCertificateAuthority({ commonName: 'another-ca' });
-const proxyCaDir = mkdtempSync(join(tmpdir(), 'kfp-csr-unit-'));
+const proxyCaDir = tempDir('kfp-csr-unit-');
 writeFileSync(join(proxyCaDir, 'proxy-ca.crt'), clusterCa.cert);
 
 /**
@@ -85,7 +85,7 @@ writeFileSync(join(proxyCaDir, 'proxy-ca.crt'), clusterCa.cert);
  * Returns the last line of stderr of a refusal.
  */
 async function withIssued(t: TapTest, ca: typeof clusterCa, cert: Omit<CertificateOptions, 'validityDays'>, { ownKey = false, expect = 'refused' as 'refused' | 'written' } = {}) {
-  const dir = mkdtempSync(join(tmpdir(), 'kfp-csr-fake-'));
+  const dir = tempDir('kfp-csr-fake-');
   const fake = join(dir, 'kubectl.mjs');
   writeFileSync(fake, FAKE);
   chmodSync(fake, 0o755);

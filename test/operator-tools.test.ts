@@ -1,17 +1,17 @@
 // From nothing to kubectl through the proxy with the operator commands alone: pki init, user
 // add, pki issue-user, kubeconfig; the proxy started on what they wrote, in front of the
 // stand-in, and the real kubectl as a password user and as a certificate user.
-import { mkdtempSync, readFileSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { startApiServer } from '../standin/apiserver.js';
 import { kubectl, requireKubectl } from './helpers/kubectl.js';
 import { runCli, startProxy } from './helpers/proxy.js';
 import type { TapTest } from './helpers/setup.js';
+import { tempDir } from './helpers/temp.js';
 
 requireKubectl();
-const dir = mkdtempSync(join(tmpdir(), 'kfp-operator-'));
+const dir = tempDir('kfp-operator-');
 const pkiDir = join(dir, 'certs');
 const usersFile = join(dir, 'users.htpasswd');
 const read = (name: string) => readFileSync(join(pkiDir, name), 'utf8');

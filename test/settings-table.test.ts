@@ -3,14 +3,14 @@
 // config-file key give the same Config value, and flag > environment > config file > default
 // holds. Driven by the table: a new row is tested without a new test (if none of the sample
 // values below suits it, the test says so).
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import t from 'tap';
 import { SETTINGS, envVarName, loadConfig, type Config } from '../src/config/index.js';
 import { addSettingOptions, configSources } from '../src/config/command-line.js';
 import type { Setting, SettingKind } from '../src/config/settings.js';
+import { tempDir } from './helpers/temp.js';
 
 type Value = string | number | boolean | string[];
 
@@ -30,7 +30,7 @@ const SAMPLES: Record<SettingKind, Value[]> = {
   boolean: [true, false],
 };
 
-const dir = mkdtempSync(join(tmpdir(), 'kfp-settings-'));
+const dir = tempDir('kfp-settings-');
 let files = 0;
 
 /** Enough for start-up, less the row under test: two auth methods, so that either may be the row. */

@@ -2,11 +2,11 @@
 
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { connect as netConnect } from 'node:net';
 import { dirname, join } from 'node:path';
 import { buildKubeconfig, type KubeconfigCredentials } from '../../src/pki/kubeconfig.js';
+import { tempDir } from './temp.js';
 
 export function requireKubectl(): void {
   try {
@@ -18,7 +18,7 @@ export function requireKubectl(): void {
 
 /** Writes a kubeconfig for the proxy in its own directory (which also holds kubectl's caches). */
 export function writeKubeconfig(server: string, caPem: string, credentials: KubeconfigCredentials): string {
-  const dir = mkdtempSync(join(tmpdir(), 'kfp-kubectl-'));
+  const dir = tempDir('kfp-kubectl-');
   const path = join(dir, 'kubeconfig');
   const user = credentials.username ?? 'certificate-user';
   writeFileSync(path, buildKubeconfig({ server, certificateAuthority: caPem, user, credentials, namespace: 'default' }), { mode: 0o600 });

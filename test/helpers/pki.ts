@@ -4,11 +4,11 @@
 // @peculiar/x509 (intermediateCa below) needs the Reflect metadata polyfill first.
 import 'reflect-metadata';
 import { createHash, randomBytes, webcrypto, X509Certificate } from 'node:crypto';
-import { chmod, mkdir, mkdtemp, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
 import { createCertificateAuthority, issueCertificate, type CertificateAndKey, type CertificateOptions } from '../../src/pki/certificates.js';
+import { tempDir } from './temp.js';
 
 export type CaName = 'cluster-ca' | 'front-proxy-ca' | 'rogue-ca' | 'proxy-ca' | 'user-ca';
 
@@ -90,7 +90,7 @@ function leaves(now: number): Record<LeafName, [CaName, CertificateOptions]> {
 }
 
 export async function createTestPki(dir?: string): Promise<TestPki> {
-  const outDir = dir ?? (await mkdtemp(join(tmpdir(), 'kfp-pki-')));
+  const outDir = dir ?? tempDir('kfp-pki-');
   await mkdir(outDir, { recursive: true });
 
   // ECDSA P-256 throughout: a key pair costs well under a millisecond, so the whole PKI is a
