@@ -6,7 +6,7 @@
 import type { BasicAuthenticator } from './basic.js';
 import type { Credential } from './identity.js';
 import type { LoginLimiter } from './login-limiter.js';
-import { NOT_MINE, rateLimited, type AuthRequest, type MethodVerdict, type RequestAuthenticator } from './method.js';
+import { NOT_MINE, overloaded, rateLimited, type AuthRequest, type MethodVerdict, type RequestAuthenticator } from './method.js';
 
 const BAD_CREDENTIALS = 'invalid username or password';
 
@@ -35,7 +35,7 @@ export class BasicAuthMethod implements RequestAuthenticator {
       case 'rate-limited':
         return rateLimited('basic', claimedUser, result.retryAfterMs);
       case 'overloaded':
-        return { ok: false, method: 'basic', reason: 'overloaded', message: 'too many logins are being checked; retry shortly', claimedUser };
+        return overloaded('basic', claimedUser);
       default:
         return { ok: false, method: 'basic', reason: result.reason, message: BAD_CREDENTIALS, claimedUser };
     }

@@ -56,6 +56,14 @@ export function retryAfterSeconds(retryAfterMs: number): number {
   return Math.max(1, Math.ceil(retryAfterMs / 1000));
 }
 
+/**
+ * The refusal of a login the failed-login limits gave no verdict on (too many checks queued, or
+ * under --workers a primary that did not answer): neither let through nor counted as a failure.
+ */
+export function overloaded(method: AuthMethod, claimedUser: string | undefined): AuthRefusal {
+  return { ok: false, method, reason: 'overloaded', message: 'too many logins are being checked; retry shortly', claimedUser };
+}
+
 /** The refusal of a client the failed-login limits hold back. */
 export function rateLimited(method: AuthMethod, claimedUser: string | undefined, retryAfterMs: number): AuthRefusal {
   // The same words whether the address or the name is locked: which one is nobody's business.

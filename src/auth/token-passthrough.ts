@@ -10,7 +10,7 @@
 import { createHash } from 'node:crypto';
 import type { Credential, Identity } from './identity.js';
 import { LimiterUnavailableError, type LoginLimiter } from './login-limiter.js';
-import { NOT_MINE, rateLimited, type AuthRequest, type MethodVerdict, type RequestAuthenticator } from './method.js';
+import { NOT_MINE, overloaded, rateLimited, type AuthRequest, type MethodVerdict, type RequestAuthenticator } from './method.js';
 
 export class TokenPassthroughMethod implements RequestAuthenticator {
   readonly method = 'bearer';
@@ -31,7 +31,7 @@ export class TokenPassthroughMethod implements RequestAuthenticator {
       waitMs = this.failures ? await this.failures.blockedForMs(request.clientAddress, key, key) : 0;
     } catch (err) {
       // The limits gave no verdict (--workers: the primary did not answer): no request, as for a password.
-      if (err instanceof LimiterUnavailableError) return { ok: false, method: 'bearer', reason: 'overloaded', message: 'too many logins are being checked; retry shortly', claimedUser: undefined };
+      if (err instanceof LimiterUnavailableError) return overloaded('bearer', undefined);
       throw err;
     }
     if (waitMs > 0) return rateLimited('bearer', undefined, waitMs);

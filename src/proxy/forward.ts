@@ -162,8 +162,9 @@ export async function registerForwarding(app: FastifyInstance, options: ForwardO
 
 /**
  * Sends an upstream response body to the client. A response of unknown length that may stream
- * from a backend gets its headers at once; a long-running one (watch, log follow) is registered for the drain, ends cleanly
- * whatever happens upstream, and `cancel`s the upstream stream when the client goes away.
+ * from a backend gets its headers at once; a long-running one (watch, log follow) is registered
+ * for the drain, ends cleanly whatever happens upstream, and `cancel`s the upstream stream when
+ * the client goes away.
  */
 function relayResponse(request: AnyRequest, reply: AnyReply, stream: Readable, headers: HeaderRecord, options: ForwardOptions, cancel: () => void): void {
   const context = contextOf(request);
