@@ -8,6 +8,7 @@ import { request } from 'undici';
 import { startApiServer, type ApiServer } from '../standin/apiserver.js';
 import { call, proxyClient } from './helpers/clients.js';
 import { createTestPki } from './helpers/pki.js';
+import { pollUntil } from './helpers/raw-tls.js';
 import { startProxy } from './helpers/proxy.js';
 import { ALICE, bcryptLine, proxyFlags, withFlag, writeUsersFile } from './helpers/setup.js';
 
@@ -34,16 +35,8 @@ function served(servers: ApiServer[], from: number[] = servers.map(() => 0)): nu
   return servers.map((s, i) => s.requests.slice(from[i]).filter((r) => r.user?.username === 'alice').length);
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Waits until `condition` holds (checked every 20 ms), for at most `timeoutMs`; says whether it did. */
-async function until(condition: () => boolean, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() >= deadline) return false;
-    await sleep(20);
-  }
-  return true;
-}
+const until = (condition: () => boolean, timeoutMs: number): Promise<boolean> => pollUntil(condition, (held) => held, timeoutMs, 20);
 
 t.test('requests spread across all apiservers', async (t) => {
   const servers = await Promise.all([standIn(), standIn(), standIn()]);
