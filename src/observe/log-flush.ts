@@ -69,21 +69,34 @@ export function leaveStdoutModeAtExit(): void {
   });
 }
 
-/** Writes what `logs` holds, waiting at most `budgetMs` for it (a stdout nobody reads). */
+/**
+ * Writes what `logs` holds, waiting at most `budgetMs` for it (a stdout nobody reads). One
+ * flush() is not enough: sonic-boom calls back once the write in progress is done, and a write
+ * leaves what is under its batch size (32 KiB) for later; so it flushes until nothing is left.
+ */
 export async function flushLogsWithin(logs: BufferedLog, budgetMs: number): Promise<void> {
-  if (isClosed(logs)) return;
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([
-    new Promise<void>((resolve) => {
-      try {
-        logs.flush(() => resolve());
-      } catch {
-        resolve();
-      }
-    }),
-    new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(0, budgetMs)))),
-  ]);
-  clearTimeout(timer);
+  const deadline = performance.now() + Math.max(0, budgetMs);
+  while (!isClosed(logs)) {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      new Promise<void>((resolve) => {
+        try {
+          logs.flush(() => resolve());
+        } catch {
+          resolve();
+        }
+      }),
+      new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(0, deadline - performance.now())))),
+    ]);
+    clearTimeout(timer);
+    if (unwritten(logs) === 0 || performance.now() >= deadline) return;
+  }
+}
+
+/** Bytes sonic-boom holds that are not written yet (its own count; 0 for anything else). */
+function unwritten(logs: BufferedLog): number {
+  const held = (logs as BufferedLog & { _len?: unknown })._len;
+  return typeof held === 'number' ? held : 0;
 }
 
 /**
