@@ -36,9 +36,10 @@ export class TrafficLog {
  * logged once more, when it opens. (Tunnels report to the TrafficLog from the upgrade proxy.)
  */
 export function observeTraffic(app: FastifyInstance, traffic: TrafficLog, metrics: ProxyMetrics): (context: RequestContext, statusCode: number, elapsedMs: number) => void {
-  app.addHook('onResponse', async (request: AnyRequest, reply) => {
+  // A callback hook, not an async one: no promise to make and settle on every request.
+  app.addHook('onResponse', (request: AnyRequest, reply, done) => {
     const context = request.context;
-    if (!context) return;
+    if (!context) return done();
     // One response at a time per HTTP/1.1 connection: the socket's counter moved by exactly this
     // one. HTTP/2 multiplexes: forwarding counted the body bytes of this stream.
     const socket = request.raw.socket as Socket | null;
@@ -46,6 +47,7 @@ export function observeTraffic(app: FastifyInstance, traffic: TrafficLog, metric
     const bytesIn = Number(request.headers['content-length'] ?? 0) || 0;
     if (context.streamKind) metrics.streamClosed(context.streamKind);
     traffic.finished(context, reply.statusCode, { bytesIn, bytesOut }, reply.elapsedTime);
+    done();
   });
 
   return (context, statusCode, elapsedMs) => {

@@ -56,6 +56,22 @@ export function isIdentityOrCredentialHeader(lowerName: string): boolean {
  * the wire is `upstreamWireHeaders`.
  */
 export function upstreamRequestHeaders(incoming: HeaderRecord, identity: Identity, forwardedFor: string | undefined, policy: HeaderPolicy, auditId?: string): OutgoingHeaders {
+  return requestHeaders(incoming, identity, forwardedFor, policy, auditId, 'text');
+}
+
+/**
+ * upstreamRequestHeaders in the form Node's HTTP clients write byte for byte. undici, node:http
+ * and node:http2 all write a header string one byte per character (Latin-1): a client's own
+ * values are such strings already (Node's parsers read them so), but the identity is text, and
+ * "José" would go out as the Latin-1 byte E9 (another user to the apiserver, which reads UTF-8)
+ * and a character above U+00FF would be refused by undici and node:http or cut to its low byte
+ * by node:http2. So the identity values become their UTF-8 bytes, one character per byte.
+ */
+export function upstreamWireHeaders(incoming: HeaderRecord, identity: Identity, forwardedFor: string | undefined, policy: HeaderPolicy, auditId?: string): OutgoingHeaders {
+  return requestHeaders(incoming, identity, forwardedFor, policy, auditId, 'wire');
+}
+
+function requestHeaders(incoming: HeaderRecord, identity: Identity, forwardedFor: string | undefined, policy: HeaderPolicy, auditId: string | undefined, form: keyof IdentityHeaders): OutgoingHeaders {
   const out: OutgoingHeaders = {};
   const named = connectionNamedHeaders(incoming.connection);
   // 'client-token' (--token-passthrough): the client's token is the credential, for the apiserver
@@ -89,17 +105,38 @@ export function upstreamRequestHeaders(incoming: HeaderRecord, identity: Identit
   // The request's ID (the client's safe Audit-ID or the proxy's own): the apiserver adopts it as
   // its audit event's auditID. It replaces the client's own header (kept only if safe, as this ID).
   if (auditId !== undefined) out['audit-id'] = auditId;
-  if (clientToken) {
-    if (forwardedFor) out['x-forwarded-for'] = forwardedFor;
-    return out;
-  }
-  out['x-remote-user'] = identity.user;
-  if (identity.groups.length > 0) out['x-remote-group'] = [...identity.groups];
-  for (const [key, values] of Object.entries(identity.extra)) {
-    if (values.length > 0) out[`x-remote-extra-${escapeExtraKey(key)}`] = [...values];
-  }
+  if (!clientToken) Object.assign(out, identityHeaders(identity)[form]);
   if (forwardedFor) out['x-forwarded-for'] = forwardedFor;
   return out;
+}
+
+/** X-Remote-User, -Group and -Extra-* of one identity, as text and as the wire carries them. */
+interface IdentityHeaders {
+  readonly text: Readonly<OutgoingHeaders>;
+  readonly wire: Readonly<OutgoingHeaders>;
+}
+
+/**
+ * Made once per identity, which is never changed once made and serves many requests: a
+ * certificate's verdict is kept per connection and a password's in the verified-credential
+ * cache. Frozen, values too: every request shares them.
+ */
+const identityHeaderCache = new WeakMap<Identity, IdentityHeaders>();
+
+function identityHeaders(identity: Identity): IdentityHeaders {
+  const known = identityHeaderCache.get(identity);
+  if (known) return known;
+  const text: OutgoingHeaders = { 'x-remote-user': identity.user };
+  if (identity.groups.length > 0) text['x-remote-group'] = [...identity.groups];
+  for (const [key, values] of Object.entries(identity.extra)) {
+    if (values.length > 0) text[`x-remote-extra-${escapeExtraKey(key)}`] = [...values];
+  }
+  // Nearly every identity is ASCII, whose Latin-1 and UTF-8 bytes are the same: one object serves both.
+  const wire = isAsciiIdentity(identity) ? text : Object.fromEntries(Object.entries(text).map(([name, value]) => [name, Array.isArray(value) ? value.map(utf8Bytes) : utf8Bytes(value)]));
+  for (const headers of new Set([text, wire])) for (const value of Object.values(headers)) Object.freeze(value);
+  const made = { text: Object.freeze(text), wire: Object.freeze(wire) };
+  identityHeaderCache.set(identity, made);
+  return made;
 }
 
 /**
@@ -115,26 +152,6 @@ export function withoutBearerSubprotocols(value: string | string[]): string | st
     .map((p) => p.trim())
     .filter((p) => p !== '' && !p.startsWith(WEBSOCKET_BEARER_PREFIX));
   return kept.length > 0 ? kept.join(', ') : undefined;
-}
-
-/**
- * upstreamRequestHeaders in the form Node's HTTP clients write byte for byte. undici, node:http
- * and node:http2 all write a header string one byte per character (Latin-1): a client's own
- * values are such strings already (Node's parsers read them so), but the identity is text, and
- * "José" would go out as the Latin-1 byte E9 (another user to the apiserver, which reads UTF-8)
- * and a character above U+00FF would be refused by undici and node:http or cut to its low byte
- * by node:http2. So the identity values become their UTF-8 bytes, one character per byte.
- */
-export function upstreamWireHeaders(incoming: HeaderRecord, identity: Identity, forwardedFor: string | undefined, policy: HeaderPolicy, auditId?: string): OutgoingHeaders {
-  const out = upstreamRequestHeaders(incoming, identity, forwardedFor, policy, auditId);
-  // Nearly every identity is ASCII, whose Latin-1 and UTF-8 bytes are the same: nothing to redo.
-  if (isAsciiIdentity(identity)) return out;
-  // Every identity header is the proxy's own: the client's were removed (and its look-alikes,
-  // such as X-Remote-Users, are a client's Latin-1 strings, left as they are).
-  for (const [name, value] of Object.entries(out)) {
-    if (name === 'x-remote-user' || name === 'x-remote-group' || name.startsWith('x-remote-extra-')) out[name] = Array.isArray(value) ? value.map(utf8Bytes) : utf8Bytes(value);
-  }
-  return out;
 }
 
 const ASCII = /^[\x00-\x7f]*$/;
@@ -191,7 +208,34 @@ export function downstreamResponseHeaders(incoming: HeaderRecord): OutgoingHeade
   return out;
 }
 
-function connectionNamedHeaders(connection: string | string[] | undefined): Set<string> {
+/**
+ * downstreamResponseHeaders of an answer as undici hands it over: header lines as name and value
+ * pairs of bytes, `lowerName` giving a name in lower case. One object made instead of two (undici's
+ * parseHeaders, then the filter), on the path of every plain read.
+ */
+export function downstreamResponseHeadersOfLines(lines: readonly Buffer[], lowerName: (name: Buffer) => string): OutgoingHeaders {
+  // No prototype: a header named "__proto__" or "constructor" is a header like any other.
+  const out = Object.create(null) as OutgoingHeaders;
+  let connection: string[] | undefined;
+  for (let i = 0; i + 1 < lines.length; i += 2) {
+    const name = lowerName(lines[i]!);
+    const value = lines[i + 1]!.toString('latin1');
+    if (HOP_BY_HOP.has(name)) {
+      if (name === 'connection') (connection ??= []).push(value);
+      continue;
+    }
+    const seen = out[name];
+    out[name] = seen === undefined ? value : Array.isArray(seen) ? [...seen, value] : [seen, value];
+  }
+  if (connection) for (const name of connectionNamedHeaders(connection)) delete out[name];
+  return out;
+}
+
+const NONE: ReadonlySet<string> = new Set();
+
+function connectionNamedHeaders(connection: string | string[] | undefined): ReadonlySet<string> {
+  // Nearly every request and answer names none: no Set to make.
+  if (connection === undefined) return NONE;
   const names = new Set<string>();
   for (const value of Array.isArray(connection) ? connection : connection ? [connection] : []) {
     for (const token of value.split(',')) {
@@ -286,14 +330,14 @@ export function withRepeatedHeaders(headers: HeaderRecord, received: ReceivedHea
 
 // RFC 9110 token characters: what may stand in a header name unescaped. '%' is escaped too,
 // because the apiserver path-unescapes the key (k8s.io/apiserver headerrequest).
-const TOKEN_BYTE = /^[!#$&'*+\-.^_`|~0-9A-Za-z]$/;
+const TOKEN_CHARS = "!#$&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+const IS_TOKEN_BYTE = new Uint8Array(128);
+for (let i = 0; i < TOKEN_CHARS.length; i++) IS_TOKEN_BYTE[TOKEN_CHARS.charCodeAt(i)] = 1;
 
 /** Percent-encodes an extra key byte by byte, as client-go's headerKeyEscape does. */
 export function escapeExtraKey(key: string): string {
   let out = '';
-  for (const byte of Buffer.from(key, 'utf8')) {
-    const char = String.fromCharCode(byte);
-    out += byte < 0x80 && TOKEN_BYTE.test(char) ? char : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
-  }
+  // Every request of a certificate user carries one (the apiserver's credential-id), so its bytes are read from a table, not tested one regex at a time.
+  for (const byte of Buffer.from(key, 'utf8')) out += byte < 0x80 && IS_TOKEN_BYTE[byte] === 1 ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
   return out;
 }
