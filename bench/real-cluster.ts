@@ -42,6 +42,9 @@
 // Direct (the certificate user), nginx and the proxy (certificate, cached password) alternate,
 // BENCH_REAL_ROUNDS rounds; "added" is each round's percentile over the same round's direct one.
 //
+// BENCH_REAL_BASELINE=<another build's cli.js>: that build, at the defaults, takes the place of the
+// `--workers 1` proxy, so a change's before and after are measured in the same rounds.
+//
 // BENCH_REAL_PROFILE=<dir>: after the rounds, one more proxy (--workers 1) under --cpu-prof
 // serves BENCH_REAL_GETS certificate GETs after as many warm-up ones, and another the lists; each
 // profile, cut to the measured window, is summarised (bench/profile-top.ts): top functions, per module, and a split
@@ -96,6 +99,8 @@ export interface RealSettings {
   nginxBasicGets: number;
   /** BENCH_REAL_PROFILE: where the profiled proxy's V8 CPU profile goes (no profile pass without it). */
   profileDir: string | undefined;
+  /** BENCH_REAL_BASELINE: another build's cli.js, run at the defaults in place of the `--workers 1` proxy. */
+  baselineCli: string | undefined;
 }
 
 export function realSettings(): RealSettings {
@@ -112,6 +117,7 @@ export function realSettings(): RealSettings {
     proxyFlags: (process.env.BENCH_PROXY_FLAGS ?? '').split(' ').filter(Boolean),
     nginxBasicGets: Math.round(envNumber('BENCH_REAL_NGINX_BASIC_GETS', 30)),
     profileDir: process.env.BENCH_REAL_PROFILE || undefined,
+    baselineCli: process.env.BENCH_REAL_BASELINE ? resolve(process.env.BENCH_REAL_BASELINE) : undefined,
   };
 }
 
@@ -252,7 +258,16 @@ interface Hop {
 
 type Proxy = Child & { stdoutFile: string; url: string; label: string };
 
-async function startRealProxy(cp: ControlPlane, usersFile: string, workers: number | undefined, label: string, extra: string[], logDir: string, profileDir = process.env.BENCH_PROXY_CPU_PROF): Promise<Proxy> {
+async function startRealProxy(
+  cp: ControlPlane,
+  usersFile: string,
+  workers: number | undefined,
+  label: string,
+  extra: string[],
+  logDir: string,
+  profileDir = process.env.BENCH_PROXY_CPU_PROF,
+  cli = join(PROJECT_ROOT, 'dist', 'cli.js'),
+): Promise<Proxy> {
   const { workers: _one, ...settings } = proxySettingsFor(cp, usersFile);
   const flags = settingsToFlags(workers === undefined ? settings : { ...settings, workers });
   // Its log files, named after the label ("proxy, --workers 1" → real-proxy-workers-1).
@@ -262,9 +277,33 @@ async function startRealProxy(cp: ControlPlane, usersFile: string, workers: numb
     .replace(/^-|-$/g, '')}`;
   // BENCH_PROXY_CPU_PROF=<dir>: V8 CPU profiles of the proxies (workers too), written when they stop.
   const profile = profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
-  const child = spawnNode(name, [...profile, join(PROJECT_ROOT, 'dist', 'cli.js'), 'serve', '--listen', '127.0.0.1:0', ...flags, ...extra], logDir, PROJECT_ROOT);
+  const child = spawnNode(name, [...profile, cli, 'serve', '--listen', '127.0.0.1:0', ...flags, ...extra], logDir, PROJECT_ROOT);
   const url = await waitForJsonLine(child, (line) => (typeof line.msg === 'string' && line.msg.startsWith('listening on') ? String(line.listen) : undefined), 60_000);
   return { ...child, url, label };
+}
+
+/**
+ * The order of the plan's measurements in `round`: each run of hops between two direct ones
+ * turned by one place a round, so that no hop is always measured after the same one (the one
+ * measured right after the floor came out 10-20 % costlier in some rounds, whichever build it
+ * was). Direct measurements keep their places: the hops of a case are compared with the direct
+ * one before them.
+ */
+export function roundOrder(isDirect: readonly boolean[], round: number): number[] {
+  const order: number[] = [];
+  let run: number[] = [];
+  const flush = () => {
+    const turn = run.length === 0 ? 0 : (round - 1) % run.length;
+    order.push(...run.slice(turn), ...run.slice(0, turn));
+    run = [];
+  };
+  isDirect.forEach((direct, i) => {
+    if (!direct) return void run.push(i);
+    flush();
+    order.push(i);
+  });
+  flush();
+  return order;
 }
 
 /** nginx's files in the cluster's PKI: the proxy's serving pair and CAs, kubeadm's front-proxy-client. */
@@ -806,7 +845,9 @@ export async function runRealCluster(options: RealOptions): Promise<RealResult> 
     const certUser = await cp.pki.issueUser(CERT_USER, { commonName: CERT_USER, organizations: [GROUP] });
     const usersFile = writeUsersFile(cp.dir, [bcryptLine(BASIC_USER, 10)], 'bench-users.htpasswd');
     proxies.push(await startRealProxy(cp, usersFile, undefined, 'proxy, defaults', s.proxyFlags, options.workDir));
-    proxies.push(await startRealProxy(cp, usersFile, 1, 'proxy, --workers 1', s.proxyFlags, options.workDir));
+    // BENCH_REAL_BASELINE: the other build, measured beside this one in the same rounds (a change's before and after).
+    if (s.baselineCli) proxies.push(await startRealProxy(cp, usersFile, undefined, 'proxy, baseline build', s.proxyFlags, options.workDir, undefined, s.baselineCli));
+    else proxies.push(await startRealProxy(cp, usersFile, 1, 'proxy, --workers 1', s.proxyFlags, options.workDir));
     const [defaults, one] = proxies as [Proxy, Proxy];
     const installed = ensureNginx(log);
     if (installed.binary === undefined) throw new Error(`nginx: ${installed.reason}`);
@@ -826,7 +867,7 @@ export async function runRealCluster(options: RealOptions): Promise<RealResult> 
     const viaNginx = through(nginx, 'nginx (1 worker)', 'nginx');
     const viaFloor = through(floor, 'floor (bare Node + undici)', 'floor');
     const viaDefaults = through(defaults, `proxy defaults (--workers ${workersLine})`, 'proxy');
-    const viaOne = through(one, 'proxy --workers 1', 'proxy');
+    const viaOne = through(one, s.baselineCli ? `proxy baseline build (${s.baselineCli})` : 'proxy --workers 1', 'proxy');
     const directAdmin: Target = { path: 'direct (admin cert)', via: 'direct', user: 'admin', endpoint: direct, identity: adminId, hop: undefined };
     const directUser: Target = { path: 'direct (cert user)', via: 'direct', user: 'cert', endpoint: direct, identity: cert, hop: undefined };
     const identities = await checkIdentities([viaNginx.cert, viaNginx.basic, viaFloor.cert, viaFloor.basic, viaOne.cert, viaOne.basic]);
@@ -858,7 +899,11 @@ export async function runRealCluster(options: RealOptions): Promise<RealResult> 
     ];
     const rows: RealRow[] = plan.map(([c, t]) => ({ kase: c.kase, path: t.path, via: t.via, user: t.user, requests: c.count, samples: [], shares: t.via === 'direct' && t.user === 'admin' ? undefined : [], vsNginx: [], vsFloor: [] }));
     for (let round = 1; round <= s.rounds; round++) {
-      for (const [i, [c, t]] of plan.entries()) {
+      for (const i of roundOrder(
+        plan.map(([, t]) => t.via === 'direct'),
+        round,
+      )) {
+        const [c, t] = plan[i]!;
         // The first time a path serves a case its code is cold (V8 still compiling): a warm-up as long as the measurement.
         const sample = await measure(t, c, pids, s.inflight, round === 1 ? c.count : Math.ceil(c.count / 10));
         const row = rows[i]!;
