@@ -30,7 +30,7 @@ import type { Material } from './material/material.js';
 import { AccessLog } from './observe/accesslog.js';
 import { ProxyMetrics } from './observe/metrics.js';
 import { observeTraffic, TrafficLog } from './observe/traffic.js';
-import { registerForwarding } from './proxy/forward.js';
+import { registerForwarding, type Forwarding } from './proxy/forward.js';
 import type { HeaderPolicy } from './proxy/headers.js';
 import { LongLivedWork } from './proxy/long-lived.js';
 import { UpgradeProxy } from './proxy/upgrade.js';
@@ -225,6 +225,8 @@ export async function createProxyServer(config: Config, material: Material, logg
   parkedStreams.attach(listener);
 
   app.decorateRequest('context', null);
+  // Registered below, after the hooks, which must come before the routes; requests arrive only once the app is ready.
+  const forwarding: { registered?: Forwarding } = {};
 
   app.addHook('onRequest', async (request, reply) => {
     // Every answer names its request, as the apiserver's do (Audit-Id): the proxy's own refusals
@@ -245,6 +247,9 @@ export async function createProxyServer(config: Config, material: Material, logg
     const admitted = await admission.admit({ reqId: request.id, request: request.raw, connection: connectionOf(request.raw) });
     if (admitted.admitted) {
       request.context = admitted.context;
+      // A plain read (most requests) is forwarded from here: the route's stages (http-proxy's
+      // handler, its path checks, the handler's promise) have nothing to add to it.
+      await forwarding.registered?.readNow(request, reply);
       return;
     }
     // No answer: the connection closes after the answer to the badly framed request before it.
@@ -272,7 +277,7 @@ export async function createProxyServer(config: Config, material: Material, logg
   // The apiservers' other identity header names, removed from every request like X-Remote-*:
   // learned by this process (each worker of --workers too), at start and every minute.
   const trustedHeaders = new TrustedHeaderLearner({ upstreams: config.upstreams, connector: () => connector, policy: headerPolicy, logger });
-  await registerForwarding(app, {
+  forwarding.registered = await registerForwarding(app, {
     upstream: config.upstreams[0] as URL,
     dispatcher,
     headerPolicy,

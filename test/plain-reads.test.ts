@@ -47,3 +47,21 @@ t.test('a short get and a long list over HTTP/2, logged with the bytes sent', as
   t.equal(lines.find((l) => l.path === `${LIST}/pod-7`)?.bytesOut, one.body.length, 'the get: its bytes');
   t.equal(lines.find((l) => l.path === LIST)?.bytesOut, all.body.length, 'the list: its bytes');
 });
+
+t.test("a read whose path needs http-proxy's checks still gets them; one that passes them is served", async (t) => {
+  const read = async (path: string) => {
+    // The dispatcher's own request(): a URL would have its dot segments removed before sending.
+    const res = await client.request({ origin: proxy.url, path, method: 'GET' });
+    return { status: res.statusCode, body: await res.body.text() };
+  };
+  const seen = apiserver.requests.length;
+  for (const path of [`${LIST}/../secrets`, `${LIST}/%2e%2e/secrets`, `${LIST}/pod-7/..%2f..%2fsecrets`, `${LIST}\\..\\secrets`]) {
+    const { status, body } = await read(path);
+    t.equal(status, 400, `${path}: refused`);
+    t.match(JSON.parse(body), { kind: 'Status', code: 400 }, `${path}: a Status`);
+  }
+  t.equal(apiserver.requests.length, seen, 'none reached the apiserver');
+  const escaped = await read(`${LIST}/pod-%37`);
+  t.equal(escaped.status, 200, 'a percent-escape that is no traversal: served');
+  t.equal((JSON.parse(escaped.body) as { metadata: { name: string } }).metadata.name, 'pod-7');
+});

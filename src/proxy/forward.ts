@@ -71,7 +71,18 @@ const HTTP2_STREAM_WINDOW_BYTES = SMALL_BODY_BYTES;
 
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
 
-export async function registerForwarding(app: FastifyInstance, options: ForwardOptions): Promise<void> {
+/** What the rest of the proxy calls of forwarding, beside the routes it registers. */
+export interface Forwarding {
+  /**
+   * Forwards `request` now if it is a plain read (a get, a list: most requests) whose path needs
+   * none of http-proxy's checks, while an apiserver is in the pool; settles once it is answered
+   * or its client has gone, and the reply is then sent or hijacked, so fastify runs none of the
+   * route's stages for it. Undefined for anything else, which goes the route's way.
+   */
+  readNow(request: AnyRequest, reply: AnyReply): Promise<void> | undefined;
+}
+
+export async function registerForwarding(app: FastifyInstance, options: ForwardOptions): Promise<Forwarding> {
   const proxyOptions: FastifyHttpProxyOptions = {
     upstream: options.upstream.origin,
     undici: options.dispatcher,
@@ -96,10 +107,6 @@ export async function registerForwarding(app: FastifyInstance, options: ForwardO
           else reply.raw.destroy();
         });
         // A reply is a thenable that settles when the response has been sent.
-        return reply;
-      }
-      if (context && isPlainRead(request, context)) {
-        forwardRead(request, reply, context, options);
         return reply;
       }
       // (fastify reads no body for GET and HEAD, nor does reply-from send one.)
@@ -158,6 +165,32 @@ export async function registerForwarding(app: FastifyInstance, options: ForwardO
     },
   };
   await app.register(fastifyHttpProxy, proxyOptions);
+  return {
+    readNow: (request, reply) => {
+      const context = request.context;
+      if (!context || !isPlainRead(request, context) || !needsNoPathCheck(request.url) || options.pool?.outage()) return undefined;
+      return new Promise<void>((settled) => {
+        reply.raw.once('close', () => {
+          // A client gone before its answer leaves the reply unsent: the route must not run for it.
+          if (!reply.sent) reply.hijack();
+          settled();
+        });
+        forwardRead(request, reply, context, options);
+      });
+    },
+  };
+}
+
+/**
+ * What may not pass http-proxy's path checks (no traversal after decoding, no absolute URL, no
+ * backslash or control character): such a path takes the route, where they run. A path without
+ * any of these characters (nearly all; a query is not checked) passes them as it is.
+ */
+const PATH_NEEDING_CHECKS = /[%\\\x00-\x1f\x7f]|\.\.|^(?!\/)|^\/\//;
+
+function needsNoPathCheck(url: string): boolean {
+  const query = url.indexOf('?');
+  return !PATH_NEEDING_CHECKS.test(query === -1 ? url : url.slice(0, query));
 }
 
 /**
