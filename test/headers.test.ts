@@ -1,7 +1,8 @@
 // The header contract on its own: what reaches the apiserver for every kind of incoming header.
 import t from 'tap';
 import type { Identity } from '../src/auth/identity.js';
-import { downstreamResponseHeaders, escapeExtraKey, upstreamRequestHeaders, withRepeatedHeaders } from '../src/proxy/headers.js';
+import { util as undiciUtil } from 'undici';
+import { downstreamResponseHeaders, downstreamResponseHeadersOfLines, escapeExtraKey, upstreamRequestHeaders, withRepeatedHeaders, type HeaderRecord } from '../src/proxy/headers.js';
 
 const alice: Identity = { method: 'basic', user: 'alice', groups: ['devs', 'ops'], extra: {}, upstreamAuth: 'front-proxy' };
 const keep = { allowImpersonation: true };
@@ -105,4 +106,28 @@ t.test('response headers: hop-by-hop removed, repeated kept', async (t) => {
     'audit-id': 'abc',
   });
   t.same(out, { warning: ['299 - "a"', '299 - "b"'], 'content-type': 'application/json', 'audit-id': 'abc' });
+});
+
+t.test("response headers read from undici's lines: the same as undici's parsing, then the filter", async (t) => {
+  const pairs = [
+    ['Content-Type', 'application/json'],
+    ['Set-Cookie', 'a=1'],
+    ['set-cookie', 'b=2'],
+    ['Connection', 'keep-alive, X-Hop'],
+    ['X-Hop', 'gone'],
+    ['Keep-Alive', 'timeout=5'],
+    ['Transfer-Encoding', 'chunked'],
+    ['__proto__', 'p'],
+    ['constructor', 'c'],
+    ['Audit-Id', 'id-1'],
+  ];
+  const lines = pairs.flat().map((s) => Buffer.from(s, 'latin1'));
+  const fromLines = downstreamResponseHeadersOfLines(lines, undiciUtil.headerNameToString);
+  // (The old way lost a header named __proto__: the filter's assignment set a prototype instead.)
+  const { ['__proto__']: proto, ...rest } = Object.fromEntries(Object.entries(fromLines));
+  t.same(rest, downstreamResponseHeaders(undiciUtil.parseHeaders(lines) as HeaderRecord), "the same as undici's parsing, then the filter");
+  t.equal(proto, 'p', 'a header named __proto__ relayed');
+  t.same(Object.keys(fromLines), ['content-type', 'set-cookie', '__proto__', 'constructor', 'audit-id'], 'hop-by-hop and connection-named ones dropped, the rest own properties');
+  t.same(fromLines['set-cookie'], ['a=1', 'b=2'], 'a repeated header as its lines');
+  t.equal(Object.getPrototypeOf(fromLines), Object.prototype, 'no header became the prototype');
 });

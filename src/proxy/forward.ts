@@ -351,7 +351,8 @@ function forwardRead(request: AnyRequest, reply: AnyReply, context: RequestConte
     if (clientGone) return;
     const payload = body.length === 1 ? (body[0] as Buffer) : Buffer.concat(body);
     if (http2Client) context.bytesOut += payload.length;
-    const merged = { ...reply.getHeaders(), ...headers } as OutgoingHttpHeaders;
+    // (getHeaders() is a copy: the apiserver's headers go over the proxy's Audit-Id in it.)
+    const merged = Object.assign(reply.getHeaders(), headers) as OutgoingHttpHeaders;
     reply.hijack();
     // No body, and so no length, on a 204 or 304 (RFC 9110 §8.6).
     if (statusCode === 204 || statusCode === 304) {

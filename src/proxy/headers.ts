@@ -214,8 +214,7 @@ export function downstreamResponseHeaders(incoming: HeaderRecord): OutgoingHeade
  * parseHeaders, then the filter), on the path of every plain read.
  */
 export function downstreamResponseHeadersOfLines(lines: readonly Buffer[], lowerName: (name: Buffer) => string): OutgoingHeaders {
-  // No prototype: a header named "__proto__" or "constructor" is a header like any other.
-  const out = Object.create(null) as OutgoingHeaders;
+  const out: OutgoingHeaders = {};
   let connection: string[] | undefined;
   for (let i = 0; i + 1 < lines.length; i += 2) {
     const name = lowerName(lines[i]!);
@@ -224,8 +223,11 @@ export function downstreamResponseHeadersOfLines(lines: readonly Buffer[], lower
       if (name === 'connection') (connection ??= []).push(value);
       continue;
     }
-    const seen = out[name];
-    out[name] = seen === undefined ? value : Array.isArray(seen) ? [...seen, value] : [seen, value];
+    // hasOwn: a header named "constructor" must not find Object.prototype's; "__proto__" is defined, not set.
+    const seen = Object.hasOwn(out, name) ? out[name] : undefined;
+    const joined = seen === undefined ? value : Array.isArray(seen) ? [...seen, value] : [seen, value];
+    if (name === '__proto__') Object.defineProperty(out, name, { value: joined, enumerable: true, configurable: true, writable: true });
+    else out[name] = joined;
   }
   if (connection) for (const name of connectionNamedHeaders(connection)) delete out[name];
   return out;
