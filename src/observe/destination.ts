@@ -1,8 +1,8 @@
-// Where log lines are written: pino's sonic-boom, in batches of bytes. With one write() per line a busy
-// proxy spent ~4 µs of each request in the write system call; buffered up to 32 KiB (about 50
-// request lines) and flushed at least every 100 ms, a tail (or `kube-front-proxy logs -f`) still
-// sees a line at once. A reader that stops reading (a stdout pipe nobody drains) cannot grow the
-// buffer past MAX_BUFFERED_BYTES: lines beyond it are dropped, and counted.
+// Where log lines are written: pino's sonic-boom, in batches of bytes. With one write() per line
+// a busy proxy spent ~4 µs of each request in the write system call; buffered up to 32 KiB
+// (about 50 request lines) and flushed at least every 100 ms, a tail (or `kube-front-proxy logs
+// -f`) still sees a line at once. A reader that stops reading (a stdout pipe nobody drains)
+// cannot grow the buffer past MAX_BUFFERED_BYTES: lines beyond it are dropped, and counted.
 
 import { pino } from 'pino';
 
