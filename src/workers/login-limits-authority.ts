@@ -96,7 +96,7 @@ export class LoginLimitsAuthority {
 
   private track(worker: number, id: number, check: RunningCheck): void {
     let checks = this.running.get(worker);
-    if (checks === undefined) this.running.set(worker, (checks = new Map()));
+    if (checks === undefined) this.running.set(worker, (checks = new Map<number, RunningCheck>()));
     checks.set(id, check);
   }
 

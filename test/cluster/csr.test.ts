@@ -4,13 +4,13 @@
 import '../../src/pki/certificates.js';
 import { spawn } from 'node:child_process';
 import { generateKeyPairSync, webcrypto } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
 import t from 'tap';
 import { kubectl, requireKubectl } from '../helpers/kubectl.js';
 import { PROJECT_ROOT, cliArgs } from '../helpers/proxy.js';
+import { tempDir } from '../helpers/temp.js';
 import { buildKubeconfig } from '../../src/pki/kubeconfig.js';
 import { startControlPlane } from './control-plane.js';
 import { startProxyInFront } from './proxy-fixture.js';
@@ -65,7 +65,7 @@ function cli(args: string[], timeoutMs = 120_000): Run {
   };
 }
 
-const workDir = (name: string) => mkdtempSync(join(tmpdir(), `kfp-csr-${name}-`));
+const workDir = (name: string) => tempDir(`kfp-csr-${name}-`);
 const requestArgs = (name: string, dir: string, extra: string[]) => ['user', 'request-cert', name, '--kubeconfig', cp.adminKubeconfig, '-o', join(dir, `${name}.kubeconfig`), '--server', front.proxy.url, '--ca', proxyCa, ...extra];
 
 async function whoami(kubeconfig: string) {

@@ -4,13 +4,13 @@
 // port-forward over both with bytes both ways, cp both ways.
 import t from 'tap';
 import { once } from 'node:events';
-import { appendFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { echoOverTcp, kubectl, requireKubectl } from '../helpers/kubectl.js';
 import type { LogLine } from '../helpers/proxy.js';
 import { pollUntil } from '../helpers/raw-tls.js';
+import { tempDir } from '../helpers/temp.js';
 import { startControlPlane } from './control-plane.js';
 import { startProxyInFront } from './proxy-fixture.js';
 import { spawnKubectl } from './watch-process.js';
@@ -109,8 +109,8 @@ t.test("attach -i: the container's main process answers", async (t) => {
 });
 
 t.test('cp into the pod and back out', async (t) => {
-  const local = mkdtempSync(join(tmpdir(), 'kfp-cp-'));
-  const remote = mkdtempSync(join(tmpdir(), 'kfp-pod-'));
+  const local = tempDir('kfp-cp-');
+  const remote = tempDir('kfp-pod-');
   const content = Buffer.alloc(300 * 1024);
   for (let i = 0; i < content.length; i++) content[i] = (i * 7 + 3) & 0xff;
   writeFileSync(join(local, 'data.bin'), content);
