@@ -169,14 +169,7 @@ export async function registerForwarding(app: FastifyInstance, options: ForwardO
     readNow: (request, reply) => {
       const context = request.context;
       if (!context || !isPlainRead(request, context) || !needsNoPathCheck(request.url) || options.pool?.outage()) return undefined;
-      return new Promise<void>((settled) => {
-        reply.raw.once('close', () => {
-          // A client gone before its answer leaves the reply unsent: the route must not run for it.
-          if (!reply.sent) reply.hijack();
-          settled();
-        });
-        forwardRead(request, reply, context, options);
-      });
+      return forwardRead(request, reply, context, options);
     },
   };
 }
@@ -302,9 +295,10 @@ function isPlainRead(request: AnyRequest, context: RequestContext): boolean {
  * the floor does (bench/floor.ts): no request object, body stream or pipe of reply-from's. An
  * answer up to SMALL_BODY_BYTES (nearly all) is gathered and sent in one write with its headers;
  * a longer one streams from there. Same header contract, failover, Status answers and traffic
- * log as every other request.
+ * log as every other request. Settles when the response closes: answered, or its client gone
+ * (the reply is then hijacked, so that fastify runs no route for it).
  */
-function forwardRead(request: AnyRequest, reply: AnyReply, context: RequestContext, options: ForwardOptions): void {
+function forwardRead(request: AnyRequest, reply: AnyReply, context: RequestContext, options: ForwardOptions): Promise<void> {
   const outgoing: Record<string | symbol, unknown> = headersFor(request, request.headers as HeaderRecord, options.headerPolicy);
   outgoing[kDispatchContext] = context;
   const raw = reply.raw;
@@ -320,17 +314,27 @@ function forwardRead(request: AnyRequest, reply: AnyReply, context: RequestConte
   let gathered: Buffer[] = [];
   let gatheredBytes = 0;
   let streaming = false;
-  raw.once('close', () => {
-    clientGone = true;
-    if (!done) abort?.();
-  });
+  const closed = new Promise<void>((settled) =>
+    raw.once('close', () => {
+      clientGone = true;
+      if (!done) abort?.();
+      if (!reply.sent) reply.hijack();
+      settled();
+    }),
+  );
 
+  // The apiserver's status and headers (over the proxy's Audit-Id in getHeaders()' copy), written
+  // outside fastify's send, which a body in hand or a body streamed as it comes needs nothing of.
+  const writeHead = (contentLength?: number) => {
+    const merged = Object.assign(reply.getHeaders(), headers) as OutgoingHttpHeaders;
+    if (contentLength !== undefined) merged['content-length'] = contentLength;
+    reply.hijack();
+    raw.writeHead(statusCode, merged);
+  };
   // Headers and what was gathered go out together; the rest of a long answer streams after them.
   const startStreaming = (): boolean => {
     streaming = true;
-    const merged = { ...reply.getHeaders(), ...headers };
-    reply.hijack();
-    raw.writeHead(statusCode, merged as OutgoingHttpHeaders);
+    writeHead();
     finishOnHangUp(raw);
     const first = gathered.length === 1 ? (gathered[0] as Buffer) : Buffer.concat(gathered);
     gathered = [];
@@ -344,25 +348,19 @@ function forwardRead(request: AnyRequest, reply: AnyReply, context: RequestConte
     sink.once('drain', () => resumeUpstream?.());
     return false;
   };
-  // A whole answer, headers and body in one write. Written as startStreaming writes, not through
-  // reply.send(): a body that is ready needs none of its stages, which cost a GET microseconds.
+  // A whole answer, headers and body in one write.
   const sendGathered = (body: Buffer[]) => {
     // (After a held 401's verdict the client may have gone.)
     if (clientGone) return;
     const payload = body.length === 1 ? (body[0] as Buffer) : Buffer.concat(body);
     if (http2Client) context.bytesOut += payload.length;
-    // (getHeaders() is a copy: the apiserver's headers go over the proxy's Audit-Id in it.)
-    const merged = Object.assign(reply.getHeaders(), headers) as OutgoingHttpHeaders;
-    reply.hijack();
-    // No body, and so no length, on a 204 or 304 (RFC 9110 §8.6).
+    // A 204 or 304 has no body (RFC 9110 §8.6): its headers go as the apiserver sent them.
     if (statusCode === 204 || statusCode === 304) {
-      delete merged['content-length'];
-      raw.writeHead(statusCode, merged);
+      writeHead();
       raw.end();
       return;
     }
-    merged['content-length'] = payload.length;
-    raw.writeHead(statusCode, merged);
+    writeHead(payload.length);
     raw.end(payload);
   };
 
@@ -428,6 +426,7 @@ function forwardRead(request: AnyRequest, reply: AnyReply, context: RequestConte
     // undici refuses some requests before sending anything (a header value it will not write).
     if (!done) handler.onError?.(err as Error);
   }
+  return closed;
 }
 
 /**
